@@ -1,0 +1,182 @@
+"""The documented schema of every table gradlab writes.
+
+All measurements are long-format ("tidy") pandas DataFrames: one observation per
+row, one variable per column. Tables of the same kind from many runs combine
+with ``pd.concat``. This module imports only pandas so that analysis code can
+depend on it without torch.
+
+Conventions shared by every table:
+
+- ``run_id`` identifies one training run inside a sweep (its folder name).
+- ``cell`` is the normalised model mode: ``RNN_TANH``, ``RNN_RELU``,
+  ``RNN_<ACTIVATION>`` for any other RNN activation, ``LSTM`` or ``GRU``.
+- ``activation`` is the RNN nonlinearity (``tanh``, ``relu``, ...); LSTM and
+  GRU report ``tanh``, the activation of their state candidate.
+- ``step`` counts optimiser updates; ``step == 0`` is the model at
+  initialisation, before the first update. ``epoch`` is the epoch the step
+  belongs to (0-based; the step-0 recording has epoch 0).
+- ``layer`` is 0-based from the input; ``direction`` is ``forward`` or
+  ``backward``. ``timestep`` is always 0-based *input* time, for both
+  directions: the backward direction's state at ``timestep == t`` is the one
+  computed after reading input ``x_t`` (so it is that direction's last state
+  at ``t == 0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+_RUN_KEYS: dict[str, str] = {
+    "run_id": "string",
+    "cell": "string",
+    "activation": "string",
+    "seed": "int64",
+}
+
+#: Per-timestep gradient norms recorded through backprop-through-time.
+#: ``grad_norm`` is the L2 norm of dL/dh_t over the whole (batch, hidden)
+#: tensor, where L is the *mean-reduced* training loss, so it includes the 1/B
+#: factor of the mean. ``grad_norm_per_sample`` is the mean over samples of each
+#: sample's own L2 norm, multiplied by B: the norm of the gradient of that
+#: sample's own loss (independent of batch size). ``ratio_to_last`` is
+#: ``grad_norm`` divided by the same layer/direction/state's norm at the step
+#: where the loss attaches last (timestep T-1 forward, 0 backward), the
+#: quantity of Pascanu et al. (2013).
+GRADIENTS: dict[str, str] = {
+    **_RUN_KEYS,
+    "epoch": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "direction": "string",
+    "state": "string",  # "h", or "c" for the LSTM cell state
+    "timestep": "int64",
+    "grad_norm": "float64",
+    "grad_norm_per_sample": "float64",
+    "ratio_to_last": "float64",
+}
+
+#: Gate statistics per timestep. ``gate`` is one of i, f, g, o (LSTM), r, z, n
+#: (GRU) or h (an RNN's activation). ``stat`` is ``mean`` (mean activation over
+#: batch and units) or ``saturated`` (fraction of units whose pre-activation
+#: lies beyond the documented saturation threshold).
+GATES: dict[str, str] = {
+    **_RUN_KEYS,
+    "epoch": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "direction": "string",
+    "timestep": "int64",
+    "gate": "string",
+    "stat": "string",
+    "value": "float64",
+}
+
+#: Spectral norm of the state-to-state Jacobian product d h_{last} / d h_t,
+#: estimated by power iteration; ``distance`` is how many steps separate t from
+#: the last state of that direction.
+JACOBIAN: dict[str, str] = {
+    **_RUN_KEYS,
+    "epoch": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "direction": "string",
+    "timestep": "int64",
+    "distance": "int64",
+    "spectral_norm": "float64",
+}
+
+#: Training history. ``split`` is ``train`` or ``validation``; ``metric`` is
+#: ``loss``, ``accuracy`` (a fraction in [0, 1]), ``grad_norm`` (global norm
+#: of all parameter gradients before clipping) or ``lr``. ``wall_time`` is
+#: seconds since the run started.
+HISTORY: dict[str, str] = {
+    **_RUN_KEYS,
+    "step": "int64",
+    "epoch": "int64",
+    "split": "string",
+    "metric": "string",
+    "value": "float64",
+    "wall_time": "float64",
+}
+
+#: One row per run. Accuracies are fractions in [0, 1]. ``test_accuracy`` is
+#: the validation-selected checkpoint's accuracy on the test split;
+#: ``final_test_accuracy`` is the last epoch's. ``status`` is ``finished``,
+#: ``diverged`` (``diverged_step`` then holds the step) or ``running``.
+SUMMARY: dict[str, str] = {
+    **_RUN_KEYS,
+    "dataset": "string",
+    "bidirectional": "string",
+    "readout": "string",
+    "normalise": "boolean",
+    "hidden_size": "int64",
+    "num_layers": "int64",
+    "seq_len": "int64",
+    "status": "string",
+    "diverged_step": "Int64",
+    "best_val_accuracy": "float64",
+    "best_epoch": "Int64",
+    "test_accuracy": "float64",
+    "final_test_accuracy": "float64",
+    "n_params": "int64",
+    "time_per_epoch": "float64",
+}
+
+TABLES: dict[str, dict[str, str]] = {
+    "gradients": GRADIENTS,
+    "gates": GATES,
+    "jacobian": JACOBIAN,
+    "history": HISTORY,
+    "summary": SUMMARY,
+}
+
+
+def columns(kind: str) -> dict[str, str]:
+    """Return the column -> dtype mapping of table ``kind``.
+
+    Raises:
+        ValueError: if ``kind`` is not one of :data:`TABLES`.
+    """
+    try:
+        return TABLES[kind]
+    except KeyError:
+        raise ValueError(f"unknown table {kind!r}; expected one of {sorted(TABLES)}") from None
+
+
+def empty(kind: str) -> pd.DataFrame:
+    """An empty DataFrame with the columns and dtypes of table ``kind``."""
+    return conform(pd.DataFrame({name: [] for name in columns(kind)}), kind)
+
+
+def conform(frame: pd.DataFrame | Mapping[str, object], kind: str) -> pd.DataFrame:
+    """Cast ``frame`` to table ``kind``'s dtypes, in its column order.
+
+    Extra columns are kept after the documented ones (runs may carry more
+    configuration); missing documented columns raise ``ValueError``.
+    """
+    frame = pd.DataFrame(frame)
+    spec = columns(kind)
+    missing = [name for name in spec if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{kind} table is missing columns {missing}; it has {list(frame.columns)}")
+    extra = [name for name in frame.columns if name not in spec]
+    return frame[list(spec) + extra].astype(spec)
+
+
+#: Layout of a runs directory: ``<sweep>/<run_id>/<file>`` for each run, plus
+#: sweep-level files at ``<sweep>/``. Tables are Parquet files of the kinds above.
+RUN_FILES: dict[str, str] = {
+    "config": "config.json",  # the run's configuration (dataclasses.asdict) and command line
+    "history": "history.parquet",
+    "gradients": "gradients.parquet",
+    "gates": "gates.parquet",
+    "jacobian": "jacobian.parquet",
+    "metrics": "metrics.json",  # the run's SUMMARY row as JSON, written when it ends
+    "checkpoint": "checkpoint.pt",  # state_dicts + config + optimiser + RNG states
+}
+SWEEP_FILES: dict[str, str] = {
+    "sweep": "sweep.json",  # the sweep's configuration and command line
+    "summary": "summary.parquet",  # SUMMARY rows of every run
+}
