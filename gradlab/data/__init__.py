@@ -1,0 +1,70 @@
+"""gradlab's datasets: Speech Commands, FSDD and synthetic long-range tasks.
+
+Every dataset comes back as a ``DataSplits`` of tensors (see ``splits``);
+``load_dataset`` is the one entry point, ``iterate_batches`` serves batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gradlab.data.batching import iterate_batches, to_device
+from gradlab.data.splits import (
+    TASK_CLASSIFICATION,
+    TASK_REGRESSION,
+    TASK_SEQUENCE_CLASSIFICATION,
+    TASKS,
+    DataSplits,
+    SplitTensors,
+)
+from gradlab.data.synthetic import (
+    ADDING_BASELINE_MSE,
+    adding_problem,
+    copy_memory,
+    distance_task,
+)
+
+#: Dataset names accepted by ``load_dataset`` and the loader each maps to.
+DATASETS: dict[str, Callable[..., DataSplits]] = {
+    "adding": adding_problem,
+    "copy-memory": copy_memory,
+    "distance": distance_task,
+}
+
+
+def load_dataset(name: str, **options: Any) -> DataSplits:
+    """Loads a dataset by name.
+
+    Args:
+        name: One of ``DATASETS``.
+        **options: Keyword arguments of that dataset's loader.
+
+    Returns:
+        The dataset's ``DataSplits``.
+    """
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}"
+        ) from None
+    return loader(**options)
+
+
+__all__ = [
+    "ADDING_BASELINE_MSE",
+    "DATASETS",
+    "TASKS",
+    "TASK_CLASSIFICATION",
+    "TASK_REGRESSION",
+    "TASK_SEQUENCE_CLASSIFICATION",
+    "DataSplits",
+    "SplitTensors",
+    "adding_problem",
+    "copy_memory",
+    "distance_task",
+    "iterate_batches",
+    "load_dataset",
+    "to_device",
+]

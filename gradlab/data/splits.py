@@ -1,0 +1,106 @@
+"""The dataset interface shared by every gradlab dataset: tensors per split.
+
+Every loader (Speech Commands, FSDD, the synthetic tasks) returns a
+``DataSplits``: three ``SplitTensors`` plus what a model needs to know to fit
+the data (input size, number of outputs, sequence length, task kind).
+
+Task kinds and their target layouts:
+
+- ``"classification"``: one label per sequence. ``y`` is ``(N,)`` int64 in
+  ``[0, num_outputs)``; a model reads out logits ``(B, num_outputs)``.
+- ``"regression"``: one real target per sequence. ``y`` is ``(N,)`` float32;
+  a model reads out ``(B, 1)`` and the loss compares ``output[:, 0]`` with
+  ``y`` (comparing ``(B, 1)`` with ``(B,)`` directly would broadcast).
+- ``"sequence_classification"``: one label *per time step*. ``y`` is
+  ``(N, T)`` int64; a model needs a per-step readout giving logits
+  ``(B, T, num_outputs)``, and the loss is
+  ``cross_entropy(logits.reshape(-1, C), y.reshape(-1))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+TASK_CLASSIFICATION = "classification"
+TASK_REGRESSION = "regression"
+TASK_SEQUENCE_CLASSIFICATION = "sequence_classification"
+TASKS = (TASK_CLASSIFICATION, TASK_REGRESSION, TASK_SEQUENCE_CLASSIFICATION)
+
+
+@dataclass(frozen=True)
+class SplitTensors:
+    """One split of a dataset as tensors.
+
+    Attributes:
+        x: Inputs ``(N, T, F)`` float32, batch-first.
+        y: Targets: ``(N,)`` int64 labels, ``(N,)`` float32 regression targets,
+            or ``(N, T)`` int64 per-step labels (see the module docstring).
+    """
+
+    x: torch.Tensor  # (N, T, F)
+    y: torch.Tensor  # (N,) or (N, T)
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 3:
+            raise ValueError(f"x must be (N, T, F), got shape {tuple(self.x.shape)}")
+        if self.y.shape[0] != self.x.shape[0]:
+            raise ValueError(
+                f"x and y disagree on the number of samples: "
+                f"{self.x.shape[0]} vs {self.y.shape[0]}"
+            )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> SplitTensors:
+        """Returns a copy of this split on ``device`` (no copy if already there)."""
+        return SplitTensors(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train, validation and test splits plus the facts a model needs.
+
+    Attributes:
+        train: Training split.
+        validation: Validation split (model selection only).
+        test: Test split (report once, at the end).
+        task: One of ``TASKS``; fixes the target layout (module docstring).
+        num_outputs: Number of classes, or 1 for regression.
+        input_size: Features per time step, ``F``.
+        seq_len: Time steps per sequence, ``T``.
+        class_names: Class names in label order (empty for regression).
+        info: Provenance: dataset name, paths, feature config, normalisation
+            statistics, cache hits, skipped files, task parameters.
+    """
+
+    train: SplitTensors
+    validation: SplitTensors
+    test: SplitTensors
+    task: str
+    num_outputs: int
+    input_size: int
+    seq_len: int
+    class_names: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+
+    def to(self, device: torch.device | str) -> DataSplits:
+        """Returns a copy with all three splits moved to ``device``."""
+        return DataSplits(
+            train=self.train.to(device),
+            validation=self.validation.to(device),
+            test=self.test.to(device),
+            task=self.task,
+            num_outputs=self.num_outputs,
+            input_size=self.input_size,
+            seq_len=self.seq_len,
+            class_names=self.class_names,
+            info=self.info,
+        )
