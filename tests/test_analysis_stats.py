@@ -1,0 +1,124 @@
+"""Statistics across seeds, checked against hand-computed answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis_helpers import FACTOR, all_frames, gradients_frame
+from gradlab.analysis import (
+    accuracy_table,
+    bootstrap_ci,
+    config_groups,
+    first_to_last_ratio,
+    log_gradient_profile,
+    select_stages,
+    stage_steps,
+    summarise,
+)
+
+
+def test_bootstrap_of_two_values():
+    # Resample means of {0, 1} are 0, 0.5, 1 with probability 1/4, 1/2, 1/4.
+    mean, low, high = bootstrap_ci([0.0, 1.0], confidence=0.95, n_resamples=4000)
+    assert (mean, low, high) == (0.5, 0.0, 1.0)
+    # A 40% interval spans quantiles 0.3-0.7, both inside the mass at 0.5.
+    assert bootstrap_ci([0.0, 1.0], confidence=0.4, n_resamples=4000) == (0.5, 0.5, 0.5)
+
+
+def test_bootstrap_degenerate_cases():
+    assert bootstrap_ci([3.0]) == (3.0, 3.0, 3.0)
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert all(np.isnan(bootstrap_ci([])))
+    assert bootstrap_ci([1.0, np.nan, 3.0])[0] == 2.0
+
+
+def test_bootstrap_is_seeded_and_order_free():
+    values = [0.1, 0.7, 0.3, 0.9, 0.4]
+    assert bootstrap_ci(values, seed=3) == bootstrap_ci(values[::-1], seed=3)
+    mean, low, high = bootstrap_ci(values, seed=3)
+    assert mean == pytest.approx(0.48)
+    assert min(values) <= low < mean < high <= max(values)
+
+
+def test_summarise_groups_match_single_bootstrap():
+    frame = pd.DataFrame({"cell": ["A", "A", "A", "B", "B"], "value": [1.0, 2.0, 6.0, 4.0, 4.0]})
+    result = summarise(frame, "value", ["cell"], seed=1).set_index("cell")
+    assert result.loc["A", "mean"] == 3.0 and result.loc["A", "n"] == 3
+    assert (result.loc["B", "ci_low"], result.loc["B", "ci_high"]) == (4.0, 4.0)
+    assert tuple(result.loc["A", ["mean", "ci_low", "ci_high"]]) == bootstrap_ci([1.0, 2.0, 6.0], seed=1)
+
+
+def test_summarise_rejects_bad_confidence():
+    with pytest.raises(ValueError, match="confidence"):
+        summarise(pd.DataFrame({"g": [0], "v": [1.0]}), "v", ["g"], confidence=95)
+
+
+def test_accuracy_table_by_cell():
+    summary = all_frames(seeds=(0, 1, 2))["summary"]
+    table = accuracy_table(summary).set_index("cell")
+    # Seeds 0, 1, 2 add 0.00, 0.01, 0.02 to the base accuracy.
+    assert table.loc["GRU", "mean"] == pytest.approx(0.91)
+    assert table.loc["RNN_TANH", "mean"] == pytest.approx(0.41)
+    assert table.loc["GRU", "ci_low"] >= 0.90 - 1e-12 and table.loc["GRU", "ci_high"] <= 0.92 + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ([0, 4, 8, 12], {"init": 0, "early": 4, "late": 12}),
+        ([12, 0, 8, 8], {"init": 0, "early": 8, "late": 12}),
+        ([0, 5], {"init": 0, "late": 5}),
+        ([0], {"init": 0}),
+        ([3, 9], {"early": 3, "late": 9}),
+    ],
+)
+def test_stage_steps(steps, expected):
+    assert stage_steps(steps) == expected
+
+
+def test_select_stages_per_run():
+    # Runs recorded at different steps get their own early/late steps.
+    frame = pd.concat([gradients_frame("a", "GRU", 0, steps=(0, 2, 6)), gradients_frame("b", "GRU", 1, steps=(0, 3))])
+    staged = select_stages(frame)
+    stages = staged.groupby(["run_id", "stage"], observed=True)["step"].unique().map(list).to_dict()
+    assert stages == {("a", "init"): [0], ("a", "early"): [2], ("a", "late"): [6], ("b", "init"): [0], ("b", "late"): [3]}
+
+
+def test_log_gradient_profile_is_mean_of_log10():
+    frame = pd.concat([gradients_frame(f"r{seed}", "RNN_TANH", seed, seq_len=3) for seed in (0, 1)])
+    profile = log_gradient_profile(frame)
+    row = profile[(profile["stage"] == "init") & (profile["timestep"] == 0)].iloc[0]
+    # grad_norm = 0.1 * (1 + 0.1 seed) * 0.5 ** 2 at step 0, timestep 0.
+    expected = np.mean([np.log10(0.1 * 1.0 * 0.25), np.log10(0.1 * 1.1 * 0.25)])
+    assert row["mean"] == pytest.approx(expected)
+    assert row["n"] == 2
+
+
+def test_first_to_last_ratio_closed_form():
+    frames = all_frames(seeds=(0, 1), seq_len=5)
+    ratios = first_to_last_ratio(frames["gradients"], frames["summary"])
+    assert len(ratios) == 8 and set(ratios["seq_len"]) == {5}
+    for row in ratios.itertuples():
+        assert row.ratio == pytest.approx(FACTOR[(row.cell, "h")] ** 4)
+    cell_state = first_to_last_ratio(frames["gradients"], state="c", stage="late")
+    assert list(cell_state["cell"]) == ["LSTM", "LSTM"]
+    assert cell_state["ratio"].to_numpy() == pytest.approx(FACTOR[("LSTM", "c")] ** 4)
+
+
+def test_first_to_last_ratio_backward_direction():
+    frame = gradients_frame("a", "GRU", 0, seq_len=4).assign(direction="backward")
+    ratio = first_to_last_ratio(frame, direction="backward")["ratio"].iloc[0]
+    # Backward: first = timestep T-1, last = timestep 0.
+    assert ratio == pytest.approx(0.9 ** -3)
+
+
+def test_config_groups_split_varying_columns():
+    summary = all_frames(cells=("GRU",), seeds=(0, 1))["summary"]
+    both = pd.concat([summary, summary.assign(run_id=summary["run_id"] + "-mean", readout="mean")])
+    both = both.assign(sweep="s")
+    groups = dict(config_groups(both))
+    assert sorted(groups) == ["s readout=last", "s readout=mean"]
+    assert list(groups["s readout=mean"]["run_id"]) == ["gru-s0-mean", "gru-s1-mean"]
+    assert [label for label, _ in config_groups(both, exclude=("readout",))] == ["s"]
