@@ -122,12 +122,14 @@ def unroll_direction(
     Returns:
         outputs (B, T, H) in input time order (h_t at position t), and the final state.
     """
-    x_proj = cell.project_input(inputs)  # (B, T, G*H)
-    steps = x_proj.shape[1]
+    # unbind, not x_proj[:, t]: the backward of an indexing view writes a
+    # full-size zero tensor per step (quadratic in T); unbind's is one stack.
+    x_steps = cell.project_input(inputs).unbind(1)  # T x (B, G*H)
+    steps = len(x_steps)
     is_lstm = isinstance(cell, LSTMCell)
     outputs: list[Tensor] = [None] * steps  # type: ignore[list-item]
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
-        state = cell.step(x_proj[:, t], state)
+        state = cell.step(x_steps[t], state)
         outputs[t] = state[0] if is_lstm else state  # (B, H)
         if expose is not None:
             expose(t, state)
