@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gradlab.data.batching import iterate_batches, to_device
+from gradlab.data.features import FeatureConfig
+from gradlab.data.fsdd import load_fsdd
 from gradlab.data.splits import (
     TASK_CLASSIFICATION,
     TASK_REGRESSION,
@@ -30,6 +32,7 @@ DATASETS: dict[str, Callable[..., DataSplits]] = {
     "adding": adding_problem,
     "copy-memory": copy_memory,
     "distance": distance_task,
+    "fsdd": load_fsdd,
 }
 
 
@@ -60,11 +63,13 @@ __all__ = [
     "TASK_REGRESSION",
     "TASK_SEQUENCE_CLASSIFICATION",
     "DataSplits",
+    "FeatureConfig",
     "SplitTensors",
     "adding_problem",
     "copy_memory",
     "distance_task",
     "iterate_batches",
     "load_dataset",
+    "load_fsdd",
     "to_device",
 ]

@@ -1,0 +1,226 @@
+"""MFCC features: reading clips and extracting them in parallel.
+
+Defaults match the coursework gradlab grew out of: 16 kHz audio, clips
+zero-padded at the end (or cut) to 1 s, ``librosa.feature.mfcc`` with 20
+coefficients, ``n_fft=2048`` and ``hop_length=512``, giving 32 frames of 20
+coefficients per clip. Every parameter is a field of ``FeatureConfig``, so the
+sequence length can be swept (a smaller hop gives more frames).
+
+One difference: gradlab reads audio as floats in [-1, 1] (soundfile's
+convention); the coursework read int16 samples with scipy, which is the same
+audio scaled by 32768. ``amplitude_scale=32768.0`` reproduces that.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How a clip becomes an MFCC sequence; change with ``dataclasses.replace``."""
+
+    sample_rate: int = 16_000  # audio is resampled to this rate first
+    clip_seconds: float = 1.0  # clips are zero-padded at the end or cut to this
+    n_mfcc: int = 20  # coefficients per frame: the input size F
+    n_fft: int = 2048
+    hop_length: int = 512  # samples between frames: sets the sequence length T
+    n_mels: int = 128  # mel bands before the DCT (librosa's default)
+    amplitude_scale: float = 1.0  # 32768.0 reproduces the coursework's int16 input
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_mfcc", "n_fft", "hop_length", "n_mels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"FeatureConfig.{name} must be a positive int, got {value!r}")
+        if self.clip_seconds <= 0:
+            raise ValueError(f"FeatureConfig.clip_seconds must be > 0, got {self.clip_seconds}")
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples per clip after padding or cutting."""
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip, ``T`` (librosa centres frames: ``1 + samples // hop``)."""
+        return 1 + self.clip_samples // self.hop_length
+
+
+def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
+    """Reads one audio file as a fixed-length mono clip.
+
+    Multi-channel audio is averaged to mono, other sample rates are resampled
+    (polyphase, ``scipy.signal.resample_poly``), and the result is zero-padded
+    at the end or cut to ``config.clip_samples``.
+
+    Args:
+        path: An audio file soundfile can read (WAV, FLAC, ...).
+        config: Target sample rate, clip length and amplitude scale.
+
+    Returns:
+        ``(config.clip_samples,)`` float32.
+
+    Raises:
+        soundfile.LibsndfileError: The file cannot be decoded.
+    """
+    audio, rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)  # (S, C)
+    audio = audio.mean(axis=1)  # (S,)
+    if rate != config.sample_rate:
+        divisor = math.gcd(rate, config.sample_rate)
+        audio = resample_poly(audio, config.sample_rate // divisor, rate // divisor)
+    clip = np.zeros(config.clip_samples, dtype=np.float32)  # (S_clip,)
+    kept = min(audio.shape[0], config.clip_samples)
+    clip[:kept] = audio[:kept]
+    if config.amplitude_scale != 1.0:
+        clip *= np.float32(config.amplitude_scale)
+    return clip
+
+
+def mfcc(clip: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """MFCCs of one clip, time-major.
+
+    Args:
+        clip: ``(config.clip_samples,)`` float32, as from ``load_clip``.
+        config: MFCC parameters.
+
+    Returns:
+        ``(config.num_frames, config.n_mfcc)`` float32.
+    """
+    coefficients = librosa.feature.mfcc(
+        y=clip,
+        sr=config.sample_rate,
+        n_mfcc=config.n_mfcc,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+    )  # (F, T)
+    return np.ascontiguousarray(coefficients.T, dtype=np.float32)  # (T, F)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """Features of a list of files, with the files that could not be read.
+
+    Attributes:
+        features: ``(N, T, F)`` float32; rows of failed files are zero.
+        ok: ``(N,)`` bool, false where the file could not be decoded.
+        failures: ``(path, reason)`` for every file that failed, in input order.
+    """
+
+    features: np.ndarray
+    ok: np.ndarray
+    failures: tuple[tuple[str, str], ...]
+
+
+def _extract_chunk(
+    start: int, paths: Sequence[str], config: FeatureConfig
+) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
+    """Worker: features of ``paths``, and ``(index, reason)`` for each failure."""
+    features = np.zeros((len(paths), config.num_frames, config.n_mfcc), dtype=np.float32)
+    failures = []
+    for i, path in enumerate(paths):
+        try:
+            features[i] = mfcc(load_clip(path, config), config)
+        except Exception as error:  # one unreadable file must not end a long extraction
+            failures.append((i, f"{type(error).__name__}: {error}"))
+    return start, features, failures
+
+
+def default_num_workers() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    # fork starts workers without re-importing torch; spawn elsewhere.
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def extract_features(
+    paths: Sequence[str | os.PathLike],
+    config: FeatureConfig,
+    *,
+    num_workers: int | None = None,
+    progress: bool = True,
+    description: str = "MFCC",
+) -> Extraction:
+    """Extracts MFCCs of many files on all cores, skipping unreadable ones.
+
+    Files that cannot be decoded are skipped and counted, with a single
+    warning naming the first of them; they never stop the extraction.
+
+    Args:
+        paths: Audio files.
+        config: Feature parameters.
+        num_workers: Worker processes; default all cores available. 1 runs
+            in this process.
+        progress: Show a tqdm progress bar.
+        description: Label of the progress bar.
+
+    Returns:
+        An ``Extraction`` with features ``(N, T, F)``.
+    """
+    paths = [os.fspath(p) for p in paths]
+    n = len(paths)
+    features = np.zeros((n, config.num_frames, config.n_mfcc), dtype=np.float32)  # (N, T, F)
+    ok = np.ones(n, dtype=bool)
+    reasons: dict[int, str] = {}
+    workers = default_num_workers() if num_workers is None else num_workers
+    workers = max(1, min(workers, n // 16))  # tiny lists are not worth a process pool
+    chunk = max(8, math.ceil(n / (workers * 8))) if workers > 1 else max(n, 1)
+    starts = range(0, n, chunk)
+
+    def collect(start: int, block: np.ndarray, failed: list[tuple[int, str]]) -> None:
+        features[start : start + block.shape[0]] = block
+        for i, reason in failed:
+            ok[start + i] = False
+            reasons[start + i] = reason
+
+    if workers == 1:
+        with tqdm(total=n, desc=description, unit="clip", disable=not progress) as bar:
+            for start in starts:
+                collect(*_extract_chunk(start, paths[start : start + chunk], config))
+                bar.update(min(chunk, n - start))
+    else:
+        # Workers are forked before the progress bar starts its monitor thread.
+        with ProcessPoolExecutor(workers, mp_context=_process_context()) as pool:
+            futures = [
+                pool.submit(_extract_chunk, start, paths[start : start + chunk], config)
+                for start in starts
+            ]
+            with tqdm(total=n, desc=description, unit="clip", disable=not progress) as bar:
+                for future in as_completed(futures):
+                    start, block, failed = future.result()
+                    collect(start, block, failed)
+                    bar.update(block.shape[0])
+    failures = tuple((paths[i], reasons[i]) for i in sorted(reasons))
+    if failures:
+        first_path, first_reason = failures[0]
+        warnings.warn(
+            f"skipped {len(failures)} of {n} audio files that could not be decoded; "
+            f"first: {first_path} ({first_reason})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return Extraction(features, ok, failures)
