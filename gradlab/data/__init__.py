@@ -11,7 +11,9 @@ from typing import Any
 
 from gradlab.data.batching import iterate_batches, to_device
 from gradlab.data.features import FeatureConfig
+from gradlab.data.download import DownloadError
 from gradlab.data.fsdd import load_fsdd
+from gradlab.data.speech_commands import load_speech_commands
 from gradlab.data.splits import (
     TASK_CLASSIFICATION,
     TASK_REGRESSION,
@@ -33,6 +35,7 @@ DATASETS: dict[str, Callable[..., DataSplits]] = {
     "copy-memory": copy_memory,
     "distance": distance_task,
     "fsdd": load_fsdd,
+    "speech-commands": load_speech_commands,
 }
 
 
@@ -63,6 +66,7 @@ __all__ = [
     "TASK_REGRESSION",
     "TASK_SEQUENCE_CLASSIFICATION",
     "DataSplits",
+    "DownloadError",
     "FeatureConfig",
     "SplitTensors",
     "adding_problem",
@@ -71,5 +75,6 @@ __all__ = [
     "iterate_batches",
     "load_dataset",
     "load_fsdd",
+    "load_speech_commands",
     "to_device",
 ]
