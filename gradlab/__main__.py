@@ -1,0 +1,72 @@
+"""Command line: ``python -m gradlab <command>`` (also installed as ``gradlab``).
+
+A thin dispatcher: each subcommand parses its flags here and calls a library
+function, imported only when that subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from gradlab.analysis.commands import figures
+
+    formats = [fmt.strip() for fmt in args.formats.split(",") if fmt.strip()]
+    figures(args.runs_dir, args.out, formats=formats, dpi=args.dpi, n_resamples=args.resamples, seed=args.seed)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from gradlab.analysis.commands import inspect
+
+    inspect(args.runs_dir, rows=args.rows)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gradlab`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="gradlab", description="Gradient dynamics in recurrent networks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    figures = commands.add_parser(
+        "figures", help="regenerate every figure and the findings report from saved runs (no training)"
+    )
+    figures.add_argument("runs_dir", nargs="+", metavar="RUNS_DIR",
+                         help="a sweep folder (<sweep>/<run_id>/...) or a folder of sweeps; several allowed")
+    figures.add_argument("--out", default="figures", help="output folder (default: figures)")
+    figures.add_argument("--formats", default="png,pdf",
+                         help="comma-separated figure formats: png, pdf, svg (default: png,pdf)")
+    figures.add_argument("--dpi", type=int, default=200, help="resolution of PNG figures (default: 200)")
+    figures.add_argument("--resamples", type=int, default=2000,
+                         help="bootstrap resamples for confidence intervals (default: 2000)")
+    figures.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    figures.set_defaults(handler=_figures)
+
+    inspect = commands.add_parser("inspect", help="print a sweep's summary table and the head of its gradient frame")
+    inspect.add_argument("runs_dir", nargs="+", metavar="RUNS_DIR",
+                         help="a sweep folder or a folder of sweeps; several allowed")
+    inspect.add_argument("--rows", type=int, default=5, help="rows of the gradient frame to print (default: 5)")
+    inspect.set_defaults(handler=_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a missing or empty runs directory)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except Exception as error:
+        from gradlab.analysis.load import RunsDirError
+
+        if isinstance(error, RunsDirError):
+            print(f"gradlab {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
