@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def regenerated(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    status = main(["figures", str(runs), "--out", str(out), "--resamples", "200"])
+    status = main(["figures", str(runs), "--out", str(out), "--resamples", "200", "--dpi", "60"])
     return status, out
 
 
@@ -138,3 +138,22 @@ def test_inspect_prints_summary_and_gradient_head(runs, capsys):
     assert f"gradients: {gradient_rows} rows x 14 columns" in printed
     head = printed.split("gradients:")[1].strip().splitlines()
     assert len(head) == 1 + 1 + 3  # shape line, header, three rows
+
+
+def test_analysis_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, gradlab.analysis, gradlab.analysis.commands; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_every_flag_has_help():
+    from gradlab.__main__ import build_parser
+
+    parser = build_parser()
+    subparsers = next(action for action in parser._actions if action.dest == "command").choices
+    for name in ("figures", "inspect"):
+        for action in subparsers[name]._actions:
+            assert action.help, f"{name} {action.dest} lacks help"
