@@ -42,9 +42,22 @@ DATASETS: dict[str, Callable[..., DataSplits]] = {
 def load_dataset(name: str, **options: Any) -> DataSplits:
     """Loads a dataset by name.
 
+    Names and the loader (and keyword options) each maps to:
+
+    - ``"speech-commands"``: ``load_speech_commands`` (words, root, download,
+      url, sha256, features, normalise, cache_dir, num_workers, progress).
+    - ``"fsdd"``: ``load_fsdd`` (words, root, features, normalise, cache_dir,
+      speakers, takes, num_workers, progress).
+    - ``"adding"``: ``adding_problem`` (seq_len, n_train, n_validation, n_test, seed).
+    - ``"copy-memory"``: ``copy_memory`` (delay or seq_len, n_symbols,
+      memory_length, n_train, n_validation, n_test, seed).
+    - ``"distance"``: ``distance_task`` (seq_len, distance, num_classes,
+      noise_std, n_train, n_validation, n_test, seed).
+
     Args:
         name: One of ``DATASETS``.
-        **options: Keyword arguments of that dataset's loader.
+        **options: Keyword arguments of that dataset's loader; an option the
+            loader does not take raises ``TypeError``.
 
     Returns:
         The dataset's ``DataSplits``.
