@@ -106,6 +106,9 @@ def test_report_numbers_equal_the_frames(regenerated, runs):
     assert f"Most accurate: GRU ({format_percent(gru.mean())})" in report
     assert "dataset `fake_digits`" in report
     assert "tanh RNN << LSTM **supported**" in report
+    # Plateau ranks tanh < relu < LSTM < GRU against ratio ranks tanh < LSTM < relu < GRU:
+    # Spearman 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.80.
+    assert "gradient ratio at initialisation is 0.80" in report
     # Sequence-length sweep: slope of log10 ratio per timestep is log10(FACTOR).
     slope = re.search(r"RNN tanh (-?[0-9.]+)", report.split("vanishing against sequence length")[1]).group(1)
     assert float(slope) == pytest.approx(np.log10(FACTOR[("RNN_TANH", "h")]), abs=1e-3)

@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from gradlab.analysis.stats import log_gradient_profile, select_stages, summarise
 from gradlab.analysis.style import (
@@ -251,7 +252,7 @@ def _epoch_values(history: pd.DataFrame, split: str, metric: str) -> pd.DataFram
 #: Panels of the learning-curve figure: (split, metric, y label, scale to display units).
 LEARNING_CURVE_PANELS: tuple[tuple[str, str, str, float], ...] = (
     ("validation", "accuracy", "validation accuracy (%)", 100.0),
-    ("train", "loss", "training loss (cross-entropy, nats)", 1.0),
+    ("train", "loss", "training loss (nats)", 1.0),
 )
 
 
@@ -293,6 +294,7 @@ def plot_learning_curves(
             scaled = line.assign(ci_low=line["ci_low"] * scale, ci_high=line["ci_high"] * scale)
             _band(ax, xs, scaled, colour, log=False)
         ax.set_xlabel("epochs completed")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     _legend(fig)
@@ -453,7 +455,7 @@ def plot_jacobian_norm(
     """
     _require(jacobian, "jacobian")
     fig = _log_lines_by_stage(
-        jacobian, value="spectral_norm", x="distance", x_label="distance T - t (steps back from the last state)",
+        jacobian, value="spectral_norm", x="distance", x_label="distance T - t (steps back)",
         y_label="spectral norm |dh_last/dh_t|", states=False, stages=stages,
         confidence=confidence, n_resamples=n_resamples, seed=seed, fig=fig,
     )
@@ -495,7 +497,7 @@ def plot_vanishing_vs_length(
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1, label=_REFERENCE)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length T (input frames)")
-    ax.set_ylabel("first-to-last ratio |dL/dh_0| / |dL/dh_T-1|")
+    ax.set_ylabel("first-to-last ratio\n|dL/dh_0| / |dL/dh_T-1|")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(frameon=False, fontsize="small")
     return ax.figure

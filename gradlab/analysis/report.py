@@ -248,6 +248,15 @@ def _curves_section(data: RunData, where: str, checks: _Checks, boot: _Bootstrap
         claim = "the plain RNN plateaus below the gated cells"
         verdict = checks.add(where, claim, bool(max(final[c] for c in rnn_cells) < min(final[c] for c in gated)))
         lines.append(f"Coursework answer: {claim}: {verdict} (lowest plateau: {cell_label(lowest)}).")
+    if not data.gradients.empty and len(cells) >= 3:
+        ratios = ratio_table(data, stage="init", boot=boot)
+        ratios = ratios[ratios["state"] == "h"].set_index("cell")["mean"]
+        common = [cell for cell in cells if cell in ratios.index]
+        if len(common) >= 3:
+            rho = pd.Series(final[common]).rank().corr(pd.Series(ratios[common]).rank())
+            lines.append(f"Why: across cells, the rank correlation (Spearman) between this plateau and the "
+                         f"first-to-last gradient ratio at initialisation is {rho:.2f} "
+                         "(1: the cells that keep more gradient over time learn the task better).")
     if "GRU" in cells and "LSTM" in cells:
         learnt = stats["learnt"]["mean"]
         claim = "the GRU learns in fewer epochs than the LSTM"
