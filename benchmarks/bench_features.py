@@ -23,12 +23,14 @@ from gradlab.data import FeatureConfig, load_fsdd
 from gradlab.data.features import default_num_workers, extract_features
 from gradlab.data.fsdd import find_fsdd_root, fsdd_files
 
+_SHARED_FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--root",
-        default=os.environ.get("GRADLAB_FSDD") or str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"),
+        default=os.environ.get("GRADLAB_FSDD") or str(_SHARED_FSDD),
         help="FSDD folder (default $GRADLAB_FSDD or ../shared/data/fsdd beside the repository)",
     )
     parser.add_argument("--workers", type=int, default=default_num_workers(), help="extraction processes")
@@ -49,7 +51,13 @@ def main() -> None:
     parallel = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as cache_dir:
-        options = dict(words=args.words, root=recordings, cache_dir=cache_dir, num_workers=args.workers, progress=False)
+        options = dict(
+            words=args.words,
+            root=recordings,
+            cache_dir=cache_dir,
+            num_workers=args.workers,
+            progress=False,
+        )
         start = time.perf_counter()
         built = load_fsdd(**options)
         build = time.perf_counter() - start
@@ -67,13 +75,25 @@ def main() -> None:
     mib = 1024 * 1024
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"FSDD {'/'.join(args.words)}: {n} clips, features {tuple(built.train.x.shape[1:])}, cache {cache_bytes / mib:.1f} MiB")
-    print(f"extract, 1 process (reference, = one coursework epoch): {serial:7.2f} s  {n / serial:7.0f} clips/s")
-    print(f"extract, {args.workers} processes:                          {parallel:7.2f} s  {n / parallel:7.0f} clips/s  ({serial / parallel:.2f}x)")
-    print(f"build cache from scratch ({args.workers} processes):         {build:7.2f} s  {n / build:7.0f} clips/s")
-    print(f"reload from cache:                                {reload:7.3f} s  ({serial / reload:.0f}x faster than re-extracting)")
-    print(f"peak memory: reload {reload_peak / mib:.1f} MiB traced; process RSS {self_peak:.0f} MiB; largest worker RSS {child_peak:.0f} MiB")
-
+    workers = f"{args.workers} processes"
+    print(
+        f"FSDD {'/'.join(args.words)}: {n} clips, features {tuple(built.train.x.shape[1:])}, "
+        f"cache {cache_bytes / mib:.1f} MiB"
+    )
+    print(f"extract, 1 process (reference; one coursework epoch): {serial:7.2f} s {n / serial:6.0f} clips/s")
+    print(
+        f"extract, {workers}:{'':<26}{parallel:7.2f} s {n / parallel:6.0f} clips/s "
+        f"({serial / parallel:.2f}x the reference)"
+    )
+    print(f"build cache from scratch, {workers}:{'':<9}{build:7.2f} s {n / build:6.0f} clips/s")
+    print(
+        f"reload from cache:{'':<35}{reload:7.3f} s "
+        f"({serial / reload:.0f}x faster than re-extracting)"
+    )
+    print(
+        f"peak memory: reload {reload_peak / mib:.1f} MiB traced; process RSS {self_peak:.0f} MiB; "
+        f"largest worker RSS {child_peak:.0f} MiB"
+    )
 
 if __name__ == "__main__":
     main()

@@ -197,3 +197,16 @@ def test_corrupt_unverified_archive_is_deleted(server, tmp_path, monkeypatch):
 def test_no_download_when_root_is_given(tmp_path):
     with pytest.raises(FileNotFoundError, match="download=True"):
         prepare_speech_commands(root=tmp_path, url="http://127.0.0.1:9/x", progress=False)
+
+
+def test_data_home_honours_gradlab_data_then_xdg(tmp_path, monkeypatch):
+    from gradlab.data.paths import data_home, default_cache_dir
+
+    monkeypatch.delenv("GRADLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data_home() == tmp_path / "xdg" / "gradlab"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data_home() == tmp_path / "home" / ".cache" / "gradlab"
+    monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "mine"))
+    assert data_home() == tmp_path / "mine" and default_cache_dir() == tmp_path / "mine" / "features"

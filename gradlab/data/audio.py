@@ -192,7 +192,8 @@ def build_audio_splits(
         x, y = arrays[split]
         if normalise:
             x = (x - mean) / std  # (N, T, F)
-        return SplitTensors(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y))
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # (N, T, F)
+        return SplitTensors(x, torch.from_numpy(y))
 
     return DataSplits(
         train=tensors("train"),

@@ -89,12 +89,18 @@ def load_arrays(path: str | os.PathLike, key: str) -> dict[str, np.ndarray] | No
         stored_key = str(arrays.pop(_KEY))
         stored_checksum = str(arrays.pop(_CHECKSUM))
     except Exception as error:
-        warnings.warn(f"ignoring unreadable cache file {path} ({error}); rebuilding it", stacklevel=2)
+        warnings.warn(
+            f"ignoring unreadable cache file {path} ({error}); rebuilding it", stacklevel=2
+        )
         return None
     if stored_key != key:
-        warnings.warn(f"ignoring cache file {path}: made for another key; rebuilding it", stacklevel=2)
+        warnings.warn(
+            f"ignoring cache file {path}: made for another key; rebuilding it", stacklevel=2
+        )
         return None
     if _checksum(arrays) != stored_checksum:
-        warnings.warn(f"ignoring corrupt cache file {path} (checksum mismatch); rebuilding it", stacklevel=2)
+        warnings.warn(
+            f"ignoring corrupt cache file {path} (checksum mismatch); rebuilding it", stacklevel=2
+        )
         return None
     return arrays

@@ -89,7 +89,9 @@ def download_file(
         digest = sha256_of(destination)
         if expected is None or digest == expected:
             return digest
-        warnings.warn(f"{destination} does not match the expected SHA-256; downloading it again", stacklevel=2)
+        warnings.warn(
+            f"{destination} does not match the expected SHA-256; downloading it again", stacklevel=2
+        )
         destination.unlink()
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
@@ -103,13 +105,16 @@ def download_file(
         if error.code == 416 and offset:  # nothing left to fetch: the part is complete
             response = None
         else:
-            raise DownloadError(f"downloading {url} failed: HTTP {error.code} {error.reason}") from error
+            raise DownloadError(
+                f"downloading {url} failed: HTTP {error.code} {error.reason}"
+            ) from error
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(f"downloading {url} failed: {reason}") from error
     if response is not None:
         with response:
-            if response.status == 206 and _content_range_start(response.headers.get("Content-Range")) == offset:
+            range_start = _content_range_start(response.headers.get("Content-Range"))
+            if response.status == 206 and range_start == offset:
                 mode = "ab"
             else:  # the server ignored the range: start over
                 offset, mode = 0, "wb"
@@ -153,7 +158,8 @@ def download_file(
             stacklevel=2,
         )
     os.replace(part, destination)
-    destination.with_name(destination.name + ".sha256").write_text(f"{digest}  {destination.name}\n")
+    record = destination.with_name(destination.name + ".sha256")
+    record.write_text(f"{digest}  {destination.name}\n")
     return digest
 
 
@@ -166,7 +172,9 @@ def extracted_words(tree: Path) -> set[str]:
         return set()
 
 
-def extract_speech_commands(archive: str | os.PathLike, tree: str | os.PathLike, words: Iterable[str]) -> None:
+def extract_speech_commands(
+    archive: str | os.PathLike, tree: str | os.PathLike, words: Iterable[str]
+) -> None:
     """Streams a Speech Commands archive, writing only ``words`` and the lists.
 
     Each file is written to a temporary name and renamed into place; the
@@ -195,7 +203,7 @@ def extract_speech_commands(archive: str | os.PathLike, tree: str | os.PathLike,
                 parts = name.split("/")
                 if name in LIST_FILES:
                     target = tree / name
-                elif len(parts) == 2 and parts[0] in wanted and parts[1].endswith(".wav") and parts[1] != "..":
+                elif len(parts) == 2 and parts[0] in wanted and parts[1].endswith(".wav"):
                     target = tree / parts[0] / parts[1]
                     counts[parts[0]] += 1
                 else:
@@ -207,7 +215,9 @@ def extract_speech_commands(archive: str | os.PathLike, tree: str | os.PathLike,
                     shutil.copyfileobj(source, handle)
                 os.replace(temporary, target)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise DownloadError(f"cannot read archive {archive} ({error}): it is truncated or corrupt") from error
+        raise DownloadError(
+            f"cannot read archive {archive} ({error}): it is truncated or corrupt"
+        ) from error
     missing = sorted(word for word, count in counts.items() if count == 0)
     if missing:
         raise ValueError(f"the archive {archive} has no files for: {', '.join(missing)}")

@@ -13,6 +13,7 @@ audio scaled by 32768. ``amplitude_scale=32768.0`` reproduces that.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -150,6 +151,22 @@ def default_num_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """Limits BLAS to one thread: workers then do not oversubscribe the cores,
+    and features are bit-identical whatever the number of workers (threaded
+    BLAS sums in a different order)."""
+    try:
+        from threadpoolctl import threadpool_limits  # installed with librosa (via scikit-learn)
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _single_threaded_worker() -> None:
+    """Worker initialiser: one BLAS thread for the worker's lifetime."""
+    _one_blas_thread()
+
+
 def _process_context() -> multiprocessing.context.BaseContext:
     # fork starts workers without re-importing torch; spawn elsewhere.
     if "fork" in multiprocessing.get_all_start_methods():
@@ -198,13 +215,17 @@ def extract_features(
             reasons[start + i] = reason
 
     if workers == 1:
-        with tqdm(total=n, desc=description, unit="clip", disable=not progress) as bar:
+        with _one_blas_thread(), tqdm(
+            total=n, desc=description, unit="clip", disable=not progress
+        ) as bar:
             for start in starts:
                 collect(*_extract_chunk(start, paths[start : start + chunk], config))
                 bar.update(min(chunk, n - start))
     else:
         # Workers are forked before the progress bar starts its monitor thread.
-        with ProcessPoolExecutor(workers, mp_context=_process_context()) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=_process_context(), initializer=_single_threaded_worker
+        ) as pool:
             futures = [
                 pool.submit(_extract_chunk, start, paths[start : start + chunk], config)
                 for start in starts

@@ -81,7 +81,8 @@ def resolve_digits(words: Sequence[str | int]) -> list[int]:
             digit = int(text)
         else:
             raise ValueError(
-                f"unknown FSDD word {word!r}; use digit names ({', '.join(DIGIT_NAMES)}) or digits 0-9"
+                f"unknown FSDD word {word!r}; use digit names "
+                f"({', '.join(DIGIT_NAMES)}) or digits 0-9"
             )
         if digit in digits:
             raise ValueError(f"word {word!r} given twice")

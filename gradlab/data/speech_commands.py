@@ -71,7 +71,8 @@ def resolve_words(words: Sequence[str] | str) -> tuple[str, ...]:
     if not words:
         raise ValueError("words must name at least one word")
     for word in words:
-        if not word or "/" in word or "\\" in word or word.startswith(".") or word == BACKGROUND_NOISE:
+        unsafe = "/" in word or "\\" in word or word.startswith(".")
+        if not word or unsafe or word == BACKGROUND_NOISE:
             raise ValueError(f"{word!r} is not a Speech Commands word")
     repeated = sorted({w for w in words if words.count(w) > 1})
     if repeated:
@@ -102,7 +103,9 @@ def _read_list(path: Path) -> set[str]:
     return {line.strip().replace("\\", "/") for line in lines if line.strip()}
 
 
-def speech_commands_files(tree: str | os.PathLike, words: Sequence[str] | str = DEFAULT_WORDS) -> dict[str, LabelledFiles]:
+def speech_commands_files(
+    tree: str | os.PathLike, words: Sequence[str] | str = DEFAULT_WORDS
+) -> dict[str, LabelledFiles]:
     """The official split of the chosen words, sorted by path.
 
     Args:
@@ -124,7 +127,9 @@ def speech_commands_files(tree: str | os.PathLike, words: Sequence[str] | str = 
     for label, word in enumerate(words):
         folder = tree / word
         if not folder.is_dir():
-            available = sorted(p.name for p in tree.iterdir() if p.is_dir() and p.name != BACKGROUND_NOISE)
+            available = sorted(
+                p.name for p in tree.iterdir() if p.is_dir() and p.name != BACKGROUND_NOISE
+            )
             raise FileNotFoundError(
                 f"no folder for word {word!r} at {folder}; words in this tree: "
                 f"{', '.join(available) or 'none'}"
@@ -134,7 +139,12 @@ def speech_commands_files(tree: str | os.PathLike, words: Sequence[str] | str = 
             raise ValueError(f"word folder {folder} holds no .wav files")
         for name in names:
             relative = f"{word}/{name}"
-            split = "validation" if relative in validation else "test" if relative in testing else "train"
+            if relative in validation:
+                split = "validation"
+            elif relative in testing:
+                split = "test"
+            else:
+                split = "train"
             chosen[split].append((relative, label))
     return {
         split: LabelledFiles(
@@ -201,7 +211,9 @@ def prepare_speech_commands(
         what = f"no Speech Commands tree (with {VALIDATION_LIST})" if tree is None else (
             f"the tree at {tree} lacks the words {', '.join(missing)}"
         )
-        raise FileNotFoundError(f"{what}; looked in {looked}. {how_to_point}, or pass download=True")
+        raise FileNotFoundError(
+            f"{what}; looked in {looked}. {how_to_point}, or pass download=True"
+        )
     try:
         download_file(url, archive, sha256=sha256, progress=progress)
         try:
