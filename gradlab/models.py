@@ -24,8 +24,17 @@ time for both directions: the backward direction's state at ``timestep == t``
 is the one computed after reading ``x_t``. With no observer attached, the
 unroll does no extra work.
 
-The unroll of one direction of one layer is :func:`unroll_direction`; a fused
-implementation can replace it behind the same signature.
+Gradients of those states are exposed at the same place:
+:meth:`RecurrentNet.add_gradient_observer` calls ``observer(key, grad)``
+during backward with the total gradient dL/dh_t (and dL/dc_t), whichever
+unroll runs.
+
+Two unrolls compute the same thing. :func:`unroll_direction` is plain
+autograd over :meth:`step` of the cell; :func:`gradlab.fused.fused_unroll` is
+one ``autograd.Function`` per layer and direction with a hand-written
+backprop-through-time, used by default where it exists (LSTM, GRU, tanh and
+relu RNNs) and while no *state* observer is attached (a state observer may
+register its own tensor hooks, which need the autograd graph).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.cells import ACTIVATIONS, GRUCell, LSTMCell, RNNCell, _Cell
+from gradlab.fused import fused_unroll, supports
 from gradlab.initialisation import initialise_, parse_scheme
 
 BIDIRECTIONAL_CHOICES: tuple[str, ...] = ("none", "separate", "interleaved")
@@ -62,6 +72,7 @@ class StateKey:
 
 
 StateObserver = Callable[[StateKey, Tensor], None]
+GradientObserver = Callable[[StateKey, Tensor], None]
 
 
 def parse_mode(mode: str) -> tuple[str, str]:
@@ -147,6 +158,8 @@ class RecurrentNet(nn.Module):
         num_layers: stacked layers per direction, >= 1.
         bias: whether cells have biases.
         bidirectional: ``none``, ``separate`` or ``interleaved`` (module docstring).
+        fused: use the fused unroll where it exists (see the module docstring);
+            ``False`` forces the plain autograd unroll.
 
     Cells live in ``cells``, indexed ``layer * num_directions + direction``
     (torch's order for ``h_0``/``h_n``).
@@ -164,9 +177,11 @@ class RecurrentNet(nn.Module):
         num_layers: int = 1,
         bias: bool = True,
         bidirectional: str = "none",
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.mode = normalise_mode(mode)
+        self.fused = fused
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
         if bidirectional not in BIDIRECTIONAL_CHOICES:
@@ -188,6 +203,7 @@ class RecurrentNet(nn.Module):
                 self.cells.append(make_cell(self.mode, layer_input, hidden_size, bias))
         # OrderedDict, not dict: RemovableHandle keeps a weak reference to it.
         self._state_observers: OrderedDict[int, StateObserver] = OrderedDict()
+        self._gradient_observers: OrderedDict[int, GradientObserver] = OrderedDict()
 
     @property
     def num_directions(self) -> int:
@@ -212,12 +228,33 @@ class RecurrentNet(nn.Module):
         self._state_observers[handle.id] = observer
         return handle
 
+    def add_gradient_observer(self, observer: GradientObserver) -> RemovableHandle:
+        """Call ``observer(key, grad)`` with dL/d(state) for every state, during backward.
+
+        ``grad`` is the total gradient of whatever is differentiated with
+        respect to the state at ``key`` (through the recurrence and from
+        above). The tensor may be reused once the call returns: read it (for
+        example its norm), don't keep it.
+
+        Returns:
+            A handle whose ``remove()`` detaches the observer.
+        """
+        handle = RemovableHandle(self._gradient_observers)
+        self._gradient_observers[handle.id] = observer
+        return handle
+
+    def _notify_gradient(self, key: StateKey, grad: Tensor) -> None:
+        for observer in list(self._gradient_observers.values()):
+            observer(key, grad)
+
     def _expose(self, layer: int, direction: str, t: int, state: State) -> None:
         states = (("h", state[0]), ("c", state[1])) if self.kind == "LSTM" else (("h", state),)
         for name, tensor in states:
             key = StateKey(layer, direction, name, t)
             for observer in list(self._state_observers.values()):
                 observer(key, tensor)
+            if self._gradient_observers and tensor.requires_grad:
+                tensor.register_hook(lambda grad, key=key: self._notify_gradient(key, grad))
 
     def initialise_(self, scheme: str = "default", **kwargs) -> "RecurrentNet":
         """Apply an init scheme to every cell (see :func:`gradlab.initialisation.initialise_`)."""
@@ -261,20 +298,29 @@ class RecurrentNet(nn.Module):
         """Unroll the stack over ``x`` (B, T, F); returns (outputs (B, T, D*H), final state)."""
         self._check_input(x)
         initial = self._initial_states(x, hx)
-        observed = bool(self._state_observers)
+        fused = self.fused and not self._state_observers
+        tapped = bool(self._gradient_observers)
         finals: list[State] = []
         layer_inputs = [x] * self.num_directions  # what each direction reads at this layer
         for layer in range(self.num_layers):
             outputs = []
             for d, direction in enumerate(self.directions):
                 index = layer * self.num_directions + d
-                expose = None
-                if observed:
-                    def expose(t: int, state: State, layer=layer, direction=direction) -> None:
-                        self._expose(layer, direction, t, state)
-                out, final = unroll_direction(
-                    self.cells[index], layer_inputs[d], initial[index], reverse=d == 1, expose=expose
-                )
+                cell = self.cells[index]
+                if fused and supports(cell):
+                    on_grad = None
+                    if tapped:
+                        def on_grad(t: int, name: str, grad: Tensor, layer=layer, direction=direction) -> None:
+                            self._notify_gradient(StateKey(layer, direction, name, t), grad)
+                    out, final = fused_unroll(cell, layer_inputs[d], initial[index], reverse=d == 1, on_grad=on_grad)
+                else:
+                    expose = None
+                    if self._state_observers or tapped:
+                        def expose(t: int, state: State, layer=layer, direction=direction) -> None:
+                            self._expose(layer, direction, t, state)
+                    out, final = unroll_direction(
+                        cell, layer_inputs[d], initial[index], reverse=d == 1, expose=expose
+                    )
                 outputs.append(out)  # (B, T, H)
                 finals.append(final)
             if self.bidirectional == "interleaved":
@@ -334,6 +380,7 @@ class RNNModel(nn.Module):
         forget_bias: for the ``forget_bias`` scheme.
         chrono_t_max: for the ``chrono`` scheme.
         generator: randomness for initialisation; the global generator if None.
+        fused: see :class:`RecurrentNet`.
 
     Shapes: input (B, T, F) -> logits (B, output_size).
     """
@@ -353,6 +400,7 @@ class RNNModel(nn.Module):
         forget_bias: float = 1.0,
         chrono_t_max: int | None = None,
         generator: torch.Generator | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if readout not in READOUTS:
@@ -360,7 +408,7 @@ class RNNModel(nn.Module):
         parse_scheme(init)
         if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
             raise ValueError(f"output_size must be a positive integer, got {output_size!r}")
-        self.rnn = RecurrentNet(mode, input_size, hidden_size, num_layers, bias, bidirectional)
+        self.rnn = RecurrentNet(mode, input_size, hidden_size, num_layers, bias, bidirectional, fused)
         self.readout = readout
         self.fc = nn.Linear(self.rnn.output_size, output_size)
         if generator is not None:

@@ -39,14 +39,15 @@ def _grads(loss, module):
     return [g for g in torch.autograd.grad(loss, [p for p in module.parameters()])]
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("bidirectional", ["none", "interleaved"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_stack_matches_torch(mode, layers, bidirectional, bias):
+def test_stack_matches_torch(mode, layers, bidirectional, bias, fused):
     torch.manual_seed(0)
     reference = _torch_stack(mode, 5, 6, layers, bias, bidirectional == "interleaved").double()
-    ours = RecurrentNet(mode, 5, 6, layers, bias, bidirectional).double()
+    ours = RecurrentNet(mode, 5, 6, layers, bias, bidirectional, fused=fused).double()
     load_torch_weights(ours, reference)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(3, 7, 5, dtype=torch.float64, generator=generator)
@@ -68,13 +69,14 @@ def test_stack_matches_torch(mode, layers, bidirectional, bias):
         torch.testing.assert_close(a, b, **TOL)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_separate_matches_two_independent_torch_stacks(mode, layers):
+def test_separate_matches_two_independent_torch_stacks(mode, layers, fused):
     torch.manual_seed(0)
     forward = _torch_stack(mode, 4, 5, layers, True, False).double()
     backward = _torch_stack(mode, 4, 5, layers, True, False).double()
-    ours = RecurrentNet(mode, 4, 5, layers, True, "separate").double()
+    ours = RecurrentNet(mode, 4, 5, layers, True, "separate", fused=fused).double()
     load_torch_weights(ours, [forward, backward])
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(2, 6, 4, dtype=torch.float64, generator=generator)
