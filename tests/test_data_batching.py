@@ -50,3 +50,9 @@ def test_split_validation_and_device_move():
         SplitTensors(torch.zeros(3, 4, 1), torch.zeros(2))
     moved = to_device(_split(), "cpu")
     assert moved.x.device.type == "cpu" and torch.equal(moved.y, torch.arange(10))
+
+
+def test_batches_can_be_moved_to_a_device():
+    batches = list(iterate_batches(_split(), 4, shuffle=False, device="meta"))
+    assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in batches)
+    assert [x.shape[0] for x, _ in batches] == [4, 4, 2]

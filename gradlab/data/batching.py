@@ -21,6 +21,7 @@ def iterate_batches(
     shuffle: bool,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    device: torch.device | str | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yields ``(x, y)`` mini-batches of a split.
 
@@ -31,6 +32,8 @@ def iterate_batches(
         generator: A CPU ``torch.Generator``; required when ``shuffle`` is true,
             so that the order is reproducible from a seed the caller owns.
         drop_last: Skip a final batch smaller than ``batch_size``.
+        device: Move each batch there; best is to move the whole split once
+            (``to_device``) when it fits, and leave this None.
 
     Yields:
         ``x`` ``(B, T, F)`` and ``y`` ``(B,)`` or ``(B, T)``.
@@ -50,10 +53,13 @@ def iterate_batches(
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if order is None:
-            yield split.x[start : start + batch_size], split.y[start : start + batch_size]
+            x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
         else:
             index = order[start : start + batch_size]  # (B,)
-            yield split.x[index], split.y[index]
+            x, y = split.x[index], split.y[index]  # (B, T, F), (B,) or (B, T)
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield x, y
 
 
 def to_device(data: SplitTensors | DataSplits, device: torch.device | str):

@@ -128,10 +128,11 @@ def fsdd_files(
     take_set = None if takes is None else set(takes)
     chosen: dict[str, list[tuple[Path, int]]] = {"train": [], "validation": [], "test": []}
     counts = dict.fromkeys(digits, 0)
-    for path in sorted(recordings.iterdir()):
-        match = _FILE_NAME.match(path.name)
+    for name in sorted(os.listdir(recordings)):
+        match = _FILE_NAME.match(name)
         if not match:
             continue
+        path = recordings / name
         digit, speaker, take = int(match[1]), match[2], int(match[3])
         if digit not in label_of:
             continue
