@@ -168,9 +168,12 @@ def test_loader_downloads_into_the_data_folder_and_adds_words_later(server, tmp_
     assert not (tree / "three").exists() and not (tree / "_background_noise_").exists()
     assert (tmp_path / "home" / "features").is_dir()  # default cache under GRADLAB_DATA
     requests = len(_Handler.log)
+    one_file = sorted((tree / "one").glob("*.wav"))[0]
+    before = one_file.stat().st_mtime_ns
     splits = load_speech_commands(words=["three", "one"], **options)
     assert len(_Handler.log) == requests  # extracted from the kept archive, no new download
     assert splits.class_names == ("three", "one") and (tree / "three").is_dir()
+    assert one_file.stat().st_mtime_ns == before  # "one" was not extracted again
 
 
 def test_offline_error_says_where_it_looked_why_and_how(tmp_path, monkeypatch):

@@ -217,7 +217,9 @@ def prepare_speech_commands(
     try:
         download_file(url, archive, sha256=sha256, progress=progress)
         try:
-            extract_speech_commands(archive, managed, words)
+            # Words already extracted keep their files (and so their cached features).
+            done = extracted_words(managed)
+            extract_speech_commands(archive, managed, [w for w in words if w not in done])
         except DownloadError:
             archive.unlink(missing_ok=True)  # unreadable: never reuse it
             raise
