@@ -33,7 +33,9 @@ def main() -> None:
         default=os.environ.get("GRADLAB_FSDD") or str(_SHARED_FSDD),
         help="FSDD folder (default $GRADLAB_FSDD or ../shared/data/fsdd beside the repository)",
     )
-    parser.add_argument("--workers", type=int, default=default_num_workers(), help="extraction processes")
+    parser.add_argument(
+        "--workers", type=int, default=default_num_workers(), help="extraction processes"
+    )
     parser.add_argument("--words", nargs="+", default=["one", "two", "three"], help="digit names")
     args = parser.parse_args()
 
@@ -80,7 +82,10 @@ def main() -> None:
         f"FSDD {'/'.join(args.words)}: {n} clips, features {tuple(built.train.x.shape[1:])}, "
         f"cache {cache_bytes / mib:.1f} MiB"
     )
-    print(f"extract, 1 process (reference; one coursework epoch): {serial:7.2f} s {n / serial:6.0f} clips/s")
+    print(
+        f"extract, 1 process (reference; one coursework epoch): {serial:7.2f} s "
+        f"{n / serial:6.0f} clips/s"
+    )
     print(
         f"extract, {workers}:{'':<26}{parallel:7.2f} s {n / parallel:6.0f} clips/s "
         f"({serial / parallel:.2f}x the reference)"
@@ -94,6 +99,7 @@ def main() -> None:
         f"peak memory: reload {reload_peak / mib:.1f} MiB traced; process RSS {self_peak:.0f} MiB; "
         f"largest worker RSS {child_peak:.0f} MiB"
     )
+
 
 if __name__ == "__main__":
     main()

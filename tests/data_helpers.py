@@ -16,7 +16,11 @@ FSDD_TEST_ENV = "GRADLAB_FSDD"
 def fsdd_recordings() -> Path:
     """The shared FSDD recordings folder, or skip the test with the reason."""
     override = os.environ.get(FSDD_TEST_ENV)
-    base = Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
+    base = (
+        Path(override)
+        if override
+        else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
+    )
     for candidate in (base / "recordings", base):
         if candidate.is_dir() and any(candidate.glob("*_*_*.wav")):
             return candidate

@@ -26,11 +26,26 @@ def test_drop_last():
 
 def test_shuffle_is_reproducible_from_the_generator():
     split = _split(50)
-    first = [y for _, y in iterate_batches(split, 8, shuffle=True, generator=torch.Generator().manual_seed(3))]
-    again = [y for _, y in iterate_batches(split, 8, shuffle=True, generator=torch.Generator().manual_seed(3))]
-    other = [y for _, y in iterate_batches(split, 8, shuffle=True, generator=torch.Generator().manual_seed(4))]
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
-    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    first = [
+        y
+        for _, y in iterate_batches(
+            split, 8, shuffle=True, generator=torch.Generator().manual_seed(3)
+        )
+    ]
+    again = [
+        y
+        for _, y in iterate_batches(
+            split, 8, shuffle=True, generator=torch.Generator().manual_seed(3)
+        )
+    ]
+    other = [
+        y
+        for _, y in iterate_batches(
+            split, 8, shuffle=True, generator=torch.Generator().manual_seed(4)
+        )
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
     seen = torch.cat(first)
     assert sorted(seen.tolist()) == list(range(50))
     assert not torch.equal(seen, torch.arange(50))

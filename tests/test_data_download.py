@@ -12,8 +12,16 @@ import pytest
 from data_helpers import build_speech_commands_tree
 
 from gradlab.data import DownloadError, load_speech_commands
-from gradlab.data.download import EXTRACTED_MARKER, download_file, extract_speech_commands
-from gradlab.data.speech_commands import ARCHIVE_NAME, FOLDER_NAME, prepare_speech_commands
+from gradlab.data.download import (
+    EXTRACTED_MARKER,
+    download_file,
+    extract_speech_commands,
+)
+from gradlab.data.speech_commands import (
+    ARCHIVE_NAME,
+    FOLDER_NAME,
+    prepare_speech_commands,
+)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -60,7 +68,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def archive_bytes(tmp_path_factory):
     """A small archive in the real layout: ./<word>/<file>.wav, the lists, noise, a README."""
     source = tmp_path_factory.mktemp("source")
-    build_speech_commands_tree(source, {"one": 5, "two": 5, "three": 5, "four": 3}, validation=1, test=1)
+    build_speech_commands_tree(
+        source, {"one": 5, "two": 5, "three": 5, "four": 3}, validation=1, test=1
+    )
     (source / "README.md").write_text("fake")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -79,7 +89,9 @@ def server(archive_bytes):
     _Handler.cut_after = {}
     _Handler.log = []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", archive_bytes
     httpd.shutdown()
@@ -135,7 +147,9 @@ def test_bad_archive_never_passes_for_a_good_one(server, tmp_path, name):
 def test_unverified_download_warns_and_records_the_digest(server, tmp_path):
     url, data = server
     with pytest.warns(UserWarning, match=_sha(data)):
-        digest = download_file(f"{url}/good.tar.gz", tmp_path / "a.tar.gz", sha256=None, progress=False)
+        digest = download_file(
+            f"{url}/good.tar.gz", tmp_path / "a.tar.gz", sha256=None, progress=False
+        )
     assert digest == _sha(data)
 
 
@@ -212,4 +226,6 @@ def test_data_home_honours_gradlab_data_then_xdg(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data_home() == tmp_path / "home" / ".cache" / "gradlab"
     monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "mine"))
-    assert data_home() == tmp_path / "mine" and default_cache_dir() == tmp_path / "mine" / "features"
+    assert (
+        data_home() == tmp_path / "mine" and default_cache_dir() == tmp_path / "mine" / "features"
+    )

@@ -38,11 +38,15 @@ def test_mfcc_equals_librosa_on_the_padded_clip(tmp_path):
 
 def test_every_parameter_reaches_librosa(tmp_path):
     path = write_wav(tmp_path / "a.wav", tone(300, 0.4, 16000))
-    config = FeatureConfig(sample_rate=16000, clip_seconds=0.5, n_mfcc=13, n_fft=512, hop_length=160, n_mels=40)
+    config = FeatureConfig(
+        sample_rate=16000, clip_seconds=0.5, n_mfcc=13, n_fft=512, hop_length=160, n_mels=40
+    )
     ours = mfcc(load_clip(path, config), config)
     decoded, _ = soundfile.read(path, dtype="float32")
     padded = np.pad(decoded, (0, 8000 - decoded.size))
-    reference = librosa.feature.mfcc(y=padded, sr=16000, n_mfcc=13, n_fft=512, hop_length=160, n_mels=40).T
+    reference = librosa.feature.mfcc(
+        y=padded, sr=16000, n_mfcc=13, n_fft=512, hop_length=160, n_mels=40
+    ).T
     assert ours.shape == (config.num_frames, 13) == (51, 13)
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-3)
 
@@ -119,7 +123,10 @@ def test_array_store_round_trip_and_corruption(tmp_path):
 
 @pytest.fixture()
 def small_files(tmp_path):
-    paths = tuple(write_wav(tmp_path / "audio" / f"c{i}.wav", tone(200 + 50 * i, 0.3, 16000)) for i in range(4))
+    paths = tuple(
+        write_wav(tmp_path / "audio" / f"c{i}.wav", tone(200 + 50 * i, 0.3, 16000))
+        for i in range(4)
+    )
     return tmp_path / "audio", LabelledFiles(paths, (0, 1, 0, 1))
 
 
@@ -150,7 +157,17 @@ def test_cache_hit_is_identical_and_does_not_extract(tmp_path, small_files, monk
 
 @pytest.mark.parametrize(
     "change",
-    ["n_mfcc", "hop_length", "n_fft", "n_mels", "clip_seconds", "sample_rate", "split", "labels", "file"],
+    [
+        "n_mfcc",
+        "hop_length",
+        "n_fft",
+        "n_mels",
+        "clip_seconds",
+        "sample_rate",
+        "split",
+        "labels",
+        "file",
+    ],
 )
 def test_any_change_misses_the_cache(tmp_path, small_files, monkeypatch, change):
     root, files = small_files
@@ -184,7 +201,9 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path, small_files, monkeypatch):
         handle.truncate(200)
     calls = _counting_extractor(monkeypatch)
     with pytest.warns(UserWarning, match="rebuilding"):
-        x2, _, info2 = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+        x2, _, info2 = cached_features(
+            "toy", "train", files, ["a", "b"], FeatureConfig(), **options
+        )
     assert calls == [4] and not info2["cache_hit"]
     np.testing.assert_array_equal(x1, x2)
     _, _, info3 = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)

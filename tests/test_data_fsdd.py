@@ -10,7 +10,9 @@ from data_helpers import fsdd_recordings
 from gradlab.data import load_dataset, load_fsdd
 from gradlab.data.fsdd import find_fsdd_root, fsdd_files
 
-SMALL = dict(speakers=["theo", "jackson"], takes=[0, 1, 5, 6, 10, 11, 12], num_workers=1, progress=False)
+SMALL = dict(
+    speakers=["theo", "jackson"], takes=[0, 1, 5, 6, 10, 11, 12], num_workers=1, progress=False
+)
 
 
 def _take(path):
@@ -26,7 +28,7 @@ def test_split_by_take_and_sorted_lists():
     assert all(_take(p) >= 10 for p in files["train"].paths)
     for split in files.values():
         assert list(split.paths) == sorted(split.paths)
-        for path, label in zip(split.paths, split.labels):
+        for path, label in zip(split.paths, split.labels, strict=True):
             assert int(path.name[0]) == label + 1  # one, two, three -> 0, 1, 2
 
 
@@ -35,7 +37,7 @@ def test_labels_follow_the_given_order_and_digits_are_accepted():
     by_name = fsdd_files(recordings, ["three", "one"], speakers=["theo"])
     by_digit = fsdd_files(recordings, [3, "1"], speakers=["theo"])
     assert by_name == by_digit
-    for path, label in zip(by_name["train"].paths, by_name["train"].labels):
+    for path, label in zip(by_name["train"].paths, by_name["train"].labels, strict=True):
         assert {"3": 0, "1": 1}[path.name[0]] == label
     with pytest.raises(ValueError, match="unknown FSDD word"):
         fsdd_files(recordings, ["eleven"])
@@ -57,7 +59,11 @@ def test_small_subset_loads_normalised_with_train_statistics(tmp_path):
     raw = load_fsdd(root=recordings, cache_dir=tmp_path, normalise=False, **SMALL)
     normalised = load_dataset("fsdd", root=recordings, cache_dir=tmp_path, **SMALL)
     assert normalised.info["splits"]["train"]["cache_hit"]  # second load reads the cache
-    assert (len(raw.train), len(raw.validation), len(raw.test)) == (18, 12, 12)  # 3 words x 2 speakers x (3, 2, 2) takes
+    assert (len(raw.train), len(raw.validation), len(raw.test)) == (
+        18,
+        12,
+        12,
+    )  # 3 words x 2 speakers x (3, 2, 2) takes
     assert raw.train.x.shape[1:] == (32, 20) and raw.train.y.dtype == torch.int64
     assert normalised.seq_len == 32 and normalised.input_size == 20 and normalised.num_outputs == 3
     assert normalised.class_names == ("one", "two", "three")
@@ -67,7 +73,9 @@ def test_small_subset_loads_normalised_with_train_statistics(tmp_path):
     np.testing.assert_allclose(normalised.info["normalisation_std"], std, rtol=1e-5)
     for split in ("train", "validation", "test"):
         expected = (getattr(raw, split).x.numpy() - mean) / std
-        np.testing.assert_allclose(getattr(normalised, split).x.numpy(), expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            getattr(normalised, split).x.numpy(), expected, rtol=1e-4, atol=1e-4
+        )
         assert torch.equal(getattr(raw, split).y, getattr(normalised, split).y)
     train_frames = normalised.train.x.reshape(-1, 20)
     assert torch.allclose(train_frames.mean(0), torch.zeros(20), atol=1e-4)
@@ -83,6 +91,9 @@ def test_full_one_two_three_build_and_reload(tmp_path):
     first = load_fsdd(root=recordings, cache_dir=tmp_path, num_workers=2, progress=False)
     again = load_fsdd(root=recordings, cache_dir=tmp_path, num_workers=2, progress=False)
     assert (len(first.train), len(first.validation), len(first.test)) == (720, 90, 90)
-    assert not first.info["splits"]["train"]["cache_hit"] and again.info["splits"]["train"]["cache_hit"]
+    assert (
+        not first.info["splits"]["train"]["cache_hit"]
+        and again.info["splits"]["train"]["cache_hit"]
+    )
     assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.y, again.test.y)
     assert torch.bincount(first.test.y).tolist() == [30, 30, 30]

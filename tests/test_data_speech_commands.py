@@ -30,22 +30,32 @@ def test_split_membership_equals_the_list_files(tree):
     listed_validation = (root / "validation_list.txt").read_text().split()
     listed_test = (root / "testing_list.txt").read_text().split()
     chosen = ("one/", "two/", "three/")
-    assert _relative(files["validation"], root) == sorted(l for l in listed_validation if l.startswith(chosen))
-    assert _relative(files["test"], root) == sorted(l for l in listed_test if l.startswith(chosen))
-    on_disk = sorted(p.relative_to(root).as_posix() for w in ("one", "two", "three") for p in (root / w).glob("*.wav"))
+    wanted_validation = sorted(line for line in listed_validation if line.startswith(chosen))
+    wanted_test = sorted(line for line in listed_test if line.startswith(chosen))
+    assert _relative(files["validation"], root) == wanted_validation
+    assert _relative(files["test"], root) == wanted_test
+    on_disk = sorted(
+        p.relative_to(root).as_posix()
+        for w in ("one", "two", "three")
+        for p in (root / w).glob("*.wav")
+    )
     train = _relative(files["train"], root)
     assert train == sorted(set(on_disk) - set(listed_validation) - set(listed_test))
-    assert not any(name.startswith(("four/", "_background_noise_/")) for split in files.values() for name in _relative(split, root))
+    assert not any(
+        name.startswith(("four/", "_background_noise_/"))
+        for split in files.values()
+        for name in _relative(split, root)
+    )
     for split in files.values():
         assert list(split.paths) == sorted(split.paths)
-        for path, label in zip(split.paths, split.labels):
+        for path, label in zip(split.paths, split.labels, strict=True):
             assert ["one", "two", "three"].index(path.parent.name) == label
 
 
 def test_labels_follow_the_user_order(tree):
     root, _ = tree
     files = speech_commands_files(root, ["four", "one"])
-    for path, label in zip(files["train"].paths, files["train"].labels):
+    for path, label in zip(files["train"].paths, files["train"].labels, strict=True):
         assert {"four": 0, "one": 1}[path.parent.name] == label
 
 
@@ -55,8 +65,12 @@ def test_loads_hand_extracted_and_torchaudio_layouts(tmp_path, tree):
     assert (len(hand.train), len(hand.validation), len(hand.test)) == (3 + 2 + 1, 3, 6)
     assert hand.train.x.shape[1:] == (32, 20) and hand.class_names == ("one", "two", "three")
     torchaudio_root = tmp_path / "ta"
-    build_speech_commands_tree(torchaudio_root / "SpeechCommands" / FOLDER_NAME, WORDS, validation=1, test=2)
-    via_torchaudio = load_dataset("speech-commands", root=torchaudio_root, cache_dir=tmp_path / "cache", **FAST)
+    build_speech_commands_tree(
+        torchaudio_root / "SpeechCommands" / FOLDER_NAME, WORDS, validation=1, test=2
+    )
+    via_torchaudio = load_dataset(
+        "speech-commands", root=torchaudio_root, cache_dir=tmp_path / "cache", **FAST
+    )
     assert via_torchaudio.info["root"] == str(torchaudio_root / "SpeechCommands" / FOLDER_NAME)
     assert torch.equal(hand.train.x, via_torchaudio.train.x)
 
@@ -106,10 +120,14 @@ def test_bad_words_are_refused(tree):
 def test_undecodable_stereo_and_odd_rate_files_in_a_tree(tmp_path, tree):
     root, _ = tree
     (root / "one" / "ffffffff_nohash_0.wav").write_bytes(b"RIFF garbage")
-    soundfile.write(root / "two" / "eeeeeeee_nohash_0.wav", np.stack([tone(300, 2.0, 44100)] * 2, axis=1), 44100)
+    soundfile.write(
+        root / "two" / "eeeeeeee_nohash_0.wav", np.stack([tone(300, 2.0, 44100)] * 2, axis=1), 44100
+    )
     write_wav(root / "three" / "dddddddd_nohash_0.wav", tone(300, 0.5, 8000), rate=8000)
     with pytest.warns(RuntimeWarning, match="ffffffff_nohash_0.wav"):
-        data = load_speech_commands(root=root, cache_dir=tmp_path / "cache", normalise=False, **FAST)
+        data = load_speech_commands(
+            root=root, cache_dir=tmp_path / "cache", normalise=False, **FAST
+        )
     assert len(data.train) == 6 + 2  # the broken file skipped, the other two kept
     assert data.info["splits"]["train"]["skipped"] == [str(root / "one" / "ffffffff_nohash_0.wav")]
     # The skip is remembered by the cache: a reload neither warns nor re-reads.
@@ -128,9 +146,13 @@ def test_fsdd_recordings_laid_out_as_speech_commands(tmp_path):
             name = f"{take:08x}_nohash_0.wav"
             audio, rate = soundfile.read(path, dtype="float32")
             write_wav(root / word / name, audio, rate=rate)
-            (validation if take % 6 == 0 else test if take % 6 == 1 else []).append(f"{word}/{name}")
+            (validation if take % 6 == 0 else test if take % 6 == 1 else []).append(
+                f"{word}/{name}"
+            )
     (root / "validation_list.txt").write_text("\n".join(validation) + "\n")
     (root / "testing_list.txt").write_text("\n".join(test) + "\n")
-    data = load_speech_commands(root=root, words=["one", "two"], cache_dir=tmp_path / "cache", **FAST)
+    data = load_speech_commands(
+        root=root, words=["one", "two"], cache_dir=tmp_path / "cache", **FAST
+    )
     assert len(data.validation) == len(validation) and len(data.test) == len(test)
     assert len(data.train) + len(data.validation) + len(data.test) == 24

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gradlab.data.batching import iterate_batches, to_device
-from gradlab.data.features import FeatureConfig
 from gradlab.data.download import DownloadError
+from gradlab.data.features import FeatureConfig
 from gradlab.data.fsdd import load_fsdd
 from gradlab.data.speech_commands import load_speech_commands
 from gradlab.data.splits import (

@@ -121,14 +121,17 @@ def download_file(
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length is not None else None
             received = offset
-            with open(part, mode) as handle, tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                desc=destination.name,
-                disable=not progress,
-            ) as bar:
+            with (
+                open(part, mode) as handle,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    desc=destination.name,
+                    disable=not progress,
+                ) as bar,
+            ):
                 try:
                     while block := response.read(_CHUNK):
                         handle.write(block)

@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
 
 import librosa
 import numpy as np
@@ -156,7 +155,9 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
     and features are bit-identical whatever the number of workers (threaded
     BLAS sums in a different order)."""
     try:
-        from threadpoolctl import threadpool_limits  # installed with librosa (via scikit-learn)
+        from threadpoolctl import (
+            threadpool_limits,  # installed with librosa (via scikit-learn)
+        )
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1)
@@ -215,9 +216,10 @@ def extract_features(
             reasons[start + i] = reason
 
     if workers == 1:
-        with _one_blas_thread(), tqdm(
-            total=n, desc=description, unit="clip", disable=not progress
-        ) as bar:
+        with (
+            _one_blas_thread(),
+            tqdm(total=n, desc=description, unit="clip", disable=not progress) as bar,
+        ):
             for start in starts:
                 collect(*_extract_chunk(start, paths[start : start + chunk], config))
                 bar.update(min(chunk, n - start))

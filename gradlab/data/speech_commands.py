@@ -208,8 +208,10 @@ def prepare_speech_commands(
     )
     should_download = download if download is not None else root is None
     if not should_download:
-        what = f"no Speech Commands tree (with {VALIDATION_LIST})" if tree is None else (
-            f"the tree at {tree} lacks the words {', '.join(missing)}"
+        what = (
+            f"no Speech Commands tree (with {VALIDATION_LIST})"
+            if tree is None
+            else (f"the tree at {tree} lacks the words {', '.join(missing)}")
         )
         raise FileNotFoundError(
             f"{what}; looked in {looked}. {how_to_point}, or pass download=True"

@@ -48,8 +48,7 @@ class SplitTensors:
             raise ValueError(f"x must be (N, T, F), got shape {tuple(self.x.shape)}")
         if self.y.shape[0] != self.x.shape[0]:
             raise ValueError(
-                f"x and y disagree on the number of samples: "
-                f"{self.x.shape[0]} vs {self.y.shape[0]}"
+                f"x and y disagree on the number of samples: {self.x.shape[0]} vs {self.y.shape[0]}"
             )
 
     def __len__(self) -> int:
