@@ -53,7 +53,7 @@ from gradlab.fused import fused_unroll, supports
 from gradlab.initialisation import initialise_, parse_scheme
 
 BIDIRECTIONAL_CHOICES: tuple[str, ...] = ("none", "separate", "interleaved")
-READOUTS: tuple[str, ...] = ("last", "mean")
+READOUTS: tuple[str, ...] = ("last", "mean", "sequence")
 BASE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 DIRECTIONS: tuple[str, ...] = ("forward", "backward")
 
@@ -375,14 +375,17 @@ class RNNModel(nn.Module):
         readout: ``last``: the last layer's final state of each direction
             (forward at t = T-1, backward at t = 0), concatenated; ``mean``: the
             last layer's outputs averaged over time, which gives every
-            timestep a direct gradient path to the loss.
+            timestep a direct gradient path to the loss; ``sequence``: the
+            last layer's output at every timestep, for per-step targets
+            (copy memory), giving logits (B, T, output_size).
         init: an init scheme (:mod:`gradlab.initialisation`).
         forget_bias: for the ``forget_bias`` scheme.
         chrono_t_max: for the ``chrono`` scheme.
         generator: randomness for initialisation; the global generator if None.
         fused: see :class:`RecurrentNet`.
 
-    Shapes: input (B, T, F) -> logits (B, output_size).
+    Shapes: input (B, T, F) -> logits (B, output_size), or (B, T, output_size)
+    with the ``sequence`` readout.
     """
 
     def __init__(
@@ -424,8 +427,10 @@ class RNNModel(nn.Module):
         return self.rnn.mode
 
     def features(self, x: Tensor, hx: State | None = None) -> Tensor:
-        """The head's input: (B, D*H), per :attr:`readout`."""
+        """The head's input: (B, D*H), or (B, T, D*H) for the ``sequence`` readout."""
         outputs, final = self.rnn(x, hx)
+        if self.readout == "sequence":
+            return outputs  # (B, T, D*H)
         if self.readout == "mean":
             return outputs.mean(dim=1)  # (B, D*H)
         h_n = final[0] if self.rnn.kind == "LSTM" else final  # (L*D, B, H)
@@ -433,5 +438,5 @@ class RNNModel(nn.Module):
         return torch.cat(list(last_layer), dim=1)  # (B, D*H)
 
     def forward(self, x: Tensor, hx: State | None = None) -> Tensor:
-        """Logits (B, output_size) for input (B, T, F)."""
+        """Logits (B, output_size) for input (B, T, F); (B, T, output_size) for the ``sequence`` readout."""
         return self.fc(self.features(x, hx))

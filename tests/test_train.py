@@ -1,0 +1,213 @@
+"""The training function: honest evaluation, determinism, resume, divergence, run files."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradlab import schema
+from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.data import DataSplits, SplitTensors
+from gradlab.models import RNNModel
+from gradlab.train import build_model, evaluate, load_data, train_run
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: intra-op threads only add contention on a shared machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny(mode: str = "GRU", dataset: str = "distance", **train) -> RunConfig:
+    readout = "sequence" if dataset == "copy-memory" else "last"
+    options = {"epochs": 3, "batch_size": 16, "lr": 1e-2, "record_every": 2, "val_every": 3,
+               "diagnostics_batch": 4, "jacobian_batch": 2, **train}
+    return RunConfig(
+        model=ModelConfig(mode, hidden_size=8, num_layers=2, readout=readout),
+        data=DataConfig(dataset, seq_len=24, n_train=48, n_validation=24, n_test=24),
+        train=TrainConfig(**options),
+        run_id=f"{mode}-s0",
+    )
+
+
+def without_time(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in ("wall_time",) if c in frame.columns]).reset_index(drop=True)
+
+
+TIMING = ("time_per_epoch", "train_time_per_epoch", "wall_time")
+
+
+def same_metrics(a: dict, b: dict) -> None:
+    for key in a:
+        if key in TIMING:
+            continue
+        x, y = a[key], b[key]
+        assert (x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y)), key
+
+
+def test_same_seed_gives_bitwise_same_numbers():
+    config = tiny("LSTM")
+    first, second = train_run(config), train_run(config)
+    pd.testing.assert_frame_equal(without_time(first.history), without_time(second.history))
+    pd.testing.assert_frame_equal(first.gradients, second.gradients)
+    pd.testing.assert_frame_equal(first.jacobian, second.jacobian)
+    same_metrics(first.metrics, second.metrics)
+    other = train_run(replace(config, train=replace(config.train, seed=1)))
+    assert not other.history["value"].equals(first.history["value"])
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    config = tiny("RNN_TANH")
+    whole = train_run(config, run_dir=tmp_path / "whole")
+
+    def interrupt(epoch, step):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, run_dir=tmp_path / "cut", on_epoch_end=interrupt)
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    resumed = train_run(config, run_dir=tmp_path / "cut")
+    assert not resumed.skipped
+    same_metrics(whole.metrics, resumed.metrics)
+    for kind in ("history", "gradients", "gates", "jacobian"):
+        on_disk = [pd.read_parquet(tmp_path / name / schema.RUN_FILES[kind]) for name in ("whole", "cut")]
+        pd.testing.assert_frame_equal(without_time(on_disk[0]), without_time(on_disk[1]))
+    # An ended run is read back, not trained again.
+    again = train_run(config, run_dir=tmp_path / "cut")
+    assert again.skipped and again.metrics["test_accuracy"] == whole.metrics["test_accuracy"]
+
+
+def test_checkpoint_holds_state_dicts_config_and_rng(tmp_path):
+    config = tiny("GRU", epochs=1)
+    train_run(config, run_dir=tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimiser", "config", "rng", "best", "step", "epochs_done"} <= set(checkpoint)
+    assert set(checkpoint["rng"]["generators"]) == {"init", "shuffle", "diagnostics"}
+    assert RunConfig.from_dict(checkpoint["config"]) == config
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert RunConfig.from_dict({k: v for k, v in stored.items() if k != "command"}) == config
+
+
+def test_selection_uses_validation_and_test_accuracy_is_the_selected_checkpoints(tmp_path):
+    result = train_run(tiny("GRU", epochs=3), run_dir=tmp_path / "run")
+    history = result.history
+    validation = history[(history["split"] == "validation") & (history["metric"] == "accuracy") & (history["step"] > 0)]
+    assert result.metrics["best_val_accuracy"] == validation["value"].max()
+    best = validation[validation["value"] == validation["value"].max()].iloc[0]
+    assert result.metrics["best_epoch"] == best["epoch"]
+    # validation rows at the fixed interval (every 3 steps) and at every epoch end (3 steps an epoch)
+    assert sorted(validation["step"].unique()) == [3, 6, 9]
+    # accuracies are fractions, not floored percentages
+    for key in ("test_accuracy", "final_test_accuracy", "best_val_accuracy"):
+        assert 0.0 <= result.metrics[key] <= 1.0
+    assert result.metrics["test_accuracy"] * 24 == pytest.approx(round(result.metrics["test_accuracy"] * 24))
+    summary = schema.conform(pd.DataFrame([result.metrics]), "summary")
+    assert summary.loc[0, "status"] == "finished"
+
+
+def test_evaluate_matches_a_direct_computation():
+    torch.manual_seed(0)
+    model = RNNModel("LSTM", 3, 5, 1, True, 3)
+    split = SplitTensors(torch.randn(23, 7, 3), torch.randint(0, 3, (23,)))
+    loss, accuracy = evaluate(model, split, "classification", batch_size=5)
+    with torch.no_grad():
+        logits = model(split.x)
+    assert loss == pytest.approx(F.cross_entropy(logits, split.y).item(), rel=1e-6)
+    assert accuracy == pytest.approx((logits.argmax(1) == split.y).double().mean().item())
+
+
+def test_gradients_recorded_at_init_every_k_and_at_the_end():
+    result = train_run(tiny("LSTM", epochs=2, record_every=4))
+    steps = sorted(result.gradients["step"].unique())
+    assert steps == [0, 4, 6]  # 3 steps an epoch: init, step 4, and the final model (6)
+    assert set(result.gradients["state"]) == {"h", "c"}
+    assert sorted(result.gates["step"].unique()) == [0, 3, 6]
+    assert sorted(result.jacobian["step"].unique()) == [0, 6]
+    train_rows = result.history[result.history["split"] == "train"]
+    assert set(train_rows["metric"]) == {"loss", "accuracy", "grad_norm", "lr"}
+    assert sorted(train_rows["step"].unique()) == list(range(1, 7))
+
+
+def test_non_finite_loss_marks_the_run_diverged_and_keeps_history(tmp_path):
+    config = tiny("RNN_RELU", epochs=2)
+    data = load_data(config)
+    x = data.train.x.clone()
+    x[:] = float("nan")  # every batch is poisoned: the first update's loss is NaN
+    poisoned = replace(data, train=SplitTensors(x, data.train.y))
+    result = train_run(config, data=poisoned, run_dir=tmp_path / "run")
+    assert result.status == "diverged" and result.metrics["diverged_step"] == 1
+    assert math.isnan(result.metrics["test_accuracy"])  # no validated checkpoint before it
+    stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stored["status"] == "diverged"
+    assert len(pd.read_parquet(tmp_path / "run" / "history.parquet")) > 0
+
+
+def test_huge_learning_rate_diverges():
+    result = train_run(tiny("RNN_RELU", lr=1e6, epochs=3, diagnostics=False))
+    assert result.status == "diverged"
+    assert result.metrics["diverged_step"] >= 1
+
+
+def test_copy_memory_trains_with_a_per_step_readout():
+    result = train_run(tiny("GRU", "copy-memory", epochs=1, diagnostics=False))
+    assert result.metrics["task"] == "sequence_classification"
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="readout 'last' does not fit"):
+        config = tiny("GRU", "copy-memory")
+        train_run(replace(config, model=replace(config.model, readout="last")))
+
+
+def test_sequence_readout_gives_per_step_logits():
+    model = RNNModel("GRU", 4, 6, 2, True, 5, readout="sequence", bidirectional="interleaved")
+    x = torch.randn(3, 9, 4)
+    logits = model(x)
+    assert logits.shape == (3, 9, 5)
+    outputs, _ = model.rnn(x)
+    torch.testing.assert_close(logits, model.fc(outputs))
+
+
+def test_adding_problem_reports_loss_and_no_accuracy():
+    result = train_run(tiny("LSTM", "adding", epochs=1, diagnostics=False))
+    assert math.isnan(result.metrics["test_accuracy"]) and result.metrics["test_loss"] > 0
+    assert "accuracy" not in set(result.history["metric"])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: TrainConfig(lr=0), "lr must be > 0"),
+        (lambda: TrainConfig(lr=-1e-3), "lr must be > 0"),
+        (lambda: TrainConfig(epochs=0), "epochs must be a positive integer"),
+        (lambda: ModelConfig("RNN_SWISH"), "unknown mode"),
+        (lambda: DataConfig("mnist"), "unknown dataset"),
+        (lambda: TrainConfig(device="tpu"), "unknown device"),
+        (lambda: RunConfig(run_id="a/b"), "plain folder name"),
+    ],
+)
+def test_bad_configs_are_rejected_with_clear_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_build_model_uses_the_init_generator_only():
+    config = tiny("GRU")
+    data = DataSplits(SplitTensors(torch.zeros(2, 5, 3), torch.zeros(2, dtype=torch.long)),
+                      SplitTensors(torch.zeros(2, 5, 3), torch.zeros(2, dtype=torch.long)),
+                      SplitTensors(torch.zeros(2, 5, 3), torch.zeros(2, dtype=torch.long)),
+                      task="classification", num_outputs=3, input_size=3, seq_len=5)
+    a = build_model(config, data, torch.Generator().manual_seed(1))
+    torch.manual_seed(123)
+    b = build_model(config, data, torch.Generator().manual_seed(1))
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), name
