@@ -238,6 +238,8 @@ def jacobian_spectral_norms(
 
     Cost: T^2/2 cell steps of B rows per layer and direction, kept for the
     backward passes; use a small batch (tens of samples) for long sequences.
+    Measured on 2 CPU threads, 2 layers, H = 32, 10 samples, 20 iterations:
+    about 0.5 s at T = 32; at T = 256, 2.5 s (RNN), 9 s (GRU), 20 s (LSTM).
 
     Args:
         model: an ``RNNModel`` or ``RecurrentNet``.
