@@ -1,0 +1,151 @@
+"""Sweeps: the runs folder, resume, divergence, parallel workers and the per-cell table."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from gradlab import schema
+from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.runs import check_output_path, open_sweep_dir
+from gradlab.sweep import cell_table, expand_cells, plan_runs, run_sweep
+from gradlab.train import train_run
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+BASE = RunConfig(
+    model=ModelConfig("GRU", hidden_size=8, num_layers=1),
+    data=DataConfig("distance", seq_len=20, n_train=48, n_validation=16, n_test=16),
+    train=TrainConfig(epochs=2, batch_size=16, lr=1e-2, record_every=2, val_every=None,
+                      diagnostics_batch=4, jacobian_batch=2),
+)
+
+
+def plan(modes=("RNN_TANH", "GRU"), seeds=(0, 1)):
+    return plan_runs(BASE, modes=modes, seeds=seeds)
+
+
+def test_plan_names_every_run_and_expands_rnn_activations():
+    assert expand_cells(["RNN", "LSTM", "gru"], ["tanh", "relu"]) == ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
+    runs = plan_runs(BASE, modes=["LSTM"], seeds=[0, 1], bidirectional=["none", "separate"])
+    assert [run.run_id for run in runs] == ["LSTM-s0", "LSTM-s1", "LSTM-separate-s0", "LSTM-separate-s1"]
+    assert [run.train.seed for run in runs] == [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="seed list is empty"):
+        plan_runs(BASE, modes=["LSTM"], seeds=[])
+    with pytest.raises(ValueError, match="unknown activation"):
+        expand_cells(["RNN"], ["swish"])
+    with pytest.raises(ValueError, match="unknown mode"):
+        expand_cells(["TRANSFORMER"])
+
+
+def test_sweep_writes_the_documented_layout(tmp_path):
+    result = run_sweep(plan(seeds=(0,)), tmp_path / "sweep", figures=False, progress=False, command=["x"])
+    sweep = result.sweep_dir
+    assert (sweep / schema.SWEEP_FILES["sweep"]).is_file()
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"])
+    schema.conform(summary, "summary")
+    assert sorted(summary["run_id"]) == ["GRU-s0", "RNN_TANH-s0"]
+    for run_id in summary["run_id"]:
+        for name in schema.RUN_FILES.values():
+            assert (sweep / run_id / name).is_file(), name
+    assert not list(sweep.rglob("*.tmp"))
+    stored = json.loads((sweep / "sweep.json").read_text())
+    assert stored["command"] == ["x"] and len(stored["runs"]) == 2
+
+
+def test_existing_sweep_is_never_overwritten_silently(tmp_path):
+    runs = plan(seeds=(0,))
+    run_sweep(runs, tmp_path / "sweep", figures=False, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_sweep(runs, tmp_path / "sweep", figures=False, progress=False)
+    changed = [replace(run, train=replace(run.train, lr=0.5)) for run in runs]
+    with pytest.raises(ValueError, match="other settings"):
+        run_sweep(changed, tmp_path / "sweep", resume=True, figures=False, progress=False)
+    before = (tmp_path / "sweep" / "GRU-s0" / "metrics.json").read_text()
+    resumed = run_sweep(runs, tmp_path / "sweep", resume=True, figures=False, progress=False)
+    assert (tmp_path / "sweep" / "GRU-s0" / "metrics.json").read_text() == before  # skipped, not retrained
+    assert len(resumed.summary) == 2
+    replaced = run_sweep(changed, tmp_path / "sweep", overwrite=True, figures=False, progress=False)
+    assert set(replaced.summary["lr"]) == {0.5}
+
+
+def test_resumed_sweep_equals_uninterrupted(tmp_path):
+    runs = plan(seeds=(0,))
+    whole = run_sweep(runs, tmp_path / "whole", figures=False, progress=False)
+    # Interrupt the second run after its first epoch, as a killed sweep would leave it.
+    cut = open_sweep_dir(tmp_path / "cut", runs, resume=False, overwrite=False)
+    train_run(runs[0], run_dir=cut / runs[0].run_id)
+
+    def interrupt(epoch, step):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(runs[1], run_dir=cut / runs[1].run_id, on_epoch_end=interrupt)
+    resumed = run_sweep(runs, cut, resume=True, figures=False, progress=False)
+    timing = ["time_per_epoch", "train_time_per_epoch", "wall_time"]
+    pd.testing.assert_frame_equal(whole.summary.drop(columns=timing), resumed.summary.drop(columns=timing))
+    for run in runs:
+        for kind in ("history", "gradients"):
+            a, b = (pd.read_parquet(d / run.run_id / schema.RUN_FILES[kind]) for d in (whole.sweep_dir, cut))
+            pd.testing.assert_frame_equal(a.drop(columns=["wall_time"], errors="ignore"),
+                                          b.drop(columns=["wall_time"], errors="ignore"))
+
+
+def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    runs = plan_runs(BASE, modes=["RNN_RELU", "GRU"], seeds=[0])
+    runs[0] = replace(runs[0], train=replace(runs[0].train, lr=1e6))
+    result = run_sweep(runs, tmp_path / "sweep", figures=False, progress=False)
+    by_id = result.summary.set_index("run_id")
+    assert by_id.loc["RNN_RELU-s0", "status"] == "diverged"
+    assert by_id.loc["RNN_RELU-s0", "diverged_step"] >= 1
+    assert by_id.loc["GRU-s0", "status"] == "finished"
+    assert result.table.set_index("cell").loc["RNN_RELU", "diverged"] == 1
+
+
+def test_parallel_workers_give_the_same_numbers(tmp_path):
+    runs = plan(seeds=(0,))
+    serial = run_sweep(runs, tmp_path / "serial", figures=False, progress=False)
+    parallel = run_sweep(runs, tmp_path / "parallel", workers=2, figures=False, progress=False)
+    columns = ["run_id", "status", "best_val_accuracy", "test_accuracy", "final_test_accuracy", "test_loss"]
+    pd.testing.assert_frame_equal(serial.summary[columns].sort_values("run_id").reset_index(drop=True),
+                                  parallel.summary[columns].sort_values("run_id").reset_index(drop=True))
+
+
+def test_cell_table_by_hand():
+    summary = pd.DataFrame({
+        "cell": ["GRU", "GRU", "GRU", "LSTM"],
+        "status": ["finished", "finished", "diverged", "finished"],
+        "test_accuracy": [0.5, 0.7, 0.9, 0.4],
+        "final_test_accuracy": [0.5, 0.6, 0.7, 0.3],
+        "best_val_accuracy": [0.6, 0.6, 0.9, 0.5],
+        "time_per_epoch": [1.0, 2.0, 3.0, 4.0],
+        "n_params": [10, 10, 10, 20],
+        "readout": ["last"] * 4,
+    })
+    table = cell_table(summary).set_index("cell")
+    assert table.loc["GRU", "test_acc_mean"] == pytest.approx(0.7)
+    assert table.loc["GRU", "test_acc_std"] == pytest.approx(0.2)
+    assert (table.loc["GRU", "test_acc_min"], table.loc["GRU", "test_acc_max"]) == (0.5, 0.9)
+    assert table.loc["GRU", "diverged"] == 1 and table.loc["GRU", "time_per_epoch"] == pytest.approx(2.0)
+    assert math.isnan(table.loc["LSTM", "test_acc_std"])
+    assert "readout" not in table.columns  # constant across runs: not a grouping key
+
+
+def test_output_path_that_is_a_file_is_rejected(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        check_output_path(tmp_path / "file" / "sweep")
+    with pytest.raises(ValueError, match="is a file"):
+        run_sweep(plan(seeds=(0,)), tmp_path / "file", figures=False, progress=False)
