@@ -206,7 +206,9 @@ class GradientRecorder:
         # reuse that tensor once we return.
         if key in self._sample_norms:
             self._repeated = True
-        self._sample_norms[key] = torch.linalg.vector_norm(grad.detach(), dim=1)
+        # Under bf16/fp16 autocast, take the norm in float32 so it keeps its digits.
+        dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
+        self._sample_norms[key] = torch.linalg.vector_norm(grad.detach(), dim=1, dtype=dtype)
 
     def _clear_step(self) -> None:
         self._sample_norms = {}

@@ -307,3 +307,12 @@ def test_vanishing_gradient_physics_tanh_rnn_against_lstm_with_forget_bias():
     assert 0 < ratios["RNN_TANH"] < 1e-15
     assert ratios["LSTM"] > 1e-10
     assert ratios["LSTM"] > 1e6 * ratios["RNN_TANH"]
+
+
+def test_low_precision_gradients_are_summarised_in_float32():
+    recorder = GradientRecorder(_model("GRU"), every=1, run_info=RUN)
+    grad = torch.full((4, 300), 0.01, dtype=torch.bfloat16)  # exact norm per sample: 0.01 * sqrt(300)
+    recorder._store(object(), grad)
+    norms = recorder._sample_norms.popitem()[1]
+    assert norms.dtype == torch.float32
+    torch.testing.assert_close(norms, torch.full((4,), 0.01 * 300 ** 0.5), rtol=1e-2, atol=0)
