@@ -57,8 +57,8 @@ GRADIENTS: dict[str, str] = {
     "ratio_to_last": "float64",
 }
 
-#: Gate statistics per timestep. ``gate`` is one of i, f, g, o (LSTM), r, z, n
-#: (GRU) or h (an RNN's activation). ``stat`` is ``mean`` (mean activation over
+#: Gate statistics per timestep. ``gate`` is one of i, f, g, o and c (the tanh
+#: of the LSTM cell state), r, z, n (GRU) or h (an RNN's activation). ``stat`` is ``mean`` (mean activation over
 #: batch and units) or ``saturated`` (fraction of units whose pre-activation
 #: lies beyond the documented saturation threshold).
 GATES: dict[str, str] = {
