@@ -130,9 +130,12 @@ def check_data_inputs(data: DataConfig) -> None:
 
         resolve_digits(data.words)
     elif data.dataset == "speech-commands":
-        from gradlab.data.speech_commands import resolve_words
+        from gradlab.data.speech_commands import ALL_WORDS, resolve_words
 
         resolve_words(data.words)
+        unknown = [word for word in data.words if word not in ALL_WORDS]
+        if unknown:
+            raise ValueError(f"unknown Speech Commands word(s) {unknown}; v0.02 has {', '.join(ALL_WORDS)}")
     if data.data_dir is not None and not Path(data.data_dir).expanduser().is_dir():
         raise ValueError(f"data directory {data.data_dir!r} does not exist (or is not a folder)")
 

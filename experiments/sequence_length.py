@@ -1,0 +1,73 @@
+"""Sweep the sequence length T, to plot vanishing gradients against T.
+
+On a synthetic task (default ``distance``; also ``adding`` and
+``copy-memory``) T takes the values of ``--lengths``; on speech
+(``speech-commands``, ``fsdd``) the MFCC hop changes (``--hops``), so the same
+second of audio becomes T = 1 + 16000 // hop frames. Each T is one data
+variant of the sweep; ``python -m gradlab figures`` draws vanishing vs T.
+
+    python experiments/sequence_length.py                                 # distance task, T = 50 ... 1000
+    python experiments/sequence_length.py --dataset fsdd --data-dir ../shared/data/fsdd --hops 1024,512,256,128
+    python experiments/sequence_length.py --dry-run --dataset adding      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from gradlab.sweep import (
+    _list,
+    add_sweep_arguments,
+    base_config_from_args,
+    default_sweep_name,
+    execute,
+    expand_cells,
+    parse_with_preset,
+    plan_runs,
+)
+
+DEFAULT_LENGTHS = [50, 100, 200, 500, 1000]
+DEFAULT_HOPS = [1024, 512, 256, 128]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_sweep_arguments(parser, default_dataset="distance", default_epochs=5)
+    parser.set_defaults(n_train=1000, hidden_size=32, num_layers=1)
+    group = parser.add_argument_group("sequence length")
+    group.add_argument("--lengths", type=_list(int), default=DEFAULT_LENGTHS,
+                       help="synthetic tasks: comma-separated sequence lengths T (default: 50,100,200,500,1000)")
+    group.add_argument("--hops", type=_list(int), default=DEFAULT_HOPS,
+                       help="speech: comma-separated MFCC hops in samples (default: 1024,512,256,128, T = 16 ... 126)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_with_preset(parser, argv)
+    try:
+        base = base_config_from_args(args)
+        data = base.data
+        if data.is_audio:
+            values = args.hops[:2] if args.dry_run else args.hops
+            variants = [(f"hop{hop}", replace(data, hop_length=hop)) for hop in values]
+        else:
+            values = [25, 30] if args.dry_run else args.lengths  # copy-memory needs T > 20
+            variants = [(f"T{length}", replace(data, seq_len=length)) for length in values]
+        if not variants:
+            raise ValueError("no sequence lengths to sweep: --lengths/--hops is empty")
+        modes = expand_cells(args.cells, args.activations)
+        seeds = args.seeds[:1] if args.dry_run else args.seeds
+        runs = plan_runs(base, modes=modes, seeds=seeds, bidirectional=args.bidirectional, data_variants=variants)
+        execute(args, runs, args.name or default_sweep_name("sequence_length", base), argv,
+                extra={"lengths": values})
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
+        parser.error(str(error))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
