@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=32, help="hidden size")
     parser.add_argument("--layers", type=int, default=2, help="stacked layers")
     parser.add_argument("--modes", nargs="+", default=["LSTM", "GRU", "RNN_TANH"], help="modes to time")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
           f"20 features, hidden {args.hidden}, {args.layers} layers; median of {args.repeats}")

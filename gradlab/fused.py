@@ -67,9 +67,10 @@ class _LSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_proj, h0, c0, weight_hh, reverse, on_grad):
         hidden = weight_hh.shape[1]
-        # One sigmoid for all four gates: tanh(a) = 2 sigmoid(2a) - 1, so the
-        # g rows of the pre-activation are doubled and rescaled afterwards.
-        # Per-step operator count, not arithmetic, is what costs at these sizes.
+        # One sigmoid for all four gates: with the g rows of the pre-activation
+        # doubled, s_g = sigmoid(2 a_g) and tanh(a_g) = 2 s_g - 1, so
+        # c' = f c + i (2 s_g - 1) = f c - i + 2 i s_g. Per-step operator count,
+        # not arithmetic, is what costs at these sizes.
         scale = x_proj.new_ones(4 * hidden)
         scale[2 * hidden : 3 * hidden] = 2.0
         x_scaled = x_proj * scale  # (T, B, 4H)
@@ -77,10 +78,9 @@ class _LSTMFunction(torch.autograd.Function):
         acts, cells, outputs = [], [], []
         h, c = h0, c0
         for t in _order(x_proj.shape[0], reverse):
-            gates = (x_scaled[t] + h.mm(weight_t)).sigmoid_()  # (B, 4H)
-            i, f, g, o = gates.chunk(4, dim=1)
-            g.mul_(2.0).sub_(1.0)  # tanh of the g pre-activation
-            c = torch.addcmul(f * c, i, g)  # (B, H)
+            gates = torch.addmm(x_scaled[t], h, weight_t).sigmoid_()  # (B, 4H): i, f, s_g, o
+            i, f, s_g, o = gates.chunk(4, dim=1)
+            c = torch.addcmul(torch.mul(f, c).sub_(i), i, s_g, value=2.0)  # (B, H)
             h = o * torch.tanh(c)  # (B, H)
             acts.append(gates)
             cells.append(c)
@@ -94,16 +94,21 @@ class _LSTMFunction(torch.autograd.Function):
     def backward(ctx, grad_outputs, grad_h_last, grad_c_last):
         acts, cells, outputs, h0, c0, weight_hh = ctx.saved_tensors
         reverse, on_grad = ctx.reverse, ctx.on_grad
-        i, f, g, o = acts.chunk(4, dim=2)  # each (T, B, H)
+        hidden = cells.shape[2]
+        i, f, s_g, o = acts.chunk(4, dim=2)  # each (T, B, H)
+        g = s_g * 2.0 - 1.0  # tanh of the g pre-activation
         tanh_c = torch.tanh(cells)
-        c_prev = _previous(cells, c0, reverse)
-        # Factors that do not depend on the recurrence, for all steps at once:
-        # dc_t += dh_t o (1 - tanh^2 c_t); and the gate pre-activation gradients
-        # are (dc, dc, dc, dh) times (g i (1-i), c_{t-1} f (1-f), i (1-g^2), tanh c_t o (1-o)).
-        dh_to_dc = o * (1 - tanh_c * tanh_c)  # (T, B, H)
-        to_gates = torch.cat(
-            [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], dim=2
-        )  # (T, B, 4H)
+        # Factors that do not depend on the recurrence, for all steps at once
+        # (h_t = o tanh c_t is `outputs`; x (1 - x) is written x - x*x):
+        #   dc_t += dh_t (o - h_t tanh c_t)
+        #   d a_{i,f,g,o} = (dc, dc, dc, dh) * (g i(1-i), c_{t-1} f(1-f), i(1-g^2), h_t (1-o))
+        dh_to_dc = torch.addcmul(o, outputs, tanh_c, value=-1.0)  # (T, B, H)
+        to_gates = torch.empty_like(acts)  # (T, B, 4H)
+        i_part, f_part, g_part, o_part = to_gates.chunk(4, dim=2)
+        torch.mul(torch.addcmul(i, i, i, value=-1.0), g, out=i_part)
+        torch.mul(torch.addcmul(f, f, f, value=-1.0), _previous(cells, c0, reverse), out=f_part)
+        torch.addcmul(i, i * g, g, value=-1.0, out=g_part)
+        torch.addcmul(outputs, outputs, o, value=-1.0, out=o_part)
         incoming = _incoming(grad_outputs, outputs)  # (T, B, H)
         dh = torch.zeros_like(h0) if grad_h_last is None else grad_h_last
         dc = torch.zeros_like(c0) if grad_c_last is None else grad_c_last
