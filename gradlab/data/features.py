@@ -26,6 +26,7 @@ import librosa
 import numpy as np
 import soundfile
 from scipy.signal import resample_poly
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 
@@ -153,13 +154,8 @@ def default_num_workers() -> int:
 def _one_blas_thread() -> contextlib.AbstractContextManager:
     """Limits BLAS to one thread: workers then do not oversubscribe the cores,
     and features are bit-identical whatever the number of workers (threaded
-    BLAS sums in a different order)."""
-    try:
-        from threadpoolctl import (
-            threadpool_limits,  # installed with librosa (via scikit-learn)
-        )
-    except ImportError:
-        return contextlib.nullcontext()
+    BLAS sums in a different order). The limit holds from this call until the
+    returned object is exited."""
     return threadpool_limits(1)
 
 
