@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from gradlab.sweep import (
-    _list,
+    comma_list,
     add_sweep_arguments,
     base_config_from_args,
     default_sweep_name,
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(parser, default_dataset="distance", default_epochs=5)
     parser.set_defaults(n_train=1000, hidden_size=32, num_layers=1)
     group = parser.add_argument_group("sequence length")
-    group.add_argument("--lengths", type=_list(int), default=DEFAULT_LENGTHS,
+    group.add_argument("--lengths", type=comma_list(int), default=DEFAULT_LENGTHS,
                        help="synthetic tasks: comma-separated sequence lengths T (default: 50,100,200,500,1000)")
-    group.add_argument("--hops", type=_list(int), default=DEFAULT_HOPS,
+    group.add_argument("--hops", type=comma_list(int), default=DEFAULT_HOPS,
                        help="speech: comma-separated MFCC hops in samples (default: 1024,512,256,128, T = 16 ... 126)")
     return parser
 

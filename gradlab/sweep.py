@@ -362,7 +362,7 @@ def format_table(table: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
-def _list(kind: type = str):
+def comma_list(kind: type = str):
     def parse(text: str) -> list:
         items = [item.strip() for item in text.split(",") if item.strip()]
         try:
@@ -376,12 +376,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
                         default_epochs: int = 30) -> None:
     """The flags every sweep script shares (model, data, training, output, execution)."""
     model = parser.add_argument_group("model")
-    model.add_argument("--cells", type=_list(), default=list(DEFAULT_CELLS),
+    model.add_argument("--cells", type=comma_list(), default=list(DEFAULT_CELLS),
                        help="comma-separated cells: RNN (one per --activations), RNN_TANH, RNN_RELU, "
                             "RNN_<ACTIVATION>, LSTM, GRU (default: RNN,LSTM,GRU)")
-    model.add_argument("--activations", type=_list(), default=list(DEFAULT_ACTIVATIONS),
+    model.add_argument("--activations", type=comma_list(), default=list(DEFAULT_ACTIVATIONS),
                        help=f"activations the RNN cell is swept over, from {', '.join(ACTIVATIONS)} (default: tanh,relu)")
-    model.add_argument("--bidirectional", type=_list(), default=["none"],
+    model.add_argument("--bidirectional", type=comma_list(), default=["none"],
                        help=f"comma-separated bidirectional designs from {', '.join(BIDIRECTIONAL_CHOICES)} (default: none)")
     model.add_argument("--hidden-size", type=int, default=32, help="hidden units per layer and direction (default: 32)")
     model.add_argument("--num-layers", type=int, default=2, help="stacked layers (default: 2)")
@@ -391,7 +391,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default=default_dataset, help=f"one of {', '.join(DATASET_NAMES)} (default: {default_dataset})")
-    data.add_argument("--words", type=_list(), default=["one", "two", "three"],
+    data.add_argument("--words", type=comma_list(), default=["one", "two", "three"],
                       help="comma-separated words (Speech Commands) or digits (FSDD) (default: one,two,three)")
     data.add_argument("--data-dir", default=None,
                       help="dataset folder (FSDD recordings, or a Speech Commands tree); default: gradlab's data folder")
@@ -407,7 +407,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
     data.add_argument("--n-train", type=int, default=None, help="synthetic tasks: training sequences")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--seeds", type=_list(int), default=list(DEFAULT_SEEDS), help="comma-separated seeds (default: 0,1,2)")
+    train.add_argument("--seeds", type=comma_list(int), default=list(DEFAULT_SEEDS), help="comma-separated seeds (default: 0,1,2)")
     train.add_argument("--epochs", type=int, default=default_epochs, help=f"epochs per run (default: {default_epochs})")
     train.add_argument("--batch-size", type=int, default=100, help="batch size (default: 100)")
     train.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: 0.003)")
