@@ -328,7 +328,7 @@ def cell_table(summary: pd.DataFrame) -> pd.DataFrame:
         if column in summary.columns and summary[column].nunique(dropna=False) > 1
     ]
     rows = []
-    for values, part in summary.groupby(keys, sort=False, dropna=False, observed=True):
+    for values, part in summary.groupby(keys, sort=True, dropna=False, observed=True):
         values = values if isinstance(values, tuple) else (values,)
         test = part["test_accuracy"].astype(float)
         rows.append({
