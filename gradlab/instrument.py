@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -76,6 +75,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab import schema
+from gradlab.atomic import write_atomic
 from gradlab.models import RecurrentNet, StateKey
 
 RUN_KEYS: tuple[str, ...] = ("run_id", "cell", "activation", "seed")
@@ -284,20 +284,11 @@ def save_frame(frame: pd.DataFrame, path: str | os.PathLike, *, kind: str | None
     Returns:
         The path written.
     """
-    path = Path(path)
     if kind is not None:
         frame = schema.conform(frame, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        frame.to_parquet(temporary, engine="pyarrow", compression="zstd", index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_atomic(
+        path, lambda temporary: frame.to_parquet(temporary, engine="pyarrow", compression="zstd", index=False)
+    )
 
 
 def load_frame(path: str | os.PathLike, kind: str) -> pd.DataFrame:

@@ -6,9 +6,7 @@ writes files or selects a matplotlib backend.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -18,6 +16,7 @@ import pandas as pd
 from gradlab import schema
 from gradlab.analysis.load import RunData, load_runs
 from gradlab.analysis.stats import config_groups, first_to_last_ratio
+from gradlab.atomic import write_atomic
 
 #: Figure file stems, in the order they are written.
 FIGURES: tuple[str, ...] = (
@@ -48,18 +47,6 @@ def slug(label: str) -> str:
     """A file-name-safe form of a group label: ``"s readout=mean"`` -> ``"s_readout-mean"``."""
     safe = "".join(char if char.isalnum() or char in "-." else "_" if char in " /" else "-" for char in label)
     return safe.strip("_") or "runs"
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _figure_jobs(data: RunData, bootstrap: dict[str, float | int]) -> list[tuple[str, str, Callable[[], object]]]:
@@ -144,13 +131,13 @@ def figures(
             continue
         for fmt in formats:
             path = out / f"{stem}__{slug(label)}.{fmt}"
-            _write_atomic(path, lambda temporary, f=fig, k=fmt: f.savefig(temporary, format=k, dpi=dpi))
+            write_atomic(path, lambda temporary, f=fig, k=fmt: f.savefig(temporary, format=k, dpi=dpi))
             written.append(path)
             print(f"wrote {path}", file=stream)
         linked.setdefault(label, []).append(f"{stem}__{slug(label)}.{formats[0]}")
     text = findings_report(data, figures=linked, n_resamples=n_resamples, seed=seed)
     report = out / REPORT
-    _write_atomic(report, lambda temporary: temporary.write_text(text))
+    write_atomic(report, lambda temporary: temporary.write_text(text))
     written.append(report)
     print(f"wrote {report}", file=stream)
     return written

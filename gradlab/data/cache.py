@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gradlab.atomic import write_atomic
 
 _KEY = "__key__"
 _CHECKSUM = "__checksum__"
@@ -52,21 +53,14 @@ def save_arrays(path: str | os.PathLike, key: str, arrays: Mapping[str, np.ndarr
         key: The entry's key (``make_key``).
         arrays: Named arrays; names must not start with ``__``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {name: np.asarray(value) for name, value in arrays.items()}
     payload[_KEY] = np.array(key)
     payload[_CHECKSUM] = np.array(_checksum(arrays))
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
             np.savez(handle, **payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, write, fsync=True)
 
 
 def load_arrays(path: str | os.PathLike, key: str) -> dict[str, np.ndarray] | None:

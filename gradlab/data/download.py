@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -26,6 +25,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from gradlab.atomic import write_atomic
 
 _CHUNK = 1 << 20
 LIST_FILES = ("validation_list.txt", "testing_list.txt")
@@ -166,6 +167,11 @@ def download_file(
     return digest
 
 
+def _copy_to(source, path: Path) -> None:
+    with open(path, "wb") as handle:
+        shutil.copyfileobj(source, handle)
+
+
 def extracted_words(tree: Path) -> set[str]:
     """Words recorded as completely extracted into ``tree``."""
     marker = tree / EXTRACTED_MARKER
@@ -212,11 +218,7 @@ def extract_speech_commands(
                 else:
                     continue
                 source = stream.extractfile(member)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                descriptor, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-                with os.fdopen(descriptor, "wb") as handle:
-                    shutil.copyfileobj(source, handle)
-                os.replace(temporary, target)
+                write_atomic(target, lambda temporary: _copy_to(source, temporary))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise DownloadError(
             f"cannot read archive {archive} ({error}): it is truncated or corrupt"
