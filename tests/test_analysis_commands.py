@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis_helpers import CELLS, FACTOR, write_sweep
@@ -160,3 +161,16 @@ def test_every_flag_has_help():
     for name in ("figures", "inspect"):
         for action in subparsers[name]._actions:
             assert action.help, f"{name} {action.dest} lacks help"
+
+
+def test_overlapping_intervals_are_not_clear_not_supported():
+    from gradlab.analysis.report import _apart, _Checks
+
+    low = pd.Series({"mean": 1.0, "ci_low": 0.5, "ci_high": 1.5})
+    high_overlapping = pd.Series({"mean": 2.0, "ci_low": 1.4, "ci_high": 2.6})
+    high_apart = pd.Series({"mean": 2.0, "ci_low": 1.6, "ci_high": 2.4})
+    checks = _Checks()
+    assert checks.add("s", "a", True, _apart(low, high_apart)) == "**supported**"
+    assert checks.add("s", "b", True, _apart(low, high_overlapping)).startswith("**not clear**")
+    assert checks.add("s", "c", False, _apart(low, high_apart)) == "**not supported**"
+    assert [verdict for _, _, verdict in checks.results] == ["supported", "not clear", "not supported"]

@@ -36,11 +36,22 @@ class _Bootstrap:
 class _Checks:
     """Textbook claims tested against the data, in the order met."""
 
-    results: list[tuple[str, str, bool]] = field(default_factory=list)
+    results: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def add(self, where: str, claim: str, supported: bool) -> str:
-        self.results.append((where, claim, supported))
-        return "**supported**" if supported else "**not supported**"
+    def add(self, where: str, claim: str, holds: bool, separated: bool | None = None) -> str:
+        """Record a claim; ``separated`` says whether the seed intervals behind it are apart.
+
+        A claim whose point estimates agree but whose intervals overlap is only
+        "not clear": with three seeds, the data cannot tell the cells apart.
+        """
+        verdict = "not supported" if not holds else "not clear" if separated is False else "supported"
+        self.results.append((where, claim, verdict))
+        return f"**{verdict}**" + (" (the seed intervals overlap)" if verdict == "not clear" else "")
+
+
+def _apart(first: pd.Series, second: pd.Series) -> bool:
+    """Whether two summarised rows' confidence intervals do not overlap."""
+    return bool(first["ci_high"] < second["ci_low"] or second["ci_high"] < first["ci_low"])
 
 
 def format_ratio(value: float) -> str:
@@ -129,7 +140,8 @@ def _vanishing_section(data: RunData, where: str, checks: _Checks, boot: _Bootst
     else:
         worst_other = other.loc[other["mean"].idxmin()]
         best_saturating = saturating.loc[saturating["mean"].idxmax()]
-        verdict = checks.add(where, claim, bool(best_saturating["mean"] < worst_other["mean"]))
+        verdict = checks.add(where, claim, bool(best_saturating["mean"] < worst_other["mean"]),
+                             _apart(best_saturating, worst_other))
         lines.append(
             f"Textbook: {claim}. At initialisation the largest saturating ratio ({cell_label(best_saturating['cell'])}, "
             f"{format_ratio(10 ** best_saturating['mean'])}) against the smallest non-saturating one "
@@ -177,11 +189,9 @@ def _lstm_section(data: RunData, where: str, checks: _Checks, boot: _Bootstrap) 
             lines.append(f"- {title}: the comparison needs both an RNN tanh and an LSTM run.")
             continue
         claim = f"a tanh RNN's gradient vanishes faster than an LSTM's ({title})"
-        verdict = checks.add(where, claim, bool(tanh["mean"] < lstm_h["mean"]))
-        clear = "the intervals do not overlap" if tanh["ci_high"] < lstm_h["ci_low"] or lstm_h["ci_high"] < tanh["ci_low"] \
-            else "the intervals overlap"
+        verdict = checks.add(where, claim, bool(tanh["mean"] < lstm_h["mean"]), _apart(tanh, lstm_h))
         line = (f"- {title}: RNN tanh {format_ratio(10 ** tanh['mean'])} vs LSTM h_t "
-                f"{format_ratio(10 ** lstm_h['mean'])}; textbook expectation tanh RNN << LSTM {verdict} ({clear})")
+                f"{format_ratio(10 ** lstm_h['mean'])}; textbook expectation tanh RNN << LSTM {verdict}")
         if lstm_c is not None:
             line += (f"; the LSTM cell state c_t keeps {format_ratio(10 ** lstm_c['mean'])}, "
                      f"{'more' if lstm_c['mean'] > lstm_h['mean'] else 'less'} than its h_t")
@@ -246,7 +256,10 @@ def _curves_section(data: RunData, where: str, checks: _Checks, boot: _Bootstrap
     gated = [cell for cell in cells if cell in ("LSTM", "GRU")]
     if rnn_cells and gated:
         claim = "the plain RNN plateaus below the gated cells"
-        verdict = checks.add(where, claim, bool(max(final[c] for c in rnn_cells) < min(final[c] for c in gated)))
+        best_rnn = max(rnn_cells, key=lambda c: final[c])
+        worst_gated = min(gated, key=lambda c: final[c])
+        verdict = checks.add(where, claim, bool(final[best_rnn] < final[worst_gated]),
+                             _apart(stats["final"].loc[best_rnn], stats["final"].loc[worst_gated]))
         lines.append(f"Coursework answer: {claim}: {verdict} (lowest plateau: {cell_label(lowest)}).")
     if not data.gradients.empty and len(cells) >= 3:
         ratios = ratio_table(data, stage="init", boot=boot)
@@ -260,7 +273,8 @@ def _curves_section(data: RunData, where: str, checks: _Checks, boot: _Bootstrap
     if "GRU" in cells and "LSTM" in cells:
         learnt = stats["learnt"]["mean"]
         claim = "the GRU learns in fewer epochs than the LSTM"
-        verdict = checks.add(where, claim, bool(learnt["GRU"] < learnt["LSTM"]))
+        verdict = checks.add(where, claim, bool(learnt["GRU"] < learnt["LSTM"]),
+                             _apart(stats["learnt"].loc["GRU"], stats["learnt"].loc["LSTM"]))
         lines.append(f"Coursework answer: {claim}: {verdict} "
                      f"(GRU {learnt['GRU']:.1f} vs LSTM {learnt['LSTM']:.1f} epochs).")
     return lines + [""]
@@ -375,13 +389,13 @@ def findings_report(
             if section:
                 lines += [f"### {label}: vanishing against sequence length (dataset {_dataset(data.select(runs))})", ""] + section
     lines += ["## Where the data does not support the textbook", ""]
-    failed = [(where, claim) for where, claim, supported in checks.results if not supported]
+    failed = [(where, claim, verdict) for where, claim, verdict in checks.results if verdict != "supported"]
     if not checks.results:
         lines.append("No textbook claim could be checked: the runs lack the cells or tables they need.")
     elif not failed:
         lines.append(f"All {len(checks.results)} checked claims are supported by these runs.")
     else:
-        lines += [f"- {where}: {claim}." for where, claim in failed]
+        lines += [f"- {where}: {claim} ({verdict})." for where, claim, verdict in failed]
     lines.append("")
     if figures:
         lines += ["## Figures", ""]
