@@ -23,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from gradlab import schema
+from gradlab.atomic import write_atomic
 from gradlab.config import RunConfig
-from gradlab.train import _config_differences, read_json, write_atomic, write_json
+from gradlab.train import config_differences, read_json, write_json
 
 
 def check_output_path(out: str | os.PathLike) -> Path:
@@ -74,7 +75,7 @@ def check_sweep_dir(sweep_dir: str | os.PathLike, runs: Sequence[RunConfig], *, 
     stored = {run["run_id"]: run for run in read_json(record)["runs"]}
     for run in runs:
         if run.run_id in stored:
-            differences = _config_differences(stored[run.run_id], run.to_dict())
+            differences = config_differences(stored[run.run_id], run.to_dict())
             if differences:
                 raise ValueError(
                     f"cannot resume {sweep_dir}: run {run.run_id} was made with other settings "

@@ -54,7 +54,6 @@ OFFLINE_HINT = (
 )
 
 
-# ----------------------------------------------------------------------------- planning
 
 
 def expand_cells(cells: Sequence[str], activations: Sequence[str] = DEFAULT_ACTIVATIONS) -> tuple[str, ...]:
@@ -152,7 +151,6 @@ def load_checked(data: DataConfig, *, progress: bool) -> Any:
         raise
 
 
-# ----------------------------------------------------------------------------- running
 
 
 @lru_cache(maxsize=4)
@@ -310,7 +308,6 @@ def draw_figures(sweep_dir: str | os.PathLike, *, stream: Any = None) -> list[Pa
     return written
 
 
-# ----------------------------------------------------------------------------- the table
 
 
 def cell_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -359,7 +356,6 @@ def format_table(table: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
-# ----------------------------------------------------------------------------- command line
 
 
 def comma_list(kind: type = str):

@@ -43,7 +43,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,9 +56,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradlab import schema
+from gradlab.atomic import write_atomic
 from gradlab.config import RunConfig
 from gradlab.data import (
-    TASK_CLASSIFICATION,
     TASK_REGRESSION,
     TASK_SEQUENCE_CLASSIFICATION,
     DataSplits,
@@ -82,22 +81,6 @@ RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian")
 EpochCallback = Callable[[int, int], None]
 
 
-# ----------------------------------------------------------------------------- files
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _json_default(value: object) -> object:
@@ -124,7 +107,6 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
-# ----------------------------------------------------------------------------- device and randomness
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,7 +164,6 @@ def _restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) 
         generator.set_state(state["generators"][name])
 
 
-# ----------------------------------------------------------------------------- data and model
 
 
 def load_data(config: RunConfig | Any, *, progress: bool = False, num_workers: int | None = None) -> DataSplits:
@@ -321,7 +302,6 @@ def evaluate(
     return loss / max(elements, 1), accuracy
 
 
-# ----------------------------------------------------------------------------- results
 
 
 @dataclass(frozen=True)
@@ -423,19 +403,19 @@ class _Tables:
             save_frame(self.frame(kind), run_dir / schema.RUN_FILES[kind], kind=kind)
 
 
-# ----------------------------------------------------------------------------- training
 
 
 def _state_copy(model: nn.Module) -> dict[str, Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
 
 
-def _config_differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+def config_differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two config dicts, with both values."""
     differences = []
     for key in sorted(set(stored) | set(current)):
         a, b = stored.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            differences += _config_differences(a, b, f"{prefix}{key}.")
+            differences += config_differences(a, b, f"{prefix}{key}.")
         elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
             differences.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return differences
@@ -521,7 +501,7 @@ def train_run(
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{checkpoint_path} has checkpoint format {checkpoint.get('format')!r}, not {CHECKPOINT_FORMAT}")
-        differences = _config_differences(checkpoint["config"], config_dict)
+        differences = config_differences(checkpoint["config"], config_dict)
         if differences:
             raise ValueError(f"{checkpoint_path} was written by a different configuration: {'; '.join(differences)}")
         model.load_state_dict(checkpoint["model"])
