@@ -28,7 +28,6 @@ from typing import Any
 
 import pandas as pd
 
-from gradlab import schema
 from gradlab.cells import ACTIVATIONS
 from gradlab.config import AUDIO_DATASETS, DATASET_NAMES, DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.models import BIDIRECTIONAL_CHOICES, READOUTS, normalise_mode
@@ -49,11 +48,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 #: Where each dataset's offline alternatives are explained to the user.
 OFFLINE_HINT = (
+    "on the command line, point at an existing copy with --data-dir <folder>; "
     "offline choices: --dataset fsdd --data-dir <folder with FSDD's recordings> "
     "(e.g. ../shared/data/fsdd), or a synthetic task: --dataset distance (or adding, copy-memory)"
 )
-
-
 
 
 def expand_cells(cells: Sequence[str], activations: Sequence[str] = DEFAULT_ACTIVATIONS) -> tuple[str, ...]:
@@ -149,8 +147,6 @@ def load_checked(data: DataConfig, *, progress: bool) -> Any:
         if data.dataset in AUDIO_DATASETS:
             raise FileNotFoundError(f"{error}\n{OFFLINE_HINT}") from error
         raise
-
-
 
 
 @lru_cache(maxsize=4)
@@ -308,8 +304,6 @@ def draw_figures(sweep_dir: str | os.PathLike, *, stream: Any = None) -> list[Pa
     return written
 
 
-
-
 def cell_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Per cell (and per any other configuration that varies): test accuracy over seeds and costs.
 
@@ -354,8 +348,6 @@ def format_table(table: pd.DataFrame) -> str:
         shown[column] = (100 * shown[column]).map(lambda value: "-" if pd.isna(value) else f"{value:.1f}")
     shown["time_per_epoch"] = shown["time_per_epoch"].map(lambda value: f"{value:.2f}s")
     return shown.to_string(index=False)
-
-
 
 
 def comma_list(kind: type = str):

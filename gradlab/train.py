@@ -81,8 +81,6 @@ RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian")
 EpochCallback = Callable[[int, int], None]
 
 
-
-
 def _json_default(value: object) -> object:
     if isinstance(value, (np.integer,)):
         return int(value)
@@ -105,8 +103,6 @@ def write_json(path: str | os.PathLike, payload: object) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
-
-
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,8 +158,6 @@ def _restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator]) 
     random.setstate((version, tuple(internal), gauss))
     for name, generator in generators.items():
         generator.set_state(state["generators"][name])
-
-
 
 
 def load_data(config: RunConfig | Any, *, progress: bool = False, num_workers: int | None = None) -> DataSplits:
@@ -302,8 +296,6 @@ def evaluate(
     return loss / max(elements, 1), accuracy
 
 
-
-
 @dataclass(frozen=True)
 class RunResult:
     """What a run produced: its summary row and its tables (also in ``run_dir`` when given).
@@ -401,8 +393,6 @@ class _Tables:
         save_frame(self.history_frame(), run_dir / schema.RUN_FILES["history"], kind="history")
         for kind in self.frames:
             save_frame(self.frame(kind), run_dir / schema.RUN_FILES[kind], kind=kind)
-
-
 
 
 def _state_copy(model: nn.Module) -> dict[str, Tensor]:
