@@ -94,7 +94,6 @@ class _LSTMFunction(torch.autograd.Function):
     def backward(ctx, grad_outputs, grad_h_last, grad_c_last):
         acts, cells, outputs, h0, c0, weight_hh = ctx.saved_tensors
         reverse, on_grad = ctx.reverse, ctx.on_grad
-        hidden = cells.shape[2]
         i, f, s_g, o = acts.chunk(4, dim=2)  # each (T, B, H)
         g = s_g * 2.0 - 1.0  # tanh of the g pre-activation
         tanh_c = torch.tanh(cells)
