@@ -122,3 +122,26 @@ def test_config_groups_split_varying_columns():
     assert sorted(groups) == ["s readout=last", "s readout=mean"]
     assert list(groups["s readout=mean"]["run_id"]) == ["gru-s0-mean", "gru-s1-mean"]
     assert [label for label, _ in config_groups(both, exclude=("readout",))] == ["s"]
+
+
+def test_underflowed_norm_gives_minus_infinity_not_nan():
+    import warnings
+
+    from gradlab.analysis.stats import log10
+
+    frame = pd.DataFrame({"cell": ["A"] * 3 + ["B"] * 3, "value": [0.0, 1e-3, 1e-2, 1e-3, 1e-2, 1e-1]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no divide-by-zero or invalid-value warnings
+        stats = summarise(frame.assign(log=log10(frame["value"])), "log", ["cell"], n_resamples=200)
+    a, b = stats.set_index("cell").loc["A"], stats.set_index("cell").loc["B"]
+    assert a["mean"] == -np.inf and a["ci_low"] == -np.inf  # any resample holding the 0 is -inf
+    assert np.isfinite(a["ci_high"]) and a["ci_high"] <= -2.0 + 1e-12  # a resample of the two others only
+    assert b["mean"] == pytest.approx(-2.0)
+
+
+def test_length_slopes_leave_out_underflowed_ratios():
+    from gradlab.analysis.report import length_slopes, underflowed_lengths
+
+    ratios = pd.DataFrame({"cell": ["RNN_TANH"] * 3, "seq_len": [10, 20, 40], "ratio": [1e-2, 1e-4, 0.0]})
+    assert length_slopes(ratios)["RNN_TANH"] == pytest.approx(-0.2)  # two decades per 10 steps
+    assert underflowed_lengths(ratios) == {"RNN_TANH": [40]}

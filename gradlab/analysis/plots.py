@@ -20,7 +20,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from gradlab.analysis.stats import log_gradient_profile, select_stages, summarise
+from gradlab.analysis.stats import log10, log_gradient_profile, select_stages, summarise
 from gradlab.analysis.style import (
     STAGE_TITLES,
     STAGES,
@@ -210,7 +210,7 @@ def plot_gradient_heatmap(
     """
     chosen = gradients[(gradients["layer"] == layer) & (gradients["direction"] == direction) & (gradients["state"] == state)]
     _require(chosen, f"gradient (layer {layer}, {direction}, state {state})")
-    logged = chosen.assign(log10_norm=np.log10(chosen[value].astype("float64")))
+    logged = chosen.assign(log10_norm=log10(chosen[value].astype("float64")))
     means = logged.groupby(["cell", "step", "timestep"], observed=True)["log10_norm"].mean().reset_index()
     finite = means["log10_norm"].replace([np.inf, -np.inf], np.nan)
     vmin, vmax = float(finite.min()), float(finite.max())
@@ -484,7 +484,7 @@ def plot_vanishing_vs_length(
         The figure holding the axes.
     """
     _require(ratios, "ratio")
-    logged = ratios.assign(log10_ratio=np.log10(ratios["ratio"].astype("float64")))
+    logged = ratios.assign(log10_ratio=log10(ratios["ratio"].astype("float64")))
     stats = summarise(logged, "log10_ratio", ["cell", "seq_len"], confidence=confidence, n_resamples=n_resamples, seed=seed)
     if ax is None:
         ax = Figure(figsize=(4.5, 3.2), layout="constrained").subplots()

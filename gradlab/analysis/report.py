@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab.analysis.load import RunData
-from gradlab.analysis.stats import accuracy_table, config_groups, first_to_last_ratio, select_stages, summarise
+from gradlab.analysis.stats import accuracy_table, config_groups, first_to_last_ratio, log10, select_stages, summarise
 from gradlab.analysis.style import SATURATING_ACTIVATIONS, cell_label, cell_order
 
 # Fraction of its own best validation accuracy a cell must reach to count as "learnt".
@@ -93,7 +93,7 @@ def ratio_table(data: RunData, *, stage: str, boot: _Bootstrap | None = None) ->
     for state in ("h", "c"):
         ratios = first_to_last_ratio(data.gradients, data.summary, stage=stage, state=state)
         if not ratios.empty:
-            parts.append(ratios.assign(state=state, log10_ratio=np.log10(ratios["ratio"])))
+            parts.append(ratios.assign(state=state, log10_ratio=log10(ratios["ratio"])))
     if not parts:
         return pd.DataFrame(columns=["cell", "state", "mean", "ci_low", "ci_high", "n"])
     return summarise(pd.concat(parts, ignore_index=True), "log10_ratio", ["cell", "state"], **boot.kwargs())
@@ -214,7 +214,7 @@ def _jacobian_line(data: RunData, boot: _Bootstrap) -> str:
     if staged.empty:
         return "No Jacobian recorded late in training."
     far = staged[staged["distance"] == staged.groupby(["sweep", "run_id"])["distance"].transform("max")]
-    stats = summarise(far.assign(log10=np.log10(far["spectral_norm"])), "log10", ["cell", "distance"], **boot.kwargs())
+    stats = summarise(far.assign(log10=log10(far["spectral_norm"])), "log10", ["cell", "distance"], **boot.kwargs())
     parts = [f"{cell_label(row.cell)} {format_ratio(10 ** row.mean)} (distance {row.distance})"
              for row in stats.sort_values("mean").itertuples()]
     return "Spectral norm of d h_last / d h_t at the largest distance, late in training: " + ", ".join(parts) + "."
@@ -315,12 +315,20 @@ def length_slopes(ratios: pd.DataFrame) -> pd.Series:
     """Least-squares slope of log10 first-to-last ratio against sequence length, per cell.
 
     The slope is the decades of gradient lost per extra timestep (negative means vanishing).
+    Ratios that underflowed to 0 are left out of the fit (see :func:`underflowed_lengths`).
     """
     slopes = {}
     for cell, rows in ratios.groupby("cell", observed=True):
+        rows = rows[rows["ratio"] > 0]
         if rows["seq_len"].nunique() > 1:
-            slopes[cell] = float(np.polyfit(rows["seq_len"].astype(float), np.log10(rows["ratio"]), 1)[0])
+            slopes[cell] = float(np.polyfit(rows["seq_len"].astype(float), log10(rows["ratio"]), 1)[0])
     return pd.Series(slopes, dtype="float64")
+
+
+def underflowed_lengths(ratios: pd.DataFrame) -> dict[str, list[int]]:
+    """Per cell, the sequence lengths at which some run's ratio was exactly 0 (below float range)."""
+    zero = ratios[ratios["ratio"] == 0]
+    return {cell: sorted(set(rows["seq_len"].astype(int))) for cell, rows in zero.groupby("cell", observed=True)}
 
 
 def _length_section(data: RunData) -> list[str]:
@@ -330,8 +338,15 @@ def _length_section(data: RunData) -> list[str]:
         return []
     lengths = sorted(set(ratios["seq_len"]))
     parts = [f"{cell_label(cell)} {slopes[cell]:.3g}" for cell in cell_order(slopes.index)]
-    return [f"Sequence length T = {', '.join(map(str, lengths))}: slope of log10 first-to-last ratio per extra "
-            "timestep at initialisation (decades lost per frame; closer to 0 carries further): " + ", ".join(parts) + ".", ""]
+    lines = [f"Sequence length T = {', '.join(map(str, lengths))}: slope of log10 first-to-last ratio per extra "
+             "timestep at initialisation (decades lost per frame; closer to 0 carries further): " + ", ".join(parts) + "."]
+    zero = underflowed_lengths(ratios)
+    if zero:
+        lines.append("The gradient reaching the first step underflowed to exactly 0 (below the float range) for "
+                     + "; ".join(f"{cell_label(cell)} at T = {', '.join(map(str, lengths))}"
+                                 for cell, lengths in zero.items())
+                     + ": those runs are left out of the slopes, and no signal from the first step reaches the loss.")
+    return lines + [""]
 
 
 def findings_report(

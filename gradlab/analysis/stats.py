@@ -46,9 +46,27 @@ def _bootstrap_rows(values: np.ndarray, confidence: float, n_resamples: int, rng
     tail = (1.0 - confidence) / 2.0
     intervals = np.empty((groups, 2))
     for start in range(0, groups, _CHUNK_GROUPS):
-        means = values[start : start + _CHUNK_GROUPS] @ weights.T  # (chunk, n_resamples)
-        intervals[start : start + _CHUNK_GROUPS] = np.quantile(means, [tail, 1.0 - tail], axis=1).T
+        chunk = values[start : start + _CHUNK_GROUPS]
+        # A norm that underflowed to 0 has log10 -inf, and -inf * 0 weight is NaN in
+        # the product: resample such rows explicitly (-inf then stays -inf).
+        odd = ~np.isfinite(chunk).all(axis=1)
+        with np.errstate(invalid="ignore"):
+            means = chunk @ weights.T  # (chunk, n_resamples)
+            if odd.any():
+                means[odd] = chunk[odd][:, picks].mean(axis=2)
+        bounds = np.empty((len(chunk), 2))
+        bounds[~odd] = np.quantile(means[~odd], [tail, 1.0 - tail], axis=1).T
+        if odd.any():
+            # Linear interpolation between two -inf is NaN; take order statistics there.
+            bounds[odd] = np.quantile(means[odd], [tail, 1.0 - tail], axis=1, method="inverted_cdf").T
+        intervals[start : start + _CHUNK_GROUPS] = bounds
     return intervals
+
+
+def log10(values: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
+    """log10 that maps a norm of exactly 0 (float underflow) to -inf without a warning."""
+    with np.errstate(divide="ignore"):
+        return np.log10(values)
 
 
 def summarise(
@@ -185,7 +203,7 @@ def log_gradient_profile(
     """
     if "stage" in by and "stage" not in gradients.columns:
         gradients = select_stages(gradients)
-    logged = gradients.assign(log10_norm=np.log10(gradients[value].astype("float64")))
+    logged = gradients.assign(log10_norm=log10(gradients[value].astype("float64")))
     return summarise(logged, "log10_norm", by, confidence=confidence, n_resamples=n_resamples, seed=seed)
 
 
