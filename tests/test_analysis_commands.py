@@ -106,6 +106,11 @@ def test_report_numbers_equal_the_frames(regenerated, runs):
     gru = data.summary[(data.summary["sweep"] == "main") & (data.summary["cell"] == "GRU")]["test_accuracy"]
     assert f"Most accurate: GRU ({format_percent(gru.mean())})" in report
     assert "dataset `fake_digits`" in report
+    # Overview row of the main sweep: each cell's mean test accuracy / init ratio, in cell order.
+    overview = report.split("## Overview")[1].split("## Q1")[0]
+    main_row = next(line for line in overview.splitlines() if line.startswith("| main "))
+    summary = data.summary[data.summary["sweep"] == "main"].groupby("cell")["test_accuracy"].mean()
+    assert f"| {format_percent(summary['GRU'])} / " in main_row
     assert "tanh RNN << LSTM **supported**" in report
     # Plateau ranks tanh < relu < LSTM < GRU against ratio ranks tanh < LSTM < relu < GRU:
     # Spearman 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.80.

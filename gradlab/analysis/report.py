@@ -349,6 +349,40 @@ def _length_section(data: RunData) -> list[str]:
     return lines + [""]
 
 
+def _overview_section(parts: Mapping[str, RunData], boot: _Bootstrap) -> list[str]:
+    """One row per configuration: each cell's test accuracy, and its first-to-last ratio at init.
+
+    Putting configurations side by side is what separates causes: the same
+    cells with raw and normalised features, or with a last-step and a mean
+    readout, differ in input scale or gradient path but not in the cell.
+    """
+    cells = cell_order(pd.concat([part.summary["cell"] for part in parts.values() if not part.summary.empty]))
+    if len(cells) == 0:
+        return []
+    rows = []
+    for label, part in parts.items():
+        if part.summary.empty:
+            continue
+        accuracy = accuracy_table(part.summary, **boot.kwargs()).set_index("cell")
+        ratios = ratio_table(part, stage="init", boot=boot) if not part.gradients.empty else None
+        row = [f"{label} ({_dataset(part)})"]
+        for cell in cells:
+            text = format_percent(accuracy.loc[cell, "mean"]) if cell in accuracy.index else "–"
+            ratio = _ratio_of(ratios, cell) if ratios is not None else None
+            if ratio is not None:
+                text += f" / {format_ratio(10 ** ratio['mean'])}"
+            row.append(text)
+        rows.append(row)
+    return [
+        "## Overview",
+        "",
+        "Test accuracy of the best-validation checkpoint (mean over seeds) / first-to-last gradient ratio "
+        "|dL/dh_0| / |dL/dh_T-1| at initialisation (layer 0, forward), per configuration.",
+        "",
+        *_table(["configuration", *[cell_label(cell) for cell in cells]], rows),
+    ]
+
+
 def findings_report(
     data: RunData,
     *,
@@ -382,12 +416,13 @@ def findings_report(
         "Each section is repeated per configuration; its heading names the sweep and its dataset.",
         "",
     ]
+    parts = {label: data.select(runs) for label, runs in groups}
+    lines += _overview_section(parts, boot)
     questions = [
         ("Q1. What do vanishing gradients look like per activation?", _vanishing_section),
         ("Q2. What does the LSTM cell state do to gradient flow?", _lstm_section),
         ("Q3. Which learning curve is which cell, and why?", _curves_section),
     ]
-    parts = {label: data.select(runs) for label, runs in groups}
     for title, section in questions:
         lines += [f"## {title}", ""]
         for label, part in parts.items():
