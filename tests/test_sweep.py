@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-import torch
 
 from gradlab import schema
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -16,13 +15,6 @@ from gradlab.runs import check_output_path, open_sweep_dir
 from gradlab.sweep import cell_table, expand_cells, plan_runs, run_sweep
 from gradlab.train import train_run
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 BASE = RunConfig(

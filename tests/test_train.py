@@ -18,14 +18,6 @@ from gradlab.models import RNNModel
 from gradlab.train import build_model, evaluate, load_data, train_run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: intra-op threads only add contention on a shared machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny(mode: str = "GRU", dataset: str = "distance", **train) -> RunConfig:
     readout = "sequence" if dataset == "copy-memory" else "last"
