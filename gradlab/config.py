@@ -113,6 +113,10 @@ class DataConfig:
         return self.dataset in AUDIO_DATASETS
 
 
+#: Floating-point types a run can train in.
+DTYPES: tuple[str, ...] = ("float32", "float64")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: optimiser, evaluation, recording, device and randomness."""
@@ -126,6 +130,7 @@ class TrainConfig:
     seed: int = 0  # derives the init, shuffle and diagnostics generators
     device: str = "auto"  # auto: CUDA when present, else CPU
     amp: bool = False  # bfloat16 autocast on CUDA (uses the plain autograd unroll)
+    dtype: str = "float32"  # parameters and inputs; float64 keeps gradients that float32 underflows to 0
     deterministic: bool = False  # torch.use_deterministic_algorithms and CUBLAS_WORKSPACE_CONFIG
     record_every: int | None = 10  # gradient recording every k optimiser steps (plus init and end); None: off
     val_every: int | None = 50  # validate every k steps, besides every epoch end; None: epoch ends only
@@ -148,6 +153,10 @@ class TrainConfig:
             raise ValueError(f"unknown optimiser {self.optimiser!r}; expected one of {list(OPTIMISERS)}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}; expected one of {list(DEVICES)} or cuda:<index>")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {list(DTYPES)}")
+        if self.amp and self.dtype != "float32":
+            raise ValueError("amp (bfloat16 autocast) needs dtype float32; drop --amp or --dtype float64")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
         for name in ("record_every", "val_every", "max_steps_per_epoch", "max_eval_batches", "jacobian_every"):

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab.cells import ACTIVATIONS
-from gradlab.config import AUDIO_DATASETS, DATASET_NAMES, DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.config import AUDIO_DATASETS, DATASET_NAMES, DTYPES, DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.models import BIDIRECTIONAL_CHOICES, READOUTS, normalise_mode
 from gradlab.runs import check_output_path, check_sweep_dir, open_sweep_dir, write_summary
 from gradlab.train import load_data, run_ended, train_run
@@ -416,6 +416,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, default_dataset: str
     run.add_argument("--name", default=None, help="sweep folder name (default: derived from the script and dataset)")
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--amp", action="store_true", help="bfloat16 mixed precision on CUDA")
+    run.add_argument("--dtype", choices=DTYPES, default="float32",
+                     help="parameters and inputs; float64 measures gradients that float32 underflows to 0 "
+                          "over long sequences (default: float32)")
     run.add_argument("--deterministic", action="store_true",
                      help="deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG)")
     run.add_argument("--workers", type=int, default=1, help="runs in parallel (processes; default: 1)")
@@ -461,7 +464,7 @@ def base_config_from_args(args: argparse.Namespace) -> RunConfig:
     )
     train = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimiser=args.optimiser,
-        weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm, device=args.device, amp=args.amp,
+        weight_decay=args.weight_decay, clip_grad_norm=args.clip_grad_norm, device=args.device, amp=args.amp, dtype=args.dtype,
         deterministic=args.deterministic, record_every=args.record_every or None, val_every=args.val_every or None,
         diagnostics=not args.no_diagnostics,
     )

@@ -458,7 +458,8 @@ def train_run(
     device = resolve_device(train_config.device)
     if data is None:
         data = load_data(config, progress=progress)
-    data = data.to(device)
+    dtype = getattr(torch, train_config.dtype)
+    data = data.to(device, dtype)
     use_amp = train_config.amp and device.type == "cuda"
 
     def autocast() -> contextlib.AbstractContextManager:
@@ -467,7 +468,7 @@ def train_run(
     seed = train_config.seed
     seed_everything(seed)
     generators = {name: torch.Generator().manual_seed(derive_seed(seed, name)) for name in ("init", "shuffle", "diagnostics")}
-    model = build_model(config, data, generator=generators["init"]).to(device)
+    model = build_model(config, data, generator=generators["init"]).to(device, dtype)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if train_config.optimiser == "adam":
         optimiser: torch.optim.Optimizer = torch.optim.Adam(parameters, lr=train_config.lr, weight_decay=train_config.weight_decay)
@@ -636,7 +637,7 @@ def train_run(
     def test(state: dict[str, Tensor] | None) -> tuple[float, float]:
         if state is None:
             return float("nan"), float("nan")
-        scratch = build_model(config, data).to(device)
+        scratch = build_model(config, data).to(device, dtype)
         scratch.load_state_dict(state)
         return evaluate(scratch, data.test, data.task, batch_size=train_config.batch_size,
                         class_names=data.class_names, max_batches=train_config.max_eval_batches, autocast=autocast)
@@ -671,6 +672,7 @@ def train_run(
         "clip_grad_norm": train_config.clip_grad_norm,
         "hop_length": config.data.hop_length if config.data.is_audio else None,
         "device": str(device),
+        "dtype": train_config.dtype,
         "best_step": best["step"],
         "best_val_loss": best["loss"] if best["state"] is not None else float("nan"),
         "test_loss": test_loss,

@@ -203,3 +203,20 @@ def test_build_model_uses_the_init_generator_only():
     b = build_model(config, data, torch.Generator().manual_seed(1))
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), name
+
+
+def test_float64_keeps_gradients_that_float32_underflows():
+    # A tanh RNN over 400 steps at default init: the gradient reaching the first
+    # step is far below float32's range (about 1e-45) but not float64's.
+    def first_to_last(dtype: str) -> float:
+        config = tiny("RNN_TANH", epochs=1, max_steps_per_epoch=1, record_every=1, diagnostics=False, dtype=dtype)
+        config = replace(config, data=replace(config.data, seq_len=400))
+        gradients = train_run(config).gradients
+        at_init = gradients[(gradients["step"] == 0) & (gradients["layer"] == 0)].set_index("timestep")
+        return float(at_init.loc[0, "grad_norm"] / at_init.loc[399, "grad_norm"])
+
+    assert first_to_last("float32") == 0.0
+    ratio = first_to_last("float64")
+    assert 0.0 < ratio < 1e-45
+    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
+        TrainConfig(dtype="float16")

@@ -54,9 +54,14 @@ class SplitTensors:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def to(self, device: torch.device | str) -> SplitTensors:
-        """Returns a copy of this split on ``device`` (no copy if already there)."""
-        return SplitTensors(self.x.to(device), self.y.to(device))
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> SplitTensors:
+        """Returns a copy of this split on ``device`` (no copy if already there).
+
+        With ``dtype``, inputs and floating-point targets are cast to it; integer
+        labels stay int64.
+        """
+        y = self.y.to(device, dtype) if dtype is not None and self.y.is_floating_point() else self.y.to(device)
+        return SplitTensors(self.x.to(device, dtype), y)
 
 
 @dataclass(frozen=True)
@@ -90,12 +95,12 @@ class DataSplits:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
 
-    def to(self, device: torch.device | str) -> DataSplits:
-        """Returns a copy with all three splits moved to ``device``."""
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DataSplits:
+        """Returns a copy with all three splits moved to ``device`` (and cast, see ``SplitTensors.to``)."""
         return DataSplits(
-            train=self.train.to(device),
-            validation=self.validation.to(device),
-            test=self.test.to(device),
+            train=self.train.to(device, dtype),
+            validation=self.validation.to(device, dtype),
+            test=self.test.to(device, dtype),
             task=self.task,
             num_outputs=self.num_outputs,
             input_size=self.input_size,
