@@ -130,8 +130,6 @@ def test_jacobian_norm(frames):
 
 def test_vanishing_vs_length():
     gradients = [all_frames(cells=("RNN_TANH", "LSTM"), seeds=(0, 1), seq_len=T)["gradients"] for T in (3, 5, 8)]
-
-
     ratios = pd.concat([first_to_last_ratio(frame) for frame in gradients], ignore_index=True)
     fig = plot_vanishing_vs_length(ratios, n_resamples=50)
     (ax,) = fig.axes
@@ -140,6 +138,23 @@ def test_vanishing_vs_length():
     assert sorted(lines) == ["LSTM", "RNN tanh"]
     assert list(lines["RNN tanh"].get_xdata()) == [3, 5, 8]
     assert lines["RNN tanh"].get_ydata() == pytest.approx([0.5**2, 0.5**4, 0.5**7])
+
+
+def test_vanishing_vs_length_marks_underflow_on_the_floor():
+    ratios = pd.DataFrame({
+        "cell": ["RNN_TANH"] * 4 + ["LSTM"] * 4,
+        "seed": [0, 1] * 4,
+        "seq_len": [10, 10, 20, 20] * 2,
+        "ratio": [1e-3, 1e-3, 0.0, 1e-6, 1e-2, 1e-2, 1e-4, 1e-4],
+    })
+    (ax,) = plot_vanishing_vs_length(ratios, n_resamples=50).axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    # The tanh RNN's T = 20 holds a 0 in one seed: no point on its line, a marker on the floor below every point.
+    assert list(lines["RNN tanh"].get_xdata()) == [10]
+    floor = lines["_RNN tanh underflow"]
+    assert list(floor.get_xdata()) == [20] and floor.get_ydata()[0] < 1e-4
+    assert list(lines["LSTM"].get_xdata()) == [10, 20]
+    assert "underflowed to 0 in a seed" in [text.get_text() for text in ax.get_legend().get_texts()]
 
 
 def test_empty_frames_raise(frames):

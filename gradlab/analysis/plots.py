@@ -488,12 +488,25 @@ def plot_vanishing_vs_length(
     stats = summarise(logged, "log10_ratio", ["cell", "seq_len"], confidence=confidence, n_resamples=n_resamples, seed=seed)
     if ax is None:
         ax = Figure(figsize=(4.5, 3.2), layout="constrained").subplots()
+    # A ratio that underflowed to exactly 0 in some seed has a geometric mean of 0,
+    # which a log axis cannot show: mark those lengths on the floor instead.
+    finite = stats[np.isfinite(stats["mean"])]
+    floor = 10.0 ** (finite["mean"].min() - 2.0) if not finite.empty else 1e-300
     for cell in cell_order(stats["cell"]):
         line = stats[stats["cell"] == cell].sort_values("seq_len")
-        xs = line["seq_len"].to_numpy()
+        shown = line[np.isfinite(line["mean"])]
+        xs = shown["seq_len"].to_numpy()
         colour = cell_colour(cell)
-        ax.plot(xs, 10.0 ** line["mean"].to_numpy(), color=colour, marker="o", markersize=4, label=cell_label(cell))
-        _band(ax, xs, line, colour, log=True)
+        ax.plot(xs, 10.0 ** shown["mean"].to_numpy(), color=colour, marker="o", markersize=4, label=cell_label(cell))
+        _band(ax, xs, shown.assign(ci_low=shown["ci_low"].clip(lower=np.log10(floor))), colour, log=True)
+        lost = line[line["mean"] == -np.inf]["seq_len"].to_numpy()
+        if len(lost):
+            ax.plot(lost, np.full(len(lost), floor), linestyle="none", marker="v", markersize=6,
+                    markerfacecolor="none", color=colour, label=f"_{cell_label(cell)} underflow")
+    if (stats["mean"] == -np.inf).any():
+        # An empty proxy: it names the floor markers in the legend, carries no data.
+        ax.plot([], [], linestyle="none", marker="v", markerfacecolor="none", color="grey",
+                label="underflowed to 0 in a seed")
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1, label=_REFERENCE)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length T (input frames)")
