@@ -12,6 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsync: bool = False) -> Path:
     """Write ``path`` through a temporary file in the same folder, then rename it into place.
 
@@ -28,6 +34,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)
+    # mkstemp creates the file private (0600); give it the mode a plain open() would.
+    os.chmod(temporary, 0o666 & ~_umask())
     try:
         write(Path(temporary))
         if fsync:
