@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from gradlab import schema
 from gradlab.cells import SATURATION_THRESHOLD, LSTMCell, RNNCell, _Cell
-from gradlab.instrument import recurrent_net, resolve_run_info, with_run_columns
+from gradlab.instrument import recurrent_net, resolve_run_info, safe_norm, with_run_columns
 from gradlab.models import RecurrentNet
 
 #: The nonlinearity each gate passes its pre-activation through.
@@ -209,7 +209,7 @@ def _chained_final_states(cell: _Cell, trajectory: LayerTrajectory, reverse: boo
 
 def _row_normalised(v: Tensor) -> Tensor:
     # Each (chain, sample) row is its own power iteration; guard a zero Jacobian.
-    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    return v / safe_norm(v, dim=-1).unsqueeze(-1).to(v.dtype).clamp_min(torch.finfo(v.dtype).tiny)
 
 
 def jacobian_spectral_norms(
@@ -279,7 +279,7 @@ def jacobian_spectral_norms(
                 (jtjv,) = torch.autograd.grad(final, perturbation, jv, retain_graph=True)  # J^T J v
                 v = _row_normalised(jtjv)
             (jv,) = torch.autograd.grad(transposed, cotangent, v)
-        norms = torch.linalg.vector_norm(jv.detach(), dim=-1)  # (T, B), by chain = steps before the last
+        norms = safe_norm(jv.detach(), dim=-1)  # (T, B), by chain = steps before the last
         reduced = norms.mean(dim=1) if reduction == "mean" else norms.amax(dim=1)  # (T,)
         distance = np.arange(steps, dtype=np.int64)[::-1].copy()  # chain p is T-1-p steps from the end
         timestep = distance if direction == "backward" else np.arange(steps, dtype=np.int64)

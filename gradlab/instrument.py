@@ -124,6 +124,25 @@ def with_run_columns(columns: dict[str, object], run_info: Mapping[str, object],
     return {**constants, **columns}
 
 
+def safe_norm(x: Tensor, dim: int) -> Tensor:
+    """L2 norm along ``dim`` in float64 that neither underflows nor overflows.
+
+    ``torch.linalg.vector_norm`` sums squares in the input's dtype: a float32
+    gradient whose entries are below about 1e-19 reads as norm 0, and one above
+    about 1e19 as inf, exactly the vanishing and exploding regimes gradlab
+    measures. Squares of float32 (or bf16/fp16) values always fit in float64,
+    so those are summed there; float64 values are first divided by their
+    largest magnitude (as LAPACK's ``nrm2`` does), which keeps every square in
+    [0, 1].
+    """
+    if x.dtype != torch.float64:
+        return torch.linalg.vector_norm(x, dim=dim, dtype=torch.float64)
+    scale = x.abs().amax(dim=dim, keepdim=True)
+    usable = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
+    norm = (torch.linalg.vector_norm(x / usable, dim=dim, keepdim=True) * usable).squeeze(dim)
+    return torch.where(torch.isinf(scale.squeeze(dim)), scale.squeeze(dim), norm)
+
+
 class GradientRecorder:
     """Records per-timestep norms of dL/dh_t (and dL/dc_t) on chosen training steps.
 
@@ -206,9 +225,7 @@ class GradientRecorder:
         # reuse that tensor once we return.
         if key in self._sample_norms:
             self._repeated = True
-        # Under bf16/fp16 autocast, take the norm in float32 so it keeps its digits.
-        dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
-        self._sample_norms[key] = torch.linalg.vector_norm(grad.detach(), dim=1, dtype=dtype)
+        self._sample_norms[key] = safe_norm(grad.detach(), dim=1)
 
     def _clear_step(self) -> None:
         self._sample_norms = {}
@@ -229,7 +246,7 @@ class GradientRecorder:
             )
         keys = list(sample_norms)
         stacked = torch.stack(list(sample_norms.values())).to(torch.float64)  # (N, B)
-        norms = torch.stack((torch.linalg.vector_norm(stacked, dim=1), stacked.sum(dim=1)), dim=1)
+        norms = torch.stack((safe_norm(stacked, dim=1), stacked.sum(dim=1)), dim=1)
         values = norms.cpu().numpy()  # the one device-to-host copy of the step; (N, 2)
         grad_norm, per_sample = values[:, 0], values[:, 1]
 

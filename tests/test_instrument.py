@@ -309,10 +309,37 @@ def test_vanishing_gradient_physics_tanh_rnn_against_lstm_with_forget_bias():
     assert ratios["LSTM"] > 1e6 * ratios["RNN_TANH"]
 
 
-def test_low_precision_gradients_are_summarised_in_float32():
+def test_low_precision_gradients_are_summarised_in_float64():
     recorder = GradientRecorder(_model("GRU"), every=1, run_info=RUN)
     grad = torch.full((4, 300), 0.01, dtype=torch.bfloat16)  # exact norm per sample: 0.01 * sqrt(300)
     recorder._store(object(), grad)
     norms = recorder._sample_norms.popitem()[1]
-    assert norms.dtype == torch.float32
-    torch.testing.assert_close(norms, torch.full((4,), 0.01 * 300 ** 0.5), rtol=1e-2, atol=0)
+    assert norms.dtype == torch.float64
+    torch.testing.assert_close(norms, torch.full((4,), 0.01 * 300 ** 0.5, dtype=torch.float64), rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize(
+    "dtype, exponent",
+    [(torch.float32, -100), (torch.float32, 100), (torch.float64, -600), (torch.float64, 600)],
+    ids=["float32-tiny", "float32-huge", "float64-tiny", "float64-huge"],
+)
+def test_norms_neither_underflow_nor_overflow(dtype, exponent):
+    # Scaling the loss by a power of two scales every gradient exactly, so the recorded
+    # norms must scale exactly too, even where the squares of the entries leave the
+    # dtype's range (2^-200 underflows float32 squares; 2^-1200 float64's).
+    model = _model("LSTM").to(dtype)
+    x, y = _batch()
+    x = x.to(dtype)
+    frames = []
+    for scale in (1.0, 2.0**exponent):
+        recorder = GradientRecorder(model, every=1, run_info=RUN)
+        with recorder.record(step=0, epoch=0):
+            (scale * F.cross_entropy(model(x), y)).backward()
+        model.zero_grad()
+        frames.append(recorder.frame())
+    plain, scaled = frames
+    assert (plain["grad_norm"] > 0).all() and np.isfinite(scaled["grad_norm"]).all()
+    np.testing.assert_array_equal(scaled["grad_norm"].to_numpy(), plain["grad_norm"].to_numpy() * 2.0**exponent)
+    np.testing.assert_array_equal(
+        scaled["grad_norm_per_sample"].to_numpy(), plain["grad_norm_per_sample"].to_numpy() * 2.0**exponent
+    )
