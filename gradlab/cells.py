@@ -126,6 +126,17 @@ class _Cell(nn.Module):
                 f"got {tuple(input.shape)}"
             )
 
+    def forward(self, input: Tensor, hx=None):
+        """Like the torch cell: input (B, I) and an optional state -> the new state."""
+        self._check_input(input)
+        if hx is None:
+            hx = self.zero_state(input.shape[0], input)
+        self._check_state(hx, input.shape[0])
+        return self.step(self.project_input(input), hx)
+
+    def _check_state(self, state: Tensor, batch_size: int) -> None:
+        self._check_hidden(state, batch_size)
+
     def _check_hidden(self, h: Tensor, batch_size: int, what: str = "hx") -> None:
         if tuple(h.shape) != (batch_size, self.hidden_size):
             raise ValueError(
@@ -168,13 +179,6 @@ class RNNCell(_Cell):
         """The argument of the activation, keyed ``h``: {"h": (B, H)}."""
         return {"h": x_proj + self.project_hidden(h)}
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        self._check_input(input)
-        if hx is None:
-            hx = self.zero_state(input.shape[0], input)
-        self._check_hidden(hx, input.shape[0])
-        return self.step(self.project_input(input), hx)
-
 
 class LSTMCell(_Cell):
     r"""Long short-term memory cell (Hochreiter & Schmidhuber 1997), torch's form.
@@ -211,13 +215,9 @@ class LSTMCell(_Cell):
         gates = x_proj + self.project_hidden(state[0])
         return dict(zip(self.chunk_names, gates.chunk(4, dim=1)))
 
-    def forward(self, input: Tensor, hx: LSTMState | None = None) -> LSTMState:
-        self._check_input(input)
-        if hx is None:
-            hx = self.zero_state(input.shape[0], input)
-        self._check_hidden(hx[0], input.shape[0], "h")
-        self._check_hidden(hx[1], input.shape[0], "c")
-        return self.step(self.project_input(input), hx)
+    def _check_state(self, state: LSTMState, batch_size: int) -> None:
+        self._check_hidden(state[0], batch_size, "h")
+        self._check_hidden(state[1], batch_size, "c")
 
 
 class GRUCell(_Cell):
@@ -253,10 +253,3 @@ class GRUCell(_Cell):
         h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=1)
         r = torch.sigmoid(x_r + h_r)
         return {"r": x_r + h_r, "z": x_z + h_z, "n": x_n + r * h_n}
-
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        self._check_input(input)
-        if hx is None:
-            hx = self.zero_state(input.shape[0], input)
-        self._check_hidden(hx, input.shape[0])
-        return self.step(self.project_input(input), hx)
