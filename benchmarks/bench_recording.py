@@ -37,7 +37,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=2, help="stacked layers")
     parser.add_argument("--bidirectional", default="none", help="none, separate or interleaved")
     parser.add_argument("--repeats", type=int, default=21, help="timed repetitions of each of on and off")
-    parser.add_argument("--unfused", action="store_true", help="use the plain autograd unroll (fused=False)")
+    parser.add_argument("--unfused", action="store_true", help="use the plain autograd unroll (handwritten_bptt=False)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     return parser.parse_args(argv)
@@ -54,7 +54,7 @@ def bench_one(mode: str, steps: int, args: argparse.Namespace, device: torch.dev
     """Median seconds of a training step with recording (on, off)."""
     generator = torch.Generator().manual_seed(0)
     model = RNNModel(mode, args.features, args.hidden, args.layers, output_size=10,
-                     bidirectional=args.bidirectional, generator=generator, fused=not args.unfused).to(device)
+                     bidirectional=args.bidirectional, generator=generator, handwritten_bptt=not args.unfused).to(device)
     optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = torch.randn(args.batch, steps, args.features, generator=generator).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=generator).to(device)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, F {args.features}, "
           f"H {args.hidden}, layers {args.layers}, bidirectional {args.bidirectional}, "
-          f"{'plain autograd' if args.unfused else 'fused'} unroll, median of {args.repeats}")
+          f"{'plain autograd' if args.unfused else 'hand-written BPTT'} unroll, median of {args.repeats}")
     print(f"{'cell':<9} {'T':>4} {'off ms':>9} {'on ms':>9} {'on/off':>7} {'every=10':>9}")
     for steps in args.steps:
         for mode in args.cells:

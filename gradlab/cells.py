@@ -68,7 +68,7 @@ def _check_size(name: str, value: int) -> int:
     return value
 
 
-class _Cell(nn.Module):
+class RecurrentCell(nn.Module):
     """Shared parameters and checks of the gated and plain cells."""
 
     num_chunks: int = 1  # G: how many (H,)-blocks the weights stack
@@ -145,7 +145,7 @@ class _Cell(nn.Module):
             )
 
 
-class RNNCell(_Cell):
+class RNNCell(RecurrentCell):
     r"""Elman RNN cell with a named activation.
 
     .. math:: h' = \phi(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})
@@ -180,7 +180,7 @@ class RNNCell(_Cell):
         return {"h": x_proj + self.project_hidden(h)}
 
 
-class LSTMCell(_Cell):
+class LSTMCell(RecurrentCell):
     r"""Long short-term memory cell (Hochreiter & Schmidhuber 1997), torch's form.
 
     .. math::
@@ -220,7 +220,7 @@ class LSTMCell(_Cell):
         self._check_hidden(state[1], batch_size, "c")
 
 
-class GRUCell(_Cell):
+class GRUCell(RecurrentCell):
     r"""Gated recurrent unit (Cho et al. 2014), torch's form.
 
     .. math::

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from gradlab import schema
-from gradlab.cells import SATURATION_THRESHOLD, LSTMCell, RNNCell, _Cell
+from gradlab.cells import SATURATION_THRESHOLD, LSTMCell, RNNCell, RecurrentCell
 from gradlab.instrument import recurrent_net, resolve_run_info, safe_norm, with_run_columns
 from gradlab.models import RecurrentNet
 
@@ -108,7 +108,7 @@ def layer_trajectories(net: RecurrentNet, x: Tensor) -> dict[tuple[int, str], La
     return trajectories
 
 
-def _gate_activations(cell: _Cell) -> dict[str, str | None]:
+def _gate_activations(cell: RecurrentCell) -> dict[str, str | None]:
     if isinstance(cell, RNNCell):
         return {"h": cell.nonlinearity}
     return GATE_ACTIVATIONS["LSTM" if isinstance(cell, LSTMCell) else "GRU"]
@@ -177,7 +177,7 @@ def gate_statistics(
     return _frame(columns, model, run_info, step, epoch, "gates")
 
 
-def _chained_final_states(cell: _Cell, trajectory: LayerTrajectory, reverse: bool, perturbation: Tensor) -> Tensor:
+def _chained_final_states(cell: RecurrentCell, trajectory: LayerTrajectory, reverse: bool, perturbation: Tensor) -> Tensor:
     """h_last as a function of an additive perturbation of each h_t, one chain per t.
 
     Chain p starts at the p-th state in reading order (h_t + perturbation[p],

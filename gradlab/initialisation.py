@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradlab.cells import GRUCell, LSTMCell, RNNCell, _Cell
+from gradlab.cells import GRUCell, LSTMCell, RNNCell, RecurrentCell
 
 INIT_SCHEMES: tuple[str, ...] = ("default", "orthogonal", "identity", "forget_bias", "chrono")
 
@@ -49,7 +49,7 @@ def parse_scheme(scheme: str) -> tuple[str, ...]:
     return parts
 
 
-def _set_bias(cell: _Cell, gate: str, values: torch.Tensor | float, scheme: str) -> None:
+def _set_bias(cell: RecurrentCell, gate: str, values: torch.Tensor | float, scheme: str) -> None:
     if cell.bias_ih is None:
         raise ValueError(f"init scheme {scheme!r} sets a gate bias, but the cell has bias=False")
     rows = cell.chunk(gate)
@@ -58,13 +58,13 @@ def _set_bias(cell: _Cell, gate: str, values: torch.Tensor | float, scheme: str)
 
 
 def initialise_(
-    cell: _Cell,
+    cell: RecurrentCell,
     scheme: str = "default",
     *,
     forget_bias: float = 1.0,
     chrono_t_max: int | None = None,
     generator: torch.Generator | None = None,
-) -> _Cell:
+) -> RecurrentCell:
     """Re-initialise ``cell``'s parameters in place with ``scheme``.
 
     Args:

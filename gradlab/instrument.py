@@ -1,11 +1,11 @@
 """Per-timestep gradient norms through backprop-through-time, as tidy rows.
 
-A fused kernel such as cuDNN's ``nn.LSTM`` cannot say how much gradient
+cuDNN's one-kernel ``nn.LSTM`` cannot say how much gradient
 reaches step t from a loss at step T. gradlab's networks can:
 :meth:`gradlab.models.RecurrentNet.add_gradient_observer` hands every state's
 *total* gradient dL/dh_t (and dL/dc_t for the LSTM cell state), through the
 recurrence and through the layers above, to an observer during backward,
-whichever unroll runs (the plain autograd one through tensor hooks, the fused
+whichever unroll runs (the plain autograd one through tensor hooks, the hand-written
 one from inside its backward loop). :class:`GradientRecorder` attaches such
 an observer from the outside, only for the steps it records. Cells know
 nothing of this.

@@ -30,7 +30,7 @@ during backward with the total gradient dL/dh_t (and dL/dc_t), whichever
 unroll runs.
 
 Two unrolls compute the same thing. :func:`unroll_direction` is plain
-autograd over :meth:`step` of the cell; :func:`gradlab.fused.fused_unroll` is
+autograd over :meth:`step` of the cell; :func:`gradlab.bptt.bptt_unroll` is
 one ``autograd.Function`` per layer and direction with a hand-written
 backprop-through-time, used by default where it exists (LSTM, GRU, tanh and
 relu RNNs) and while no *state* observer is attached (a state observer may
@@ -48,8 +48,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from gradlab.cells import ACTIVATIONS, GRUCell, LSTMCell, RNNCell, _Cell
-from gradlab.fused import fused_unroll, supports
+from gradlab.cells import ACTIVATIONS, GRUCell, LSTMCell, RNNCell, RecurrentCell
+from gradlab.bptt import bptt_unroll, has_handwritten_backward
 from gradlab.initialisation import initialise_, parse_scheme
 
 BIDIRECTIONAL_CHOICES: tuple[str, ...] = ("none", "separate", "interleaved")
@@ -100,7 +100,7 @@ def normalise_mode(mode: str) -> str:
     return kind if kind != "RNN" else f"RNN_{activation.upper()}"
 
 
-def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True) -> _Cell:
+def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True) -> RecurrentCell:
     """A fresh cell for ``mode`` (see :func:`parse_mode`)."""
     kind, activation = parse_mode(mode)
     if kind == "LSTM":
@@ -111,7 +111,7 @@ def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True) -
 
 
 def unroll_direction(
-    cell: _Cell,
+    cell: RecurrentCell,
     inputs: Tensor,
     state: State,
     *,
@@ -158,7 +158,7 @@ class RecurrentNet(nn.Module):
         num_layers: stacked layers per direction, >= 1.
         bias: whether cells have biases.
         bidirectional: ``none``, ``separate`` or ``interleaved`` (module docstring).
-        fused: use the fused unroll where it exists (see the module docstring);
+        handwritten_bptt: use the hand-written BPTT layer (gradlab.bptt) where it exists (see the module docstring);
             ``False`` forces the plain autograd unroll.
 
     Cells live in ``cells``, indexed ``layer * num_directions + direction``
@@ -177,11 +177,11 @@ class RecurrentNet(nn.Module):
         num_layers: int = 1,
         bias: bool = True,
         bidirectional: str = "none",
-        fused: bool = True,
+        handwritten_bptt: bool = True,
     ) -> None:
         super().__init__()
         self.mode = normalise_mode(mode)
-        self.fused = fused
+        self.handwritten_bptt = handwritten_bptt
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
         if bidirectional not in BIDIRECTIONAL_CHOICES:
@@ -214,7 +214,7 @@ class RecurrentNet(nn.Module):
         """Features per timestep of the last layer's outputs, D*H."""
         return self.num_directions * self.hidden_size
 
-    def cell(self, layer: int, direction: str = "forward") -> _Cell:
+    def cell(self, layer: int, direction: str = "forward") -> RecurrentCell:
         """The cell of ``layer`` and ``direction``."""
         return self.cells[layer * self.num_directions + self.directions.index(direction)]
 
@@ -298,7 +298,7 @@ class RecurrentNet(nn.Module):
         """Unroll the stack over ``x`` (B, T, F); returns (outputs (B, T, D*H), final state)."""
         self._check_input(x)
         initial = self._initial_states(x, hx)
-        fused = self.fused and not self._state_observers
+        handwritten = self.handwritten_bptt and not self._state_observers
         tapped = bool(self._gradient_observers)
         finals: list[State] = []
         layer_inputs = [x] * self.num_directions  # what each direction reads at this layer
@@ -307,12 +307,12 @@ class RecurrentNet(nn.Module):
             for d, direction in enumerate(self.directions):
                 index = layer * self.num_directions + d
                 cell = self.cells[index]
-                if fused and supports(cell):
+                if handwritten and has_handwritten_backward(cell):
                     on_grad = None
                     if tapped:
                         def on_grad(t: int, name: str, grad: Tensor, layer=layer, direction=direction) -> None:
                             self._notify_gradient(StateKey(layer, direction, name, t), grad)
-                    out, final = fused_unroll(cell, layer_inputs[d], initial[index], reverse=d == 1, on_grad=on_grad)
+                    out, final = bptt_unroll(cell, layer_inputs[d], initial[index], reverse=d == 1, on_grad=on_grad)
                 else:
                     expose = None
                     if self._state_observers or tapped:
@@ -382,7 +382,7 @@ class RNNModel(nn.Module):
         forget_bias: for the ``forget_bias`` scheme.
         chrono_t_max: for the ``chrono`` scheme.
         generator: randomness for initialisation; the global generator if None.
-        fused: see :class:`RecurrentNet`.
+        handwritten_bptt: see :class:`RecurrentNet`.
 
     Shapes: input (B, T, F) -> logits (B, output_size), or (B, T, output_size)
     with the ``sequence`` readout.
@@ -403,7 +403,7 @@ class RNNModel(nn.Module):
         forget_bias: float = 1.0,
         chrono_t_max: int | None = None,
         generator: torch.Generator | None = None,
-        fused: bool = True,
+        handwritten_bptt: bool = True,
     ) -> None:
         super().__init__()
         if readout not in READOUTS:
@@ -411,7 +411,7 @@ class RNNModel(nn.Module):
         parse_scheme(init)
         if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
             raise ValueError(f"output_size must be a positive integer, got {output_size!r}")
-        self.rnn = RecurrentNet(mode, input_size, hidden_size, num_layers, bias, bidirectional, fused)
+        self.rnn = RecurrentNet(mode, input_size, hidden_size, num_layers, bias, bidirectional, handwritten_bptt)
         self.readout = readout
         self.fc = nn.Linear(self.rnn.output_size, output_size)
         if generator is not None:

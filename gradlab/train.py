@@ -218,7 +218,7 @@ def build_model(config: RunConfig, data: DataSplits, generator: torch.Generator 
         forget_bias=model.forget_bias,
         chrono_t_max=max(data.seq_len, 2),
         generator=generator,
-        fused=not config.train.amp,  # the fused unroll's hand-written backward does not autocast
+        handwritten_bptt=not config.train.amp,  # the hand-written backward does not autocast
     )
 
 

@@ -18,10 +18,10 @@ BIDIRECTIONAL = ["none", "separate", "interleaved"]
 RUN = {"run_id": "test", "seed": 0}
 
 
-def _model(mode, bidirectional="none", layers=2, readout="last", hidden=4, features=3, seed=0, fused=True):
+def _model(mode, bidirectional="none", layers=2, readout="last", hidden=4, features=3, seed=0, handwritten_bptt=True):
     model = RNNModel(
         mode, features, hidden, layers, output_size=3, bidirectional=bidirectional, readout=readout,
-        generator=torch.Generator().manual_seed(seed), fused=fused,
+        generator=torch.Generator().manual_seed(seed), handwritten_bptt=handwritten_bptt,
     )
     return model.double()
 
@@ -73,10 +73,10 @@ def _by_key(frame):
 
 
 @pytest.mark.parametrize("mode,bidirectional,readout", list(itertools.product(MODES, BIDIRECTIONAL, ["last", "mean"])))
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
-def test_norms_match_autograd_grad_of_retained_states(mode, bidirectional, readout, fused):
+@pytest.mark.parametrize("handwritten_bptt", [True, False], ids=["bptt", "autograd"])
+def test_norms_match_autograd_grad_of_retained_states(mode, bidirectional, readout, handwritten_bptt):
     # The reference holds the state tensors, which runs the plain autograd unroll.
-    model = _model(mode, bidirectional, readout=readout, fused=fused)
+    model = _model(mode, bidirectional, readout=readout, handwritten_bptt=handwritten_bptt)
     x, y = _batch()
     frame = _record(model, x, y).frame()
     reference = _reference_norms(model, x, y)
@@ -168,10 +168,10 @@ def test_ratio_to_last_divides_by_the_directions_last_state():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
-def test_recording_does_not_change_parameter_gradients(mode, fused):
+@pytest.mark.parametrize("handwritten_bptt", [True, False], ids=["bptt", "autograd"])
+def test_recording_does_not_change_parameter_gradients(mode, handwritten_bptt):
     model = RNNModel(mode, 3, 5, 2, output_size=3, bidirectional="interleaved",
-                     generator=torch.Generator().manual_seed(0), fused=fused)
+                     generator=torch.Generator().manual_seed(0), handwritten_bptt=handwritten_bptt)
     x, y = _batch()
     x = x.float()
     F.cross_entropy(model(x), y).backward()
@@ -185,9 +185,9 @@ def test_recording_does_not_change_parameter_gradients(mode, fused):
     assert len(recorder.frame()) > 0
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
-def test_nothing_reaches_the_recorder_outside_a_recorded_step(fused):
-    model = _model("LSTM", "interleaved", fused=fused)
+@pytest.mark.parametrize("handwritten_bptt", [True, False], ids=["bptt", "autograd"])
+def test_nothing_reaches_the_recorder_outside_a_recorded_step(handwritten_bptt):
+    model = _model("LSTM", "interleaved", handwritten_bptt=handwritten_bptt)
     x, y = _batch()
     recorder = GradientRecorder(model, every=1, run_info=RUN)
     with recorder.record(step=0, epoch=0):

@@ -39,15 +39,15 @@ def _grads(loss, module):
     return [g for g in torch.autograd.grad(loss, [p for p in module.parameters()])]
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
+@pytest.mark.parametrize("handwritten_bptt", [True, False], ids=["bptt", "autograd"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("bidirectional", ["none", "interleaved"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_stack_matches_torch(mode, layers, bidirectional, bias, fused):
+def test_stack_matches_torch(mode, layers, bidirectional, bias, handwritten_bptt):
     torch.manual_seed(0)
     reference = _torch_stack(mode, 5, 6, layers, bias, bidirectional == "interleaved").double()
-    ours = RecurrentNet(mode, 5, 6, layers, bias, bidirectional, fused=fused).double()
+    ours = RecurrentNet(mode, 5, 6, layers, bias, bidirectional, handwritten_bptt=handwritten_bptt).double()
     load_torch_weights(ours, reference)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(3, 7, 5, dtype=torch.float64, generator=generator)
@@ -69,14 +69,14 @@ def test_stack_matches_torch(mode, layers, bidirectional, bias, fused):
         torch.testing.assert_close(a, b, **TOL)
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "autograd"])
+@pytest.mark.parametrize("handwritten_bptt", [True, False], ids=["bptt", "autograd"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_separate_matches_two_independent_torch_stacks(mode, layers, fused):
+def test_separate_matches_two_independent_torch_stacks(mode, layers, handwritten_bptt):
     torch.manual_seed(0)
     forward = _torch_stack(mode, 4, 5, layers, True, False).double()
     backward = _torch_stack(mode, 4, 5, layers, True, False).double()
-    ours = RecurrentNet(mode, 4, 5, layers, True, "separate", fused=fused).double()
+    ours = RecurrentNet(mode, 4, 5, layers, True, "separate", handwritten_bptt=handwritten_bptt).double()
     load_torch_weights(ours, [forward, backward])
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(2, 6, 4, dtype=torch.float64, generator=generator)

@@ -1,6 +1,6 @@
 """Whole-sequence recurrent layers with a hand-written backprop-through-time.
 
-:func:`fused_unroll` computes exactly what :func:`gradlab.models.unroll_direction`
+:func:`bptt_unroll` computes exactly what :func:`gradlab.models.unroll_direction`
 computes, for the cells whose derivative it knows (LSTM, GRU, and RNNs with
 tanh or relu), as one ``torch.autograd.Function`` per layer and direction:
 
@@ -17,7 +17,7 @@ optional ``on_grad(t, name, grad)`` callback: that is how gradient
 recording costs almost nothing on this path.
 
 Everything is time-major inside ((T, B, ...), so that step t is a contiguous
-block); :func:`fused_unroll` takes and returns batch-first tensors like
+block); :func:`bptt_unroll` takes and returns batch-first tensors like
 ``unroll_direction``.
 """
 
@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradlab.cells import GRUCell, LSTMCell, RNNCell, _Cell
+from gradlab.cells import GRUCell, LSTMCell, RNNCell, RecurrentCell
 
 GradCallback = Callable[[int, str, Tensor], None]
 
 
-def supports(cell: _Cell) -> bool:
-    """Whether :func:`fused_unroll` has a hand-written backward for ``cell``."""
+def has_handwritten_backward(cell: RecurrentCell) -> bool:
+    """Whether :func:`bptt_unroll` has a hand-written backward for ``cell``."""
     if isinstance(cell, RNNCell):
         return cell.nonlinearity in ("tanh", "relu")
     return isinstance(cell, (LSTMCell, GRUCell))
@@ -226,18 +226,18 @@ def _time_major_projection(inputs: Tensor, weight: Tensor, bias: Tensor | None) 
     return F.linear(inputs.transpose(0, 1), weight, bias).contiguous()  # (T, B, G*H)
 
 
-def fused_unroll(
-    cell: _Cell,
+def bptt_unroll(
+    cell: RecurrentCell,
     inputs: Tensor,
     state: Tensor | tuple[Tensor, Tensor],
     *,
     reverse: bool,
     on_grad: GradCallback | None = None,
 ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
-    """Same contract as :func:`gradlab.models.unroll_direction`, with a fused backward.
+    """Same contract as :func:`gradlab.models.unroll_direction`, with a hand-written backward.
 
     Args:
-        cell: a cell for which :func:`supports` is true.
+        cell: a cell for which :func:`has_handwritten_backward` is true.
         inputs: (B, T, I) batch-first layer inputs.
         state: initial (B, H), or (h, c) for LSTM.
         reverse: read the sequence from t = T-1 down to 0.
@@ -248,8 +248,8 @@ def fused_unroll(
     Returns:
         outputs (B, T, H) and the final state.
     """
-    if not supports(cell):
-        raise ValueError(f"no fused backward for {cell!r}; use gradlab.models.unroll_direction")
+    if not has_handwritten_backward(cell):
+        raise ValueError(f"no hand-written backward for {cell!r}; use gradlab.models.unroll_direction")
     if isinstance(cell, GRUCell):
         x_proj = _time_major_projection(inputs, cell.weight_ih, cell.bias_ih)
         outputs, h = _GRUFunction.apply(x_proj, state, cell.weight_hh, cell.bias_hh, reverse, on_grad)

@@ -1,10 +1,10 @@
-"""The fused whole-sequence layers: gradcheck, and the same gradients as plain autograd."""
+"""The hand-written BPTT layers: gradcheck, and the same gradients as plain autograd."""
 
 import pytest
 import torch
 
 from gradlab.cells import GRUCell, LSTMCell, RNNCell
-from gradlab.fused import fused_unroll, supports
+from gradlab.bptt import bptt_unroll, has_handwritten_backward
 from gradlab.models import RecurrentNet, StateKey, unroll_direction
 
 CELLS = {
@@ -23,7 +23,7 @@ def _state(cell, batch, generator, requires_grad=False):
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("name", sorted(CELLS))
-def test_fused_gradcheck(name, reverse):
+def test_bptt_gradcheck(name, reverse):
     torch.manual_seed(0)
     cell = CELLS[name]().double()
     generator = torch.Generator().manual_seed(1)
@@ -34,12 +34,12 @@ def test_fused_gradcheck(name, reverse):
 
     def run(x, *state_parts):
         st = state_parts if len(state_parts) == 2 else state_parts[0]
-        out, final = fused_unroll(cell, x, st, reverse=reverse)
+        out, final = bptt_unroll(cell, x, st, reverse=reverse)
         return (out, *(final if isinstance(final, tuple) else (final,)))
 
     assert torch.autograd.gradcheck(run, (x, *flat_state))
     # Parameter gradients: the plain autograd unroll (itself checked against torch.nn).
-    out_f, final_f = fused_unroll(cell, x, state, reverse=reverse)
+    out_f, final_f = bptt_unroll(cell, x, state, reverse=reverse)
     out_a, final_a = unroll_direction(cell, x, state, reverse=reverse)
     weights = torch.randn(out_f.shape, dtype=torch.float64, generator=generator)
     finals = lambda f: f if isinstance(f, tuple) else (f,)  # noqa: E731
@@ -50,11 +50,11 @@ def test_fused_gradcheck(name, reverse):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
-def test_supports():
-    assert supports(LSTMCell(2, 2)) and supports(GRUCell(2, 2)) and supports(RNNCell(2, 2, nonlinearity="relu"))
-    assert not supports(RNNCell(2, 2, nonlinearity="gelu"))
-    with pytest.raises(ValueError, match="no fused backward"):
-        fused_unroll(RNNCell(2, 2, nonlinearity="gelu"), torch.randn(1, 2, 2), torch.zeros(1, 2), reverse=False)
+def test_has_handwritten_backward():
+    assert has_handwritten_backward(LSTMCell(2, 2)) and has_handwritten_backward(GRUCell(2, 2)) and has_handwritten_backward(RNNCell(2, 2, nonlinearity="relu"))
+    assert not has_handwritten_backward(RNNCell(2, 2, nonlinearity="gelu"))
+    with pytest.raises(ValueError, match="no hand-written backward"):
+        bptt_unroll(RNNCell(2, 2, nonlinearity="gelu"), torch.randn(1, 2, 2), torch.zeros(1, 2), reverse=False)
 
 
 @pytest.mark.parametrize("bidirectional", ["none", "interleaved", "separate"])
@@ -73,8 +73,8 @@ def test_gradient_observer_gives_total_state_gradients_on_both_paths(mode, bidir
     keys = list(states)
     expected = dict(zip(keys, torch.autograd.grad((weights * out).sum(), [states[k] for k in keys])))
 
-    for fused in (True, False):
-        net.fused = fused
+    for handwritten_bptt in (True, False):
+        net.handwritten_bptt = handwritten_bptt
         seen: dict[StateKey, torch.Tensor] = {}
         handle = net.add_gradient_observer(lambda key, grad: seen.__setitem__(key, grad.clone()))
         out, _ = net(x)
@@ -82,4 +82,4 @@ def test_gradient_observer_gives_total_state_gradients_on_both_paths(mode, bidir
         handle.remove()
         assert set(seen) == set(expected)
         for key in keys:
-            torch.testing.assert_close(seen[key], expected[key], rtol=0, atol=1e-12, msg=f"{key} fused={fused}")
+            torch.testing.assert_close(seen[key], expected[key], rtol=0, atol=1e-12, msg=f"{key} handwritten_bptt={handwritten_bptt}")
