@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradlab.config import check_positive_int
+
 #: RNN activations by name. ``leaky_relu`` uses torch's default slope 0.01.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
@@ -63,8 +65,7 @@ def get_activation(name: str) -> Callable[[Tensor], Tensor]:
 
 
 def _check_size(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_int(name, value)
     return value
 
 

@@ -1,11 +1,17 @@
-"""Configuration of one training run: frozen dataclasses, changed with ``dataclasses.replace``.
+"""What a run is: gradlab's vocabulary and the frozen dataclasses of one run's configuration.
 
 A run is a :class:`RunConfig`: what to build (:class:`ModelConfig`), what to
 train on (:class:`DataConfig`) and how (:class:`TrainConfig`). Every field is
 checked when the object is made, so a bad value (a learning rate of 0, an
-unknown cell) fails before any data is read or any folder written.
-``asdict(config)`` is what each run writes to its ``config.json``;
-:meth:`RunConfig.from_dict` reads it back.
+unknown cell, an init scheme that does not apply to the cell) fails before any
+data is read or any folder written. Change a config with
+``dataclasses.replace``. ``RunConfig.to_dict()`` is what each run writes to its
+``config.json``; :meth:`RunConfig.from_dict` reads it back.
+
+Each field's ``help`` metadata is the one description of that option: the
+command line (:mod:`gradlab.cli`) is generated from it, defaults included.
+
+This module imports no torch: reading a config or a run folder is cheap.
 """
 
 from __future__ import annotations
@@ -14,156 +20,242 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from gradlab.initialisation import parse_scheme
-from gradlab.models import BIDIRECTIONAL_CHOICES, READOUTS, normalise_mode
-
+#: RNN activations by name (``gradlab.cells.ACTIVATIONS`` maps them to functions).
+ACTIVATION_NAMES: tuple[str, ...] = ("tanh", "relu", "leaky_relu", "sigmoid", "gelu", "elu", "softplus", "identity")
+BASE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
+BIDIRECTIONAL_CHOICES: tuple[str, ...] = ("none", "separate", "interleaved")
+READOUTS: tuple[str, ...] = ("last", "mean", "sequence")
+DIRECTIONS: tuple[str, ...] = ("forward", "backward")
+#: Initialisation schemes (see :mod:`gradlab.initialisation`), and the cell kinds each applies to.
+INIT_SCHEMES: tuple[str, ...] = ("default", "orthogonal", "identity", "forget_bias", "chrono")
+INIT_APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "default": ("RNN", "LSTM", "GRU"),
+    "orthogonal": ("RNN", "LSTM", "GRU"),
+    "identity": ("RNN",),
+    "forget_bias": ("LSTM",),
+    "chrono": ("LSTM", "GRU"),
+}
 #: Dataset names a run may train on (the keys of ``gradlab.data.DATASETS``).
 DATASET_NAMES: tuple[str, ...] = ("speech-commands", "fsdd", "adding", "copy-memory", "distance")
 AUDIO_DATASETS: tuple[str, ...] = ("speech-commands", "fsdd")
 SYNTHETIC_DATASETS: tuple[str, ...] = ("adding", "copy-memory", "distance")
 OPTIMISERS: tuple[str, ...] = ("adam", "sgd")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+DTYPES: tuple[str, ...] = ("float32", "float64")
 
 
-def _positive_int(owner: str, name: str, value: object, *, allow_none: bool = False) -> None:
+def check_positive_int(name: str, value: object, *, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1 (or None when allowed)."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _finite(owner: str, name: str, value: object, *, positive: bool) -> None:
+def check_number(name: str, value: object, *, positive: bool | None) -> None:
+    """Raise ``ValueError`` unless ``value`` is finite and > 0 (``positive``), >= 0 (False) or any (None)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive is None:
+        return
     if positive and value <= 0:
-        raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
+        raise ValueError(f"{name} must be > 0, got {value!r}")
     if not positive and value < 0:
-        raise ValueError(f"{owner}.{name} must be >= 0, got {value!r}")
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming the allowed values unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
+
+
+def parse_mode(mode: str) -> tuple[str, str]:
+    """Split a mode into (cell kind, activation), case-insensitively.
+
+    ``RNN_TANH`` -> ("RNN", "tanh"), ``RNN_LEAKY_RELU`` -> ("RNN", "leaky_relu"),
+    ``LSTM`` -> ("LSTM", "tanh"), ``GRU`` -> ("GRU", "tanh").
+
+    Raises:
+        ValueError: naming the valid modes.
+    """
+    if isinstance(mode, str):
+        upper = mode.strip().upper()
+        if upper in ("LSTM", "GRU"):
+            return upper, "tanh"
+        if upper.startswith("RNN_") and upper[4:].lower() in ACTIVATION_NAMES:
+            return "RNN", upper[4:].lower()
+    valid = list(BASE_MODES) + [f"RNN_{name.upper()}" for name in ACTIVATION_NAMES if name not in ("tanh", "relu")]
+    raise ValueError(f"unknown mode {mode!r}; expected one of {valid}")
+
+
+def normalise_mode(mode: str) -> str:
+    """The canonical spelling of ``mode`` (``rnn_tanh`` -> ``RNN_TANH``)."""
+    kind, activation = parse_mode(mode)
+    return kind if kind != "RNN" else f"RNN_{activation.upper()}"
+
+
+def parse_scheme(scheme: str) -> tuple[str, ...]:
+    """Split an init scheme ``"a+b"`` into its parts and check each one.
+
+    Raises:
+        ValueError: naming the unknown part and the valid names.
+    """
+    if not isinstance(scheme, str) or not scheme:
+        raise ValueError(f"init scheme must be a non-empty string, got {scheme!r}")
+    parts = tuple(part.strip() for part in scheme.split("+"))
+    for part in parts:
+        if part not in INIT_SCHEMES:
+            raise ValueError(
+                f"unknown init scheme {part!r} in {scheme!r}; expected one of {list(INIT_SCHEMES)} "
+                "or several joined with '+'"
+            )
+    return parts
+
+
+def check_scheme_applies(scheme: str, mode: str) -> None:
+    """Raise ``ValueError`` (with a fix) when a part of ``scheme`` does not apply to ``mode``'s cell."""
+    kind = parse_mode(mode)[0]
+    for part in parse_scheme(scheme):
+        if kind not in INIT_APPLIES_TO[part]:
+            both = [name for name, kinds in INIT_APPLIES_TO.items() if kind in kinds and name != "default"]
+            raise ValueError(
+                f"init scheme {part!r} applies to {' and '.join(INIT_APPLIES_TO[part])} cells, not {mode}; "
+                f"run {mode} in a separate sweep, or choose an init that applies to it ({', '.join(both)})"
+            )
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argparse's word
+    """A dataclass field with its command-line help (the one place an option is described)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed in a frozen config")
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: a :class:`gradlab.models.RNNModel` (output size comes from the data)."""
+    """The network: a :class:`gradlab.models.RNNModel` (input and output sizes come from the data)."""
 
-    mode: str = "LSTM"  # RNN_TANH, RNN_RELU, RNN_<ACTIVATION>, LSTM or GRU; stored normalised
-    hidden_size: int = 32
-    num_layers: int = 2
-    bidirectional: str = "none"  # none, separate or interleaved
-    readout: str = "last"  # last, mean, or sequence (per-step logits, for copy-memory)
-    init: str = "default"  # a gradlab.initialisation scheme, e.g. "orthogonal+forget_bias"
-    forget_bias: float = 1.0  # for the forget_bias scheme
-    bias: bool = True
+    mode: str = option("LSTM", "RNN_TANH, RNN_RELU, RNN_<ACTIVATION>, LSTM or GRU (stored normalised)", cli=False)
+    hidden_size: int = option(32, "hidden units per layer and direction")
+    num_layers: int = option(2, "stacked layers")
+    bidirectional: str = option("none", f"bidirectional design: {', '.join(BIDIRECTIONAL_CHOICES)}")
+    readout: str = option("last", "head input: last state, mean over time, or per-step logits "
+                                  "(sequence; copy-memory uses it by default)")
+    init: str = option("default", f"init scheme from {', '.join(INIT_SCHEMES)}, several joined with '+'")
+    forget_bias: float = option(1.0, "LSTM forget-gate bias of the forget_bias init scheme")
+    bias: bool = option(True, "bias terms in the cells")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", normalise_mode(self.mode))
-        _positive_int("ModelConfig", "hidden_size", self.hidden_size)
-        _positive_int("ModelConfig", "num_layers", self.num_layers)
-        if self.bidirectional not in BIDIRECTIONAL_CHOICES:
-            raise ValueError(
-                f"unknown bidirectional choice {self.bidirectional!r}; expected one of {list(BIDIRECTIONAL_CHOICES)}"
-            )
-        if self.readout not in READOUTS:
-            raise ValueError(f"unknown readout {self.readout!r}; expected one of {list(READOUTS)}")
-        parse_scheme(self.init)
+        check_positive_int("ModelConfig.hidden_size", self.hidden_size)
+        check_positive_int("ModelConfig.num_layers", self.num_layers)
+        check_choice("bidirectional choice", self.bidirectional, BIDIRECTIONAL_CHOICES)
+        check_choice("readout", self.readout, READOUTS)
+        check_number("ModelConfig.forget_bias", self.forget_bias, positive=None)
+        check_scheme_applies(self.init, self.mode)
+        if not self.bias and any(part in ("forget_bias", "chrono", "identity") for part in parse_scheme(self.init)):
+            raise ValueError(f"init scheme {self.init!r} sets gate biases, but bias is off; drop --no-bias or the scheme")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """What to train on; see ``gradlab.data.load_dataset`` for each dataset's options.
 
-    Audio options (``words`` ... ``takes``) apply to ``speech-commands`` and
-    ``fsdd``; task options (``seq_len`` ... ``data_seed``) to the synthetic
-    tasks. ``None`` means the loader's default.
+    Audio options apply to ``speech-commands`` and ``fsdd``; task options to
+    the synthetic tasks. ``None`` means the loader's default.
     """
 
-    dataset: str = "speech-commands"
-    words: tuple[str, ...] = ("one", "two", "three")
-    data_dir: str | None = None  # root of the dataset; None: gradlab's data folder (FSDD: $GRADLAB_FSDD, ...)
-    download: bool | None = None  # Speech Commands download policy (see load_speech_commands)
-    normalise: bool = True  # standardise MFCCs with training-split statistics
-    n_mfcc: int = 20
-    n_fft: int = 2048
-    hop_length: int = 512  # sets the sequence length: T = 1 + 16000 // hop_length
-    amplitude_scale: float = 1.0  # 32768.0 reproduces the coursework's int16 input
-    cache_dir: str | None = None  # feature cache; None: gradlab's default
-    takes: tuple[int, ...] | None = None  # FSDD only: keep these takes (a small subset for smoke tests)
-    seq_len: int | None = None  # synthetic tasks: sequence length T
-    distance: int | None = None  # distance task: steps from the event to the end (default T - 1)
-    n_train: int | None = None
-    n_validation: int | None = None
-    n_test: int | None = None
-    data_seed: int = 0  # synthetic tasks: every run of a sweep sees the same data
+    dataset: str = option("speech-commands", f"one of {', '.join(DATASET_NAMES)}")
+    words: tuple[str, ...] = option(("one", "two", "three"), "words (Speech Commands) or digits (FSDD)")
+    data_dir: str | None = option(None, "dataset folder (FSDD recordings, or a Speech Commands tree); "
+                                        "default: $GRADLAB_DATA, else ~/.cache/gradlab", grid=False)
+    download: bool | None = option(None, "download Speech Commands when missing (default: yes)", grid=False)
+    normalise: bool = option(True, "standardise MFCCs with training-split statistics")
+    n_mfcc: int = option(20, "MFCC coefficients per frame")
+    n_fft: int = option(2048, "MFCC window in samples")
+    hop_length: int = option(512, "MFCC hop in samples; sets T = 1 + 16000 // hop")
+    amplitude_scale: float = option(1.0, "scale audio before the MFCC; 32768 reproduces the coursework's int16 input")
+    cache_dir: str | None = option(None, "feature cache folder (default: gradlab's)", grid=False)
+    takes: tuple[int, ...] | None = option(None, "FSDD: keep only these takes (a small subset for smoke tests)")
+    seq_len: int | None = option(None, "synthetic tasks: sequence length T")
+    distance: int | None = option(None, "distance task: steps from the event to the end (default T - 1)")
+    n_train: int | None = option(None, "synthetic tasks: training sequences")
+    n_validation: int | None = option(None, "synthetic tasks: validation sequences")
+    n_test: int | None = option(None, "synthetic tasks: test sequences")
+    data_seed: int = option(0, "synthetic tasks: seed of the data (every run of a sweep sees the same data)")
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASET_NAMES:
-            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {list(DATASET_NAMES)}")
+        check_choice("dataset", self.dataset, DATASET_NAMES)
         object.__setattr__(self, "words", tuple(str(word) for word in self.words))
         if self.dataset in AUDIO_DATASETS and not self.words:
             raise ValueError("DataConfig.words must name at least one word")
         if self.takes is not None:
             object.__setattr__(self, "takes", tuple(int(take) for take in self.takes))
         for name in ("n_mfcc", "n_fft", "hop_length"):
-            _positive_int("DataConfig", name, getattr(self, name))
-        for name in ("seq_len", "n_train", "n_validation", "n_test"):
-            _positive_int("DataConfig", name, getattr(self, name), allow_none=True)
-        _finite("DataConfig", "amplitude_scale", self.amplitude_scale, positive=True)
+            check_positive_int(f"DataConfig.{name}", getattr(self, name))
+        for name in ("seq_len", "distance", "n_train", "n_validation", "n_test"):
+            check_positive_int(f"DataConfig.{name}", getattr(self, name), allow_none=True)
+        check_number("DataConfig.amplitude_scale", self.amplitude_scale, positive=True)
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise ValueError(f"DataConfig.data_seed must be an integer >= 0, got {self.data_seed!r}")
 
     @property
     def is_audio(self) -> bool:
+        """Whether the dataset is recorded speech (MFCC features)."""
         return self.dataset in AUDIO_DATASETS
-
-
-#: Floating-point types a run can train in.
-DTYPES: tuple[str, ...] = ("float32", "float64")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: optimiser, evaluation, recording, device and randomness."""
 
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 3e-3
-    optimiser: str = "adam"  # adam or sgd
-    weight_decay: float = 0.0
-    clip_grad_norm: float | None = None  # clip the global gradient norm to this; None: no clipping
-    seed: int = 0  # derives the init, shuffle and diagnostics generators
-    device: str = "auto"  # auto: CUDA when present, else CPU
-    amp: bool = False  # bfloat16 autocast on CUDA (uses the plain autograd unroll)
-    dtype: str = "float32"  # parameters and inputs; float64 keeps gradients that float32 underflows to 0
-    deterministic: bool = False  # torch.use_deterministic_algorithms and CUBLAS_WORKSPACE_CONFIG
-    record_every: int | None = 10  # gradient recording every k optimiser steps (plus init and end); None: off
-    val_every: int | None = 50  # validate every k steps, besides every epoch end; None: epoch ends only
-    diagnostics: bool = True  # gate statistics at init and every epoch end, Jacobian norms at init and end
-    diagnostics_batch: int = 16  # validation samples the gate statistics run on
-    jacobian_batch: int = 8  # validation samples the Jacobian norms run on (T^2/2 cell steps each)
-    jacobian_every: int | None = None  # also compute Jacobian norms every k epochs; None: init and last epoch
-    jacobian_max_len: int = 128  # skip the Jacobian (T^2 cost) for longer sequences
-    max_steps_per_epoch: int | None = None  # cut epochs short (smoke runs)
-    max_eval_batches: int | None = None  # evaluate on this many batches only (smoke runs; not an honest score)
+    epochs: int = option(30, "epochs per run")
+    batch_size: int = option(100, "batch size")
+    lr: float = option(3e-3, "learning rate")
+    optimiser: str = option("adam", f"optimiser: {', '.join(OPTIMISERS)}")
+    weight_decay: float = option(0.0, "weight decay")
+    clip_grad_norm: float | None = option(None, "clip the global gradient norm to this ('none': no clipping)")
+    seed: int = option(0, "derives the init, shuffle and diagnostics generators", cli=False)
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N", grid=False)
+    amp: bool = option(False, "bfloat16 autocast (CUDA, or CPU); uses the plain autograd unroll")
+    dtype: str = option("float32", "parameters and inputs; float64 measures gradients that float32 "
+                                   "underflows to 0 over long sequences")
+    deterministic: bool = option(False, "deterministic kernels (torch.use_deterministic_algorithms)")
+    record_every: int | None = option(10, "record per-timestep gradient norms every k steps, plus init and end "
+                                          "(0 or 'none': off)")
+    val_every: int | None = option(50, "validate every k steps besides every epoch end (0 or 'none': epoch ends only)")
+    diagnostics: bool = option(True, "gate statistics every epoch, Jacobian norms at init and end")
+    diagnostics_batch: int = option(16, "validation samples the gate statistics run on")
+    jacobian_batch: int = option(8, "validation samples the Jacobian norms run on (T^2/2 cell steps each)")
+    jacobian_every: int | None = option(None, "also compute Jacobian norms every k epochs ('none': init and last epoch)")
+    jacobian_max_len: int = option(128, "skip the Jacobian (T^2 cost) for longer sequences")
+    max_steps_per_epoch: int | None = option(None, "cut epochs short (smoke runs)")
+    max_eval_batches: int | None = option(None, "evaluate on this many batches only (smoke runs; not an honest score)")
 
     def __post_init__(self) -> None:
-        _positive_int("TrainConfig", "epochs", self.epochs)
-        _positive_int("TrainConfig", "batch_size", self.batch_size)
-        _finite("TrainConfig", "lr", self.lr, positive=True)
-        _finite("TrainConfig", "weight_decay", self.weight_decay, positive=False)
+        check_positive_int("TrainConfig.epochs", self.epochs)
+        check_positive_int("TrainConfig.batch_size", self.batch_size)
+        check_number("TrainConfig.lr", self.lr, positive=True)
+        check_number("TrainConfig.weight_decay", self.weight_decay, positive=False)
         if self.clip_grad_norm is not None:
-            _finite("TrainConfig", "clip_grad_norm", self.clip_grad_norm, positive=True)
-        if self.optimiser not in OPTIMISERS:
-            raise ValueError(f"unknown optimiser {self.optimiser!r}; expected one of {list(OPTIMISERS)}")
+            check_number("TrainConfig.clip_grad_norm", self.clip_grad_norm, positive=True)
+        check_choice("optimiser", self.optimiser, OPTIMISERS)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"unknown device {self.device!r}; expected one of {list(DEVICES)} or cuda:<index>")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {list(DTYPES)}")
+        check_choice("dtype", self.dtype, DTYPES)
         if self.amp and self.dtype != "float32":
             raise ValueError("amp (bfloat16 autocast) needs dtype float32; drop --amp or --dtype float64")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
         for name in ("record_every", "val_every", "max_steps_per_epoch", "max_eval_batches", "jacobian_every"):
-            _positive_int("TrainConfig", name, getattr(self, name), allow_none=True)
-        _positive_int("TrainConfig", "diagnostics_batch", self.diagnostics_batch)
-        _positive_int("TrainConfig", "jacobian_batch", self.jacobian_batch)
-        _positive_int("TrainConfig", "jacobian_max_len", self.jacobian_max_len)
+            check_positive_int(f"TrainConfig.{name}", getattr(self, name), allow_none=True)
+        for name in ("diagnostics_batch", "jacobian_batch", "jacobian_max_len"):
+            check_positive_int(f"TrainConfig.{name}", getattr(self, name))
+
+
+#: The parts of a run's configuration, by key in its dict.
+CONFIG_PARTS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -176,8 +268,14 @@ class RunConfig:
     run_id: str = "run"
 
     def __post_init__(self) -> None:
-        if not self.run_id or any(char in self.run_id for char in "/\\") or self.run_id.startswith("."):
+        if not isinstance(self.run_id, str) or not self.run_id or any(char in self.run_id for char in "/\\") \
+                or self.run_id.startswith("."):
             raise ValueError(f"run_id must be a plain folder name, got {self.run_id!r}")
+        if (self.model.readout == "sequence") != (self.data.dataset == "copy-memory"):
+            raise ValueError(
+                f"readout {self.model.readout!r} does not fit dataset {self.data.dataset!r}: copy-memory's per-step "
+                "targets need readout 'sequence', and the other datasets need 'last' or 'mean'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """``dataclasses.asdict`` of the config (JSON-ready)."""
@@ -185,16 +283,23 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        """The inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
-        parts = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: an unknown key (naming it), or an invalid value.
+        """
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
-            if key in parts:
-                sub = dict(value)
-                for item in fields(parts[key]):
-                    if item.name in sub and isinstance(sub[item.name], list):
-                        sub[item.name] = tuple(sub[item.name])
-                kwargs[key] = parts[key](**sub)
-            else:
+            if key in CONFIG_PARTS:
+                part = CONFIG_PARTS[key]
+                known = {item.name for item in fields(part)}
+                unknown = sorted(set(value) - known)
+                if unknown:
+                    raise ValueError(f"unknown {key} option(s) {unknown}; this gradlab knows {sorted(known)}")
+                kwargs[key] = part(**{name: tuple(item) if isinstance(item, list) else item
+                                      for name, item in value.items()})
+            elif key == "run_id":
                 kwargs[key] = value
+            else:
+                raise ValueError(f"unknown run config key {key!r}; expected model, data, train, run_id")
         return cls(**kwargs)

@@ -27,26 +27,8 @@ import torch
 from torch import nn
 
 from gradlab.cells import GRUCell, LSTMCell, RNNCell, RecurrentCell
+from gradlab.config import INIT_SCHEMES, parse_scheme  # noqa: F401 - re-exported
 
-INIT_SCHEMES: tuple[str, ...] = ("default", "orthogonal", "identity", "forget_bias", "chrono")
-
-
-def parse_scheme(scheme: str) -> tuple[str, ...]:
-    """Split ``"a+b"`` into its parts and check each one.
-
-    Raises:
-        ValueError: naming the unknown part and the valid names.
-    """
-    if not isinstance(scheme, str) or not scheme:
-        raise ValueError(f"init scheme must be a non-empty string, got {scheme!r}")
-    parts = tuple(part.strip() for part in scheme.split("+"))
-    for part in parts:
-        if part not in INIT_SCHEMES:
-            raise ValueError(
-                f"unknown init scheme {part!r} in {scheme!r}; expected one of {list(INIT_SCHEMES)} "
-                "or several joined with '+'"
-            )
-    return parts
 
 
 def _set_bias(cell: RecurrentCell, gate: str, values: torch.Tensor | float, scheme: str) -> None:

@@ -64,9 +64,7 @@ GRU or RNN halves it again.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -75,7 +73,6 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab import schema
-from gradlab.atomic import write_atomic
 from gradlab.models import RecurrentNet, StateKey
 
 RUN_KEYS: tuple[str, ...] = ("run_id", "cell", "activation", "seed")
@@ -282,32 +279,3 @@ class GradientRecorder:
                 "ratio_to_last": ratio[order],
             }
         )
-
-
-def save_frame(frame: pd.DataFrame, path: str | os.PathLike, *, kind: str | None = None) -> Path:
-    """Write ``frame`` to ``path`` as Parquet, atomically.
-
-    The frame goes to a temporary file in the same directory first and then
-    replaces ``path``, so a reader never sees half a file and a crash leaves
-    the previous version.
-
-    Args:
-        frame: the table to write.
-        path: the destination, usually ``<run>/gradients.parquet`` (see
-            :data:`gradlab.schema.RUN_FILES`).
-        kind: a table kind of :mod:`gradlab.schema`; when given, ``frame`` is
-            conformed (checked and cast) first.
-
-    Returns:
-        The path written.
-    """
-    if kind is not None:
-        frame = schema.conform(frame, kind)
-    return write_atomic(
-        path, lambda temporary: frame.to_parquet(temporary, engine="pyarrow", compression="zstd", index=False)
-    )
-
-
-def load_frame(path: str | os.PathLike, kind: str) -> pd.DataFrame:
-    """Read a Parquet table written by :func:`save_frame`, conformed to ``kind``'s schema."""
-    return schema.conform(pd.read_parquet(path, engine="pyarrow"), kind)

@@ -48,14 +48,20 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from gradlab.cells import ACTIVATIONS, GRUCell, LSTMCell, RNNCell, RecurrentCell
+from gradlab.config import (  # noqa: F401 - the vocabulary is re-exported where models are built
+    BASE_MODES,
+    BIDIRECTIONAL_CHOICES,
+    DIRECTIONS,
+    READOUTS,
+    ModelConfig,
+    check_positive_int,
+    normalise_mode,
+    parse_mode,
+)
+from gradlab.cells import GRUCell, LSTMCell, RNNCell, RecurrentCell
 from gradlab.bptt import bptt_unroll, has_handwritten_backward
 from gradlab.initialisation import initialise_, parse_scheme
 
-BIDIRECTIONAL_CHOICES: tuple[str, ...] = ("none", "separate", "interleaved")
-READOUTS: tuple[str, ...] = ("last", "mean", "sequence")
-BASE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
-DIRECTIONS: tuple[str, ...] = ("forward", "backward")
 
 Direction = Literal["forward", "backward"]
 State = Tensor | tuple[Tensor, Tensor]
@@ -73,31 +79,6 @@ class StateKey:
 
 StateObserver = Callable[[StateKey, Tensor], None]
 GradientObserver = Callable[[StateKey, Tensor], None]
-
-
-def parse_mode(mode: str) -> tuple[str, str]:
-    """Split a mode into (cell kind, activation).
-
-    ``RNN_TANH`` -> ("RNN", "tanh"), ``RNN_LEAKY_RELU`` -> ("RNN", "leaky_relu"),
-    ``LSTM`` -> ("LSTM", "tanh"), ``GRU`` -> ("GRU", "tanh"). Case-insensitive.
-
-    Raises:
-        ValueError: naming the valid modes.
-    """
-    valid = list(BASE_MODES) + [f"RNN_{name.upper()}" for name in ACTIVATIONS if name not in ("tanh", "relu")]
-    if isinstance(mode, str):
-        upper = mode.upper()
-        if upper in ("LSTM", "GRU"):
-            return upper, "tanh"
-        if upper.startswith("RNN_") and upper[4:].lower() in ACTIVATIONS:
-            return "RNN", upper[4:].lower()
-    raise ValueError(f"unknown mode {mode!r}; expected one of {valid}")
-
-
-def normalise_mode(mode: str) -> str:
-    """The canonical spelling of ``mode`` (``rnn_tanh`` -> ``RNN_TANH``)."""
-    kind, activation = parse_mode(mode)
-    return kind if kind != "RNN" else f"RNN_{activation.upper()}"
 
 
 def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True) -> RecurrentCell:
@@ -409,8 +390,7 @@ class RNNModel(nn.Module):
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; expected one of {list(READOUTS)}")
         parse_scheme(init)
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
-            raise ValueError(f"output_size must be a positive integer, got {output_size!r}")
+        check_positive_int("output_size", output_size)
         self.rnn = RecurrentNet(mode, input_size, hidden_size, num_layers, bias, bidirectional, handwritten_bptt)
         self.readout = readout
         self.fc = nn.Linear(self.rnn.output_size, output_size)
@@ -421,6 +401,25 @@ class RNNModel(nn.Module):
                     parameter.uniform_(-bound, bound, generator=generator)
         if init != "default" or generator is not None:
             self.rnn.initialise_(init, forget_bias=forget_bias, chrono_t_max=chrono_t_max, generator=generator)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ModelConfig,
+        *,
+        input_size: int,
+        output_size: int,
+        chrono_t_max: int | None = None,
+        generator: torch.Generator | None = None,
+        handwritten_bptt: bool = True,
+    ) -> RNNModel:
+        """The model a :class:`gradlab.config.ModelConfig` describes, for data of these sizes."""
+        return cls(
+            config.mode, input_size, config.hidden_size, config.num_layers, config.bias, output_size,
+            bidirectional=config.bidirectional, readout=config.readout, init=config.init,
+            forget_bias=config.forget_bias, chrono_t_max=chrono_t_max, generator=generator,
+            handwritten_bptt=handwritten_bptt,
+        )
 
     @property
     def mode(self) -> str:

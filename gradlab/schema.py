@@ -124,12 +124,28 @@ SUMMARY: dict[str, str] = {
     "time_per_epoch": "float64",
 }
 
+#: Per-example predictions of the validation-selected checkpoint on the
+#: validation and test splits (classification tasks). ``example`` is the
+#: example's index in its split (the same across runs on the same data);
+#: ``probabilities`` holds the softmax over classes in label order.
+PREDICTIONS: dict[str, str] = {
+    **_RUN_KEYS,
+    "split": "string",
+    "example": "int64",
+    "label": "int64",
+    "predicted": "int64",
+    "correct": "bool",
+    "label_probability": "float64",
+    "probabilities": "object",
+}
+
 TABLES: dict[str, dict[str, str]] = {
     "gradients": GRADIENTS,
     "gates": GATES,
     "jacobian": JACOBIAN,
     "history": HISTORY,
     "summary": SUMMARY,
+    "predictions": PREDICTIONS,
 }
 
 
@@ -173,10 +189,12 @@ RUN_FILES: dict[str, str] = {
     "gradients": "gradients.parquet",
     "gates": "gates.parquet",
     "jacobian": "jacobian.parquet",
+    "predictions": "predictions.parquet",
     "metrics": "metrics.json",  # the run's SUMMARY row as JSON, written when it ends
     "checkpoint": "checkpoint.pt",  # state_dicts + config + optimiser + RNG states
 }
 SWEEP_FILES: dict[str, str] = {
     "sweep": "sweep.json",  # the sweep's configuration and command line
     "summary": "summary.parquet",  # SUMMARY rows of every run
+    "lock": ".lock",  # held by the sweep that is writing the folder
 }

@@ -131,3 +131,10 @@ def test_cell_rejects_bad_sizes_and_shapes():
         cell(torch.randn(2, 5))
     with pytest.raises(ValueError, match=r"expects hx of shape \(2, 4\)"):
         cell(torch.randn(2, 3), torch.randn(2, 5))
+
+
+def test_config_names_every_activation():
+    from gradlab.cells import ACTIVATIONS
+    from gradlab.config import ACTIVATION_NAMES
+
+    assert tuple(ACTIVATIONS) == ACTIVATION_NAMES

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from gradlab import schema
 from gradlab.data.synthetic import adding_split
-from gradlab.instrument import GradientRecorder, load_frame, save_frame
+from gradlab.instrument import GradientRecorder
+from gradlab.io import read_table as load_frame, write_table as save_frame
 from gradlab.models import RNNModel
 
 MODES = ["RNN_TANH", "LSTM", "GRU"]

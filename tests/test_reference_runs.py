@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from gradlab.config import RunConfig
-from gradlab.train import train_run
+from gradlab.training import train_run
 
 from data_helpers import fsdd_recordings
 

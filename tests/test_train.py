@@ -15,7 +15,11 @@ from gradlab import schema
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.data import DataSplits, SplitTensors
 from gradlab.models import RNNModel
-from gradlab.train import build_model, evaluate, load_data, train_run
+from gradlab.data.from_config import load_data
+from gradlab.io import PROVENANCE_KEYS
+from gradlab.training import build_model, evaluate, train_run
+
+from train_helpers import InterruptAfterEpoch
 
 
 
@@ -61,12 +65,8 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     config = tiny("RNN_TANH")
     whole = train_run(config, run_dir=tmp_path / "whole")
 
-    def interrupt(epoch, step):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train_run(config, run_dir=tmp_path / "cut", on_epoch_end=interrupt)
+        train_run(config, run_dir=tmp_path / "cut", callbacks=[InterruptAfterEpoch(0)])
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
     assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = train_run(config, run_dir=tmp_path / "cut")
@@ -84,11 +84,12 @@ def test_checkpoint_holds_state_dicts_config_and_rng(tmp_path):
     config = tiny("GRU", epochs=1)
     train_run(config, run_dir=tmp_path / "run")
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert {"model", "optimiser", "config", "rng", "best", "step", "epochs_done"} <= set(checkpoint)
+    assert {"model", "optimiser", "config", "rng", "callbacks", "step", "epochs_done"} <= set(checkpoint)
     assert set(checkpoint["rng"]["generators"]) == {"init", "shuffle", "diagnostics"}
     assert RunConfig.from_dict(checkpoint["config"]) == config
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert RunConfig.from_dict({k: v for k, v in stored.items() if k != "command"}) == config
+    assert RunConfig.from_dict({k: v for k, v in stored.items() if k not in PROVENANCE_KEYS}) == config
+    assert stored["layout"] == 2 and stored["gradlab_version"]
 
 
 def test_selection_uses_validation_and_test_accuracy_is_the_selected_checkpoints(tmp_path):
@@ -133,7 +134,7 @@ def test_gradients_recorded_at_init_every_k_and_at_the_end():
 
 def test_non_finite_loss_marks_the_run_diverged_and_keeps_history(tmp_path):
     config = tiny("RNN_RELU", epochs=2)
-    data = load_data(config)
+    data = load_data(config.data)
     x = data.train.x.clone()
     x[:] = float("nan")  # every batch is poisoned: the first update's loss is NaN
     poisoned = replace(data, train=SplitTensors(x, data.train.y))

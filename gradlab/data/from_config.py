@@ -1,0 +1,80 @@
+"""From a :class:`gradlab.config.DataConfig` to loaded :class:`DataSplits`, with checks before any reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gradlab.config import AUDIO_DATASETS, DataConfig
+from gradlab.data import DataSplits, DownloadError, FeatureConfig, load_dataset
+
+#: Where each dataset's offline alternatives are explained to the user.
+OFFLINE_HINT = (
+    "on the command line, point at an existing copy with --data-dir <folder>; "
+    "offline choices: --dataset fsdd --data-dir <folder with FSDD's recordings> "
+    "(e.g. ../shared/data/fsdd), or a synthetic task: --dataset distance (or adding, copy-memory)"
+)
+
+
+def loader_options(data: DataConfig) -> dict[str, Any]:
+    """The keyword arguments of ``gradlab.data.load_dataset`` that ``data`` describes."""
+    if data.is_audio:
+        features = FeatureConfig(
+            n_mfcc=data.n_mfcc, n_fft=data.n_fft, hop_length=data.hop_length, amplitude_scale=data.amplitude_scale
+        )
+        options: dict[str, Any] = {"words": data.words, "features": features, "normalise": data.normalise,
+                                   "cache_dir": data.cache_dir}
+        if data.data_dir is not None:
+            options["root"] = data.data_dir
+        if data.dataset == "speech-commands":
+            options["download"] = data.download
+        elif data.takes is not None:
+            options["takes"] = data.takes
+        return options
+    options = {"seed": data.data_seed}
+    for name in ("seq_len", "n_train", "n_validation", "n_test"):
+        if getattr(data, name) is not None:
+            options[name] = getattr(data, name)
+    if data.dataset == "distance" and data.distance is not None:
+        options["distance"] = data.distance
+    return options
+
+
+def load_data(data: DataConfig, *, progress: bool = False, num_workers: int | None = None) -> DataSplits:
+    """Load the dataset ``data`` describes (features computed once and cached)."""
+    options = loader_options(data)
+    if data.is_audio:
+        options.update(num_workers=num_workers, progress=progress)
+    return load_dataset(data.dataset, **options)
+
+
+def check_data_inputs(data: DataConfig) -> None:
+    """Check words and the data folder before anything is read.
+
+    Raises:
+        ValueError: an unknown word, or a data folder that does not exist.
+    """
+    if data.dataset == "fsdd":
+        from gradlab.data.fsdd import resolve_digits
+
+        resolve_digits(data.words)
+    elif data.dataset == "speech-commands":
+        from gradlab.data.speech_commands import ALL_WORDS, resolve_words
+
+        resolve_words(data.words)
+        unknown = [word for word in data.words if word not in ALL_WORDS]
+        if unknown:
+            raise ValueError(f"unknown Speech Commands word(s) {unknown}; v0.02 has {', '.join(ALL_WORDS)}")
+    if data.data_dir is not None and not Path(data.data_dir).expanduser().is_dir():
+        raise ValueError(f"data directory {data.data_dir!r} does not exist (or is not a folder)")
+
+
+def load_checked(data: DataConfig, *, progress: bool) -> DataSplits:
+    """Load ``data``, turning a missing or undownloadable dataset into an error naming the offline choices."""
+    check_data_inputs(data)
+    try:
+        return load_data(data, progress=progress)
+    except (FileNotFoundError, DownloadError) as error:
+        if data.dataset in AUDIO_DATASETS:
+            raise FileNotFoundError(f"{error}\n{OFFLINE_HINT}") from error
+        raise

@@ -1,0 +1,40 @@
+"""Training: one run's loop (:mod:`~gradlab.training.loop`), its callbacks, evaluation and assembly.
+
+``train_run(config, run_dir=...)`` trains one :class:`gradlab.config.RunConfig`
+and writes its run folder; :func:`fit` is the loop, for code that assembles
+its own state and callbacks.
+"""
+
+from gradlab.training.callbacks import (
+    BestCheckpoint,
+    Diagnostics,
+    Divergence,
+    EpochCheckpoint,
+    GradientRecording,
+    History,
+    Progress,
+)
+from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, predictions
+from gradlab.training.loop import Callback, TrainState, fit
+from gradlab.training.run import RunResult, build_model, read_run, train_run
+
+__all__ = [
+    "BestCheckpoint",
+    "Callback",
+    "Diagnostics",
+    "Divergence",
+    "EpochCheckpoint",
+    "GradientRecording",
+    "History",
+    "Progress",
+    "RunResult",
+    "TrainState",
+    "batch_correct",
+    "batch_loss",
+    "build_model",
+    "evaluate",
+    "fit",
+    "predictions",
+    "read_run",
+    "train_run",
+]
