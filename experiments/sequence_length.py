@@ -18,16 +18,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from gradlab.sweep import (
-    comma_list,
-    add_sweep_arguments,
-    base_config_from_args,
-    default_sweep_name,
-    execute,
-    expand_cells,
-    parse_with_preset,
-    plan_runs,
-)
+from gradlab.cli import add_sweep_arguments, comma_list, sweep_main
+from gradlab.config import DataConfig, RunConfig
 
 DEFAULT_LENGTHS = [50, 100, 200, 500, 1000]
 DEFAULT_HOPS = [1024, 512, 256, 128]
@@ -35,8 +27,7 @@ DEFAULT_HOPS = [1024, 512, 256, 128]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_sweep_arguments(parser, default_dataset="distance", default_epochs=5)
-    parser.set_defaults(n_train=1000, hidden_size=32, num_layers=1)
+    add_sweep_arguments(parser, defaults={"dataset": "distance", "epochs": 5, "n_train": 1000, "num_layers": 1})
     group = parser.add_argument_group("sequence length")
     group.add_argument("--lengths", type=comma_list(int), default=DEFAULT_LENGTHS,
                        help="synthetic tasks: comma-separated sequence lengths T (default: 50,100,200,500,1000)")
@@ -45,28 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def length_variants(args: argparse.Namespace, base: RunConfig) -> list[tuple[str, DataConfig]]:
+    """One data variant per sequence length (synthetic) or MFCC hop (speech)."""
+    data = base.data
+    if data.is_audio:
+        hops = args.hops[:2] if args.dry_run else args.hops
+        variants = [(f"hop{hop}", replace(data, hop_length=hop)) for hop in hops]
+    else:
+        lengths = [25, 30] if args.dry_run else args.lengths  # copy-memory needs T > 20
+        variants = [(f"T{length}", replace(data, seq_len=length)) for length in lengths]
+    if not variants:
+        raise ValueError("no sequence lengths to sweep: --lengths/--hops is empty")
+    return variants
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_with_preset(parser, argv)
-    try:
-        base = base_config_from_args(args)
-        data = base.data
-        if data.is_audio:
-            values = args.hops[:2] if args.dry_run else args.hops
-            variants = [(f"hop{hop}", replace(data, hop_length=hop)) for hop in values]
-        else:
-            values = [25, 30] if args.dry_run else args.lengths  # copy-memory needs T > 20
-            variants = [(f"T{length}", replace(data, seq_len=length)) for length in values]
-        if not variants:
-            raise ValueError("no sequence lengths to sweep: --lengths/--hops is empty")
-        modes = expand_cells(args.cells, args.activations)
-        seeds = args.seeds[:1] if args.dry_run else args.seeds
-        runs = plan_runs(base, modes=modes, seeds=seeds, bidirectional=args.bidirectional, data_variants=variants)
-        execute(args, runs, args.name or default_sweep_name("sequence_length", base), argv,
-                extra={"lengths": values})
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
-        parser.error(str(error))
-    return 0
+    return sweep_main("sequence_length", build_parser(), argv, variants=length_variants)
 
 
 if __name__ == "__main__":

@@ -132,16 +132,19 @@ def test_missing_speech_commands_names_the_offline_choices(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_coursework_preset_sets_its_settings_and_flags_still_win():
-    from gradlab.sweep import base_config_from_args, parse_with_preset
+def _base(argv):
+    from gradlab.cli import base_config, option_values
 
-    args = parse_with_preset(compare_cells.build_parser(), ["--preset", "coursework"])
-    config = base_config_from_args(args)
+    values, grid = option_values(compare_cells.build_parser().parse_args(argv))
+    return base_config(values, grid, "LSTM")
+
+
+def test_coursework_preset_sets_its_settings_and_flags_still_win():
+    config = _base(["--preset", "coursework"])
     assert (config.model.hidden_size, config.model.num_layers) == (32, 2)
     assert (config.train.batch_size, config.train.lr, config.train.epochs) == (100, 0.01, 5)
     assert config.data.normalise is False and config.data.amplitude_scale == 32768.0
-    args = parse_with_preset(compare_cells.build_parser(), ["--preset", "coursework", "--epochs", "30"])
-    assert base_config_from_args(args).train.epochs == 30
+    assert _base(["--preset", "coursework", "--epochs", "30"]).train.epochs == 30
 
 
 def test_every_flag_has_help():

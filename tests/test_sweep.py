@@ -11,9 +11,12 @@ import pytest
 
 from gradlab import schema
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from gradlab.runs import check_output_path, open_sweep_dir
-from gradlab.sweep import cell_table, expand_cells, plan_runs, run_sweep
-from gradlab.train import train_run
+from gradlab.analysis.summary_table import cell_table
+from gradlab.sweep import expand_cells, plan_runs, run_sweep
+from gradlab.sweep.folder import check_output_path, open_sweep_dir
+from gradlab.training import train_run
+
+from train_helpers import InterruptAfterEpoch
 
 
 
@@ -77,14 +80,10 @@ def test_resumed_sweep_equals_uninterrupted(tmp_path):
     runs = plan(seeds=(0,))
     whole = run_sweep(runs, tmp_path / "whole", figures=False, progress=False)
     # Interrupt the second run after its first epoch, as a killed sweep would leave it.
-    cut = open_sweep_dir(tmp_path / "cut", runs, resume=False, overwrite=False)
+    cut = open_sweep_dir(tmp_path / "cut", runs, overwrite=False, command=None)
     train_run(runs[0], run_dir=cut / runs[0].run_id)
-
-    def interrupt(epoch, step):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train_run(runs[1], run_dir=cut / runs[1].run_id, on_epoch_end=interrupt)
+        train_run(runs[1], run_dir=cut / runs[1].run_id, callbacks=[InterruptAfterEpoch(0)])
     resumed = run_sweep(runs, cut, resume=True, figures=False, progress=False)
     timing = ["time_per_epoch", "train_time_per_epoch", "wall_time"]
     pd.testing.assert_frame_equal(whole.summary.drop(columns=timing), resumed.summary.drop(columns=timing))
@@ -103,7 +102,7 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert by_id.loc["RNN_RELU-s0", "status"] == "diverged"
     assert by_id.loc["RNN_RELU-s0", "diverged_step"] >= 1
     assert by_id.loc["GRU-s0", "status"] == "finished"
-    assert result.table.set_index("cell").loc["RNN_RELU", "diverged"] == 1
+    assert cell_table(result.summary).set_index("cell").loc["RNN_RELU", "diverged"] == 1
 
 
 def test_parallel_workers_give_the_same_numbers(tmp_path):
@@ -131,6 +130,7 @@ def test_cell_table_by_hand():
     assert table.loc["GRU", "test_acc_std"] == pytest.approx(0.2)
     assert (table.loc["GRU", "test_acc_min"], table.loc["GRU", "test_acc_max"]) == (0.5, 0.9)
     assert table.loc["GRU", "diverged"] == 1 and table.loc["GRU", "time_per_epoch"] == pytest.approx(2.0)
+    assert table.loc["GRU", "seeds"] == 3 and table.loc["LSTM", "seeds"] == 1
     assert math.isnan(table.loc["LSTM", "test_acc_std"])
     assert "readout" not in table.columns  # constant across runs: not a grouping key
 

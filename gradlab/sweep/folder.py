@@ -1,0 +1,165 @@
+"""A sweep's folder on disk: checking it before anything is written, opening it, its summary table.
+
+Layout (:data:`gradlab.schema.SWEEP_FILES`, :data:`gradlab.schema.RUN_FILES`)::
+
+    <sweep>/sweep.json          the sweep's runs (each RunConfig as a dict), command line and plan
+    <sweep>/summary.parquet     one SUMMARY row per ended run
+    <sweep>/<run_id>/...        config.json, the run's tables, metrics.json, checkpoint.pt
+
+A sweep folder is never overwritten silently: it is resumed (when it was made
+for the same runs), replaced only with ``overwrite``, and otherwise refused,
+naming the three choices.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gradlab import schema
+from gradlab.config import RunConfig
+from gradlab.io import (
+    PROVENANCE_KEYS,
+    RunFolder,
+    RunFolderError,
+    provenance,
+    read_json,
+    result_differences,
+    summary_frame,
+    write_json,
+    write_table,
+)
+
+
+def check_output_path(out: str | os.PathLike) -> Path:
+    """``out`` as a Path, checked to be a folder or nothing yet (never a file).
+
+    Raises:
+        ValueError: if ``out`` (or a parent of it) is a file.
+    """
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"output path {str(out)!r} is not usable: {str(path)!r} is a file, not a folder")
+    return out
+
+
+def check_sweep_name(name: str) -> str:
+    """A sweep name that is one plain folder name inside ``--out``.
+
+    Raises:
+        ValueError: an empty name, a path, or a name starting with a dot.
+    """
+    if not name or not name.strip():
+        raise ValueError("the sweep name is empty; give --name a folder name (or leave it out for the default)")
+    if any(char in name for char in "/\\") or name.startswith(".") or name != name.strip():
+        raise ValueError(f"sweep name {name!r} must be a plain folder name inside --out (no '/', no leading '.')")
+    return name
+
+
+def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool, overwrite: bool) -> Path:
+    """Check, without writing anything, that ``sweep_dir`` may hold ``runs``.
+
+    Raises:
+        ValueError: ``resume`` and ``overwrite`` together, the path is a file,
+            or resuming a sweep made for different runs (naming the settings).
+        FileExistsError: the folder exists and neither ``resume`` nor ``overwrite`` was given.
+    """
+    if resume and overwrite:
+        raise ValueError("choose --resume or --overwrite, not both")
+    sweep_dir = check_output_path(sweep_dir)
+    record = sweep_dir / schema.SWEEP_FILES["sweep"]
+    occupied = sweep_dir.exists() and any(path.name != schema.SWEEP_FILES["lock"] for path in sweep_dir.iterdir())
+    if not occupied:
+        return sweep_dir
+    if overwrite:
+        if not record.is_file():
+            raise ValueError(f"{sweep_dir} exists but is not a gradlab sweep folder (no {record.name}); not deleting it")
+        return sweep_dir
+    if not resume:
+        raise FileExistsError(
+            f"sweep folder {sweep_dir} already exists; pass --resume to continue it, --overwrite to replace it, "
+            "or --name for a new folder"
+        )
+    if not record.is_file():
+        raise ValueError(f"cannot resume {sweep_dir}: it has no {record.name}, so it is not a gradlab sweep folder")
+    stored = read_json(record)
+    if stored.get("layout", 1) != provenance(None)["layout"]:
+        raise RunFolderError(
+            f"cannot resume {sweep_dir}: it was written by gradlab with run-folder layout {stored.get('layout', 1)}; "
+            "finish it with the gradlab that wrote it, or start again with --overwrite or a new --name"
+        )
+    planned = {run["run_id"]: run for run in stored["runs"]}
+    for run in runs:
+        if run.run_id in planned:
+            differences = result_differences(planned[run.run_id], run.to_dict())
+            if differences:
+                raise ValueError(
+                    f"cannot resume {sweep_dir}: run {run.run_id} was made with other settings "
+                    f"({'; '.join(differences)}); use --overwrite or a new --name"
+                )
+    return sweep_dir
+
+
+def open_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, overwrite: bool, command: Sequence[str] | None,
+                   extra: dict[str, Any] | None = None) -> Path:
+    """Create (or reopen, or replace) a checked sweep folder and write its ``sweep.json``.
+
+    Runs that an earlier command listed and this one does not are kept in ``sweep.json``.
+    """
+    record = sweep_dir / schema.SWEEP_FILES["sweep"]
+    if overwrite and record.is_file():
+        for path in sweep_dir.iterdir():  # everything but the lock this sweep holds
+            if path.name != schema.SWEEP_FILES["lock"]:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**provenance(list(command) if command is not None else None), **(extra or {}),
+               "runs": [run.to_dict() for run in runs]}
+    if record.is_file():
+        listed = {run["run_id"] for run in payload["runs"]}
+        payload["runs"] = [run for run in read_json(record)["runs"] if run["run_id"] not in listed] + payload["runs"]
+    write_json(record, payload)
+    return sweep_dir
+
+
+def finished_run(run_dir: Path, run: RunConfig) -> bool:
+    """Whether ``run_dir`` holds ``run`` ended, made with the same result-changing settings.
+
+    Raises:
+        RunFolderError: the folder holds an ended run made with other settings (naming them).
+    """
+    folder = RunFolder(run_dir)
+    if not folder.ended:
+        return False
+    stored = {key: value for key, value in folder.raw_config().items() if key not in PROVENANCE_KEYS}
+    differences = result_differences(stored, run.to_dict())
+    if differences:
+        raise RunFolderError(f"{run_dir} holds run {run.run_id} made with other settings ({'; '.join(differences)}); "
+                             "delete that run folder, or use --overwrite or a new --name")
+    return True
+
+
+def collect_summary(sweep_dir: Path, *, warn: Any = None) -> pd.DataFrame:
+    """The SUMMARY rows of every run folder in ``sweep_dir`` that has ended (damaged ones skipped, with ``warn``)."""
+    rows = []
+    for run_dir in sorted(path for path in Path(sweep_dir).iterdir() if path.is_dir()):
+        folder = RunFolder(run_dir)
+        if folder.has("metrics"):
+            try:
+                rows.append(folder.metrics())
+            except RunFolderError as error:
+                if warn is not None:
+                    warn(f"skipping run {run_dir.name}: {error}")
+    return summary_frame(rows)
+
+
+def write_summary(sweep_dir: Path, *, warn: Any = None) -> pd.DataFrame:
+    """Rewrite ``<sweep>/summary.parquet`` from the runs' metrics (atomically); returns it."""
+    summary = collect_summary(sweep_dir, warn=warn)
+    write_table(summary, Path(sweep_dir) / schema.SWEEP_FILES["summary"])
+    return summary
