@@ -229,7 +229,7 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
                 raise ValueError(f"--{flag} must be an integer >= 1, got {getattr(args, flag)}")
         values, grid = option_values(args)
         modes = expand_cells(args.cells, args.activations)
-        base = base_config(values, grid, modes[0])
+        base = _template(values, grid, modes)
         if args.dry_run:
             base = dry_run_config(base)
             grid = {name: axis[:1] if name in ("hidden_size", "num_layers") else axis for name, axis in grid.items()}
@@ -245,6 +245,17 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
         parser.error(str(error))
     return 2
+
+
+def _template(values: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], modes: Sequence[str]) -> RunConfig:
+    """The base config, with the first cell it is valid for: each run is checked, and named, when planned."""
+    errors = []
+    for mode in modes:
+        try:
+            return base_config(values, grid, mode)
+        except ValueError as error:
+            errors.append(error)
+    raise errors[0]
 
 
 def _shapes(base: RunConfig) -> tuple[int, int]:

@@ -1,0 +1,154 @@
+"""The generated command line: one source of defaults, grids from comma lists, checks before writing."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradlab.cli import base_config, option_values
+from gradlab.config import CONFIG_PARTS, DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.models import RNNModel
+from gradlab.sweep.plan import count_parameters, hidden_for_params, plan_runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"cli_{name}", REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare_cells = _script("compare_cells")
+
+
+def _values(argv):
+    return option_values(compare_cells.build_parser().parse_args(argv))
+
+
+def test_every_config_option_has_a_flag_whose_default_is_the_configs():
+    parser = compare_cells.build_parser()
+    flags = {action.dest for action in parser._actions}
+    for cls in CONFIG_PARTS.values():
+        for item in dataclasses.fields(cls):
+            if item.metadata.get("cli", True):
+                assert item.name in flags, item.name
+    values, grid = _values([])
+    assert grid == {}
+    assert base_config(values, grid, "LSTM") == RunConfig(model=ModelConfig("LSTM"), data=DataConfig(),
+                                                          train=TrainConfig())
+
+
+def test_comma_lists_become_grid_axes_and_single_values_do_not():
+    values, grid = _values(["--lr", "0.001,0.003", "--clip-grad-norm", "none,1", "--hidden-size", "16",
+                            "--record-every", "0", "--forget-bias", "2", "--jacobian-every", "3",
+                            "--words", "one,two", "--no-diagnostics"])
+    assert grid == {"lr": [0.001, 0.003], "clip_grad_norm": [None, 1.0]}
+    assert values["hidden_size"] == 16 and values["record_every"] is None and values["words"] == ("one", "two")
+    assert values["forget_bias"] == 2.0 and values["jacobian_every"] == 3 and values["diagnostics"] is False
+    base = base_config({**values, "dataset": "distance"}, grid, "GRU")
+    runs = plan_runs(base, modes=["GRU"], seeds=[0, 1], grid=grid)
+    assert [run.run_id for run in runs] == [
+        "GRU-lr0.001-clipnone-s0", "GRU-lr0.001-clipnone-s1", "GRU-lr0.001-clip1-s0", "GRU-lr0.001-clip1-s1",
+        "GRU-lr0.003-clipnone-s0", "GRU-lr0.003-clipnone-s1", "GRU-lr0.003-clip1-s0", "GRU-lr0.003-clip1-s1",
+    ]
+    assert [(run.train.lr, run.train.clip_grad_norm, run.train.seed) for run in runs[2:4]] == [(0.001, 1.0, 0),
+                                                                                                (0.001, 1.0, 1)]
+
+
+@pytest.mark.parametrize("mode", ["RNN_TANH", "LSTM", "GRU"])
+@pytest.mark.parametrize("bidirectional", ["none", "separate", "interleaved"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_parameter_count_formula_equals_the_models(mode, bidirectional, bias):
+    for hidden, layers in ((3, 1), (7, 2), (16, 3)):
+        model = RNNModel(mode, 20, hidden, layers, bias, 3, bidirectional=bidirectional)
+        expected = sum(parameter.numel() for parameter in model.parameters())
+        assert count_parameters(mode, 20, hidden, layers, 3, bidirectional=bidirectional, bias=bias) == expected
+
+
+def test_matched_sizes_come_closest_to_the_target():
+    for mode in ("RNN_TANH", "LSTM", "GRU"):
+        hidden, count = hidden_for_params(4000, mode, 20, 2, 3)
+        neighbours = [count_parameters(mode, 20, h, 2, 3) for h in (hidden - 1, hidden + 1)]
+        assert all(abs(count - 4000) <= abs(other - 4000) for other in neighbours)
+    base = RunConfig(model=ModelConfig("GRU", num_layers=2), data=DataConfig("distance"))
+    runs = plan_runs(base, modes=["RNN_TANH", "LSTM"], seeds=[0], match_params=[4000, 16000], shapes=(20, 3))
+    assert [run.run_id for run in runs] == ["RNN_TANH-p4000-s0", "RNN_TANH-p16000-s0", "LSTM-p4000-s0",
+                                            "LSTM-p16000-s0"]
+    sizes = {run.run_id: run.model.hidden_size for run in runs}
+    assert sizes["RNN_TANH-p4000-s0"] > sizes["LSTM-p4000-s0"]  # the LSTM has four gates per unit
+
+
+def test_plan_prints_every_run_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert compare_cells.main(["--dataset", "distance", "--cells", "GRU,RNN_TANH", "--lr", "0.01,0.1",
+                               "--seeds", "0,1", "--out", str(out), "--plan", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 runs" in printed and "GRU-lr0.01-s1: mode=GRU, lr=0.01, seed=1" in printed
+    assert "RNN_TANH-lr0.1-s0" in printed and "train.lr" in printed
+    assert not out.exists()
+
+
+CLI_ERRORS = [
+    (["--dataset", "adding", "--cells", "RNN_TANH,LSTM", "--init", "forget_bias"],
+     "run RNN_TANH-s0: init scheme 'forget_bias' applies to LSTM cells"),
+    (["--threads", "-1"], "--threads must be an integer >= 1"),
+    (["--threads", "0"], "--threads must be an integer >= 1"),
+    (["--workers", "0"], "--workers must be an integer >= 1"),
+    (["--name", ""], "sweep name is empty"),
+    (["--name", "../x"], "plain folder name"),
+    (["--lr", "fast"], "cannot read"),
+    (["--init", "orthogonal,forget_bias", "--cells", "GRU"], "forget_bias"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), CLI_ERRORS)
+def test_bad_options_fail_before_any_folder_is_written(tmp_path, capsys, argv, message):
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cells.main(["--dataset", "distance", "--out", str(out), "--no-progress", *argv])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not out.exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
+def test_a_missing_device_fails_before_the_folder_exists(tmp_path, capsys):
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit):
+        compare_cells.main(["--dataset", "distance", "--device", "cuda", "--out", str(out), "--no-progress"])
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resuming_a_sweep_of_an_older_layout_says_so(tmp_path, capsys):
+    sweep = tmp_path / "runs" / "old"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"command": None, "runs": []}))
+    with pytest.raises(SystemExit):
+        compare_cells.main(["--dataset", "distance", "--out", str(tmp_path / "runs"), "--name", "old", "--resume",
+                            "--no-progress"])
+    error = capsys.readouterr().err
+    assert "layout 1" in error and "--overwrite" in error
+
+
+def test_config_io_and_analysis_load_no_torch():
+    code = ("import sys, gradlab.config, gradlab.io, gradlab.analysis, gradlab.schema; "
+            "loaded = [name for name in ('torch', 'librosa') if name in sys.modules]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {str(path.relative_to(REPO)): n for path in (REPO / "gradlab").rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert not long, long

@@ -1,0 +1,81 @@
+"""Damaged and mismatched run folders give errors that name the file and the fix; nothing is mixed up."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.io import RunFolderError
+from gradlab.sweep import plan_runs, run_sweep
+from gradlab.training import train_run
+
+from train_helpers import InterruptAfterEpoch
+
+BASE = RunConfig(
+    model=ModelConfig("GRU", hidden_size=6, num_layers=1),
+    data=DataConfig("distance", seq_len=12, n_train=32, n_validation=16, n_test=16),
+    train=TrainConfig(epochs=2, batch_size=16, lr=1e-2, record_every=2, val_every=None, diagnostics_batch=4,
+                      jacobian_batch=2, device="cpu"),
+    run_id="GRU-s0",
+)
+
+
+def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train_run(BASE, run_dir=tmp_path / "run", callbacks=[InterruptAfterEpoch(0)])
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(RunFolderError, match="checkpoint.pt is damaged") as error:
+        train_run(BASE, run_dir=tmp_path / "run")
+    assert "delete it" in str(error.value)
+
+
+def test_a_broken_metrics_file_names_the_file_and_the_fix(tmp_path):
+    train_run(BASE, run_dir=tmp_path / "run")
+    (tmp_path / "run" / "metrics.json").write_text('{"status": "finis')
+    with pytest.raises(RunFolderError, match="metrics.json is damaged") as error:
+        train_run(BASE, run_dir=tmp_path / "run")
+    assert "--overwrite" in str(error.value)
+
+
+def test_a_finished_run_of_other_settings_is_never_taken_for_this_one(tmp_path):
+    runs = plan_runs(BASE, modes=["GRU"], seeds=[0])
+    run_sweep(runs, tmp_path / "sweep", figures=False, progress=False)
+    # sweep.json agrees, but the run folder holds a run made at another learning rate (a mixed-up folder)
+    changed = replace(runs[0], train=replace(runs[0].train, lr=0.3))
+    train_run(changed, run_dir=tmp_path / "other")
+    for name in ("config.json", "metrics.json"):
+        (tmp_path / "sweep" / "GRU-s0" / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    with pytest.raises(RunFolderError, match=r"train.lr: 0.3 -> 0.01"):
+        run_sweep(runs, tmp_path / "sweep", resume=True, figures=False, progress=False)
+
+
+def test_settings_that_do_not_change_results_do_not_block_a_resume(tmp_path):
+    runs = plan_runs(BASE, modes=["GRU"], seeds=[0])
+    run_sweep(runs, tmp_path / "sweep", figures=False, progress=False)
+    moved = [replace(run, train=replace(run.train, device="auto"), data=replace(run.data, cache_dir="elsewhere"))
+             for run in runs]
+    result = run_sweep(moved, tmp_path / "sweep", resume=True, figures=False, progress=False, threads=1)
+    assert list(result.summary["run_id"]) == ["GRU-s0"]
+
+
+def test_amp_on_cpu_trains_in_bfloat16(tmp_path):
+    config = replace(BASE, train=replace(BASE.train, amp=True, epochs=1, diagnostics=False))
+    seen = []
+    model_forward = torch.nn.Linear.forward
+
+    def spy(self, x):
+        out = model_forward(self, x)
+        seen.append(out.dtype)
+        return out
+
+    torch.nn.Linear.forward = spy
+    try:
+        result = train_run(config)
+    finally:
+        torch.nn.Linear.forward = model_forward
+    assert result.status == "finished"
+    assert torch.bfloat16 in seen  # the head ran under CPU autocast
