@@ -7,13 +7,14 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
+from scipy.signal import resample_poly
 from data_helpers import fsdd_recordings, tone, write_wav
 
 from gradlab.data import FeatureConfig
 from gradlab.data import audio as audio_module
 from gradlab.data.audio import LabelledFiles, cached_features
 from gradlab.data.cache import load_arrays, make_key, save_arrays
-from gradlab.data.features import extract_features, load_clip, mfcc
+from gradlab.data.features import UnusableAudio, extract_features, load_clip, mfcc
 
 
 def test_default_config_gives_32_frames_of_20():
@@ -87,7 +88,7 @@ def test_undecodable_file_is_skipped_counted_and_warned_once(tmp_path):
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "broken.wav" in messages[0] and "1 of 4" in messages[0]
     assert result.ok.tolist() == [True, False, True, True]
-    assert [p for p, _ in result.failures] == [str(bad)]
+    assert [(f.path, f.reason) for f in result.failures] == [(str(bad), "unreadable")]
     assert np.all(result.features[1] == 0) and np.any(result.features[0] != 0)
 
 
@@ -208,3 +209,75 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path, small_files, monkeypatch):
     np.testing.assert_array_equal(x1, x2)
     _, _, info3 = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
     assert info3["cache_hit"]
+
+
+def _float_wav(path, audio, rate=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, audio, rate, subtype="FLOAT")
+    return path
+
+
+def test_loud_float_wav_is_skipped_as_non_finite_not_poisoning_the_rest(tmp_path):
+    good = write_wav(tmp_path / "good.wav", tone(300, 0.5, 16000))
+    loud = _float_wav(tmp_path / "loud.wav", tone(300, 0.5, 16000, amplitude=1e24))
+    assert np.isfinite(soundfile.read(loud)[0]).all()  # the file itself is finite
+    with pytest.warns(RuntimeWarning, match=r"1 non_finite.*loud\.wav"):
+        result = extract_features([good, loud], FeatureConfig(), num_workers=1, progress=False)
+    assert result.ok.tolist() == [True, False]
+    assert [(f.path, f.reason) for f in result.failures] == [(str(loud), "non_finite")]
+    assert "1e+24" in result.failures[0].detail  # says why: the amplitude
+    assert np.isfinite(result.features).all()
+
+
+def test_silent_and_zero_length_clips_are_skipped_as_empty(tmp_path):
+    good = write_wav(tmp_path / "good.wav", tone(300, 0.5, 16000))
+    silent = write_wav(tmp_path / "silent.wav", np.zeros(8000, np.float32))
+    no_frames = write_wav(tmp_path / "no_frames.wav", np.zeros(0, np.float32))
+    paths = [silent, good, no_frames]
+    with pytest.warns(RuntimeWarning, match="2 empty"):
+        result = extract_features(paths, FeatureConfig(), num_workers=1, progress=False)
+    assert result.ok.tolist() == [False, True, False]
+    assert {f.path: f.reason for f in result.failures} == {
+        str(silent): "empty",
+        str(no_frames): "empty",
+    }
+
+
+def test_normalisation_refuses_non_finite_statistics():
+    x = np.ones((3, 4, 2), dtype=np.float32)
+    x[1, 2, 0] = np.inf
+    with pytest.raises(ValueError, match=r"not finite \(1 of 3 examples"):
+        audio_module.normalisation_stats(x)
+    x[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        audio_module.normalisation_stats(x)
+
+
+def test_absurd_sample_rate_is_refused_before_resampling(tmp_path):
+    # A header claiming 1 Hz: resampling all of it to 16 kHz once asked for 11.9 GiB.
+    path = _float_wav(tmp_path / "one_hz.wav", tone(0.1, 100.0, 1), rate=1)
+    with pytest.raises(UnusableAudio, match=r"1 Hz; accepted rates are 1000-384000 Hz") as error:
+        load_clip(path, FeatureConfig())
+    assert error.value.reason == "unreadable"
+    with pytest.warns(RuntimeWarning, match="1 unreadable"):
+        result = extract_features([path], FeatureConfig(), num_workers=1, progress=False)
+    assert [f.reason for f in result.failures] == ["unreadable"]
+
+
+def test_only_the_clip_is_read_and_resampling_it_equals_resampling_the_whole_file(tmp_path):
+    rate = 44100
+    audio = tone(440, 30.0, rate) + tone(1234, 30.0, rate, amplitude=0.2)
+    path = _float_wav(tmp_path / "long.wav", audio, rate=rate)
+    reads = []
+    real_read = soundfile.SoundFile.read
+
+    def recording_read(self, frames=-1, *args, **kwargs):
+        reads.append(frames)
+        return real_read(self, frames, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(soundfile.SoundFile, "read", recording_read)
+        clip = load_clip(path, FeatureConfig())
+    assert len(reads) == 1 and 0 < reads[0] < 2 * rate  # 1 s of 30, plus the filter's reach
+    whole = resample_poly(audio.astype(np.float64), 160, 441)[:16000]
+    np.testing.assert_allclose(clip, whole, rtol=0, atol=1e-6)
