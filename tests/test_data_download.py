@@ -20,6 +20,8 @@ from gradlab.data.download import (
 from gradlab.data.speech_commands import (
     ARCHIVE_NAME,
     FOLDER_NAME,
+    SPEECH_COMMANDS_SHA256,
+    SPEECH_COMMANDS_URL,
     prepare_speech_commands,
 )
 
@@ -209,6 +211,16 @@ def test_corrupt_unverified_archive_is_deleted(server, tmp_path, monkeypatch):
         with pytest.raises(DownloadError, match="truncated or corrupt"):
             prepare_speech_commands(url=f"{url}/truncated.tar.gz", sha256=None, progress=False)
     assert not (tmp_path / "home" / ARCHIVE_NAME).exists()
+
+
+def test_the_default_download_is_verified_against_the_pinned_digest(server, tmp_path, monkeypatch):
+    url, data = server
+    monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "home"))
+    assert SPEECH_COMMANDS_URL.startswith("https://")
+    with pytest.raises(DownloadError, match=f"{_sha(data)}, expected {SPEECH_COMMANDS_SHA256}"):
+        prepare_speech_commands(url=f"{url}/good.tar.gz", progress=False)  # a fake archive
+    assert not (tmp_path / "home" / ARCHIVE_NAME).exists()
+    assert not (tmp_path / "home" / FOLDER_NAME).exists()
 
 
 def test_no_download_when_root_is_given(tmp_path):

@@ -1,6 +1,7 @@
 """MFCC extraction, the feature cache and normalisation."""
 
 import dataclasses
+import os
 import warnings
 
 import librosa
@@ -281,3 +282,36 @@ def test_only_the_clip_is_read_and_resampling_it_equals_resampling_the_whole_fil
     assert len(reads) == 1 and 0 < reads[0] < 2 * rate  # 1 s of 30, plus the filter's reach
     whole = resample_poly(audio.astype(np.float64), 160, 441)[:16000]
     np.testing.assert_allclose(clip, whole, rtol=0, atol=1e-6)
+
+
+def test_same_size_and_mtime_but_new_content_misses_the_cache(tmp_path, small_files, monkeypatch):
+    root, files = small_files
+    options = dict(root=root, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
+    x1, _, _ = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+    target = files.paths[1]
+    before = target.stat()
+    write_wav(target, tone(777, 0.3, 16000))  # same length, so the same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    calls = _counting_extractor(monkeypatch)
+    x2, _, info = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+    assert calls == [4] and not info["cache_hit"]
+    fresh = mfcc(load_clip(target, FeatureConfig()), FeatureConfig())
+    np.testing.assert_array_equal(x2[1], fresh)
+    assert not np.array_equal(x1[1], x2[1])
+
+
+def test_cache_hit_reports_and_warns_about_files_skipped_when_it_was_built(tmp_path, small_files):
+    root, files = small_files
+    loud = _float_wav(root / "loud.wav", tone(300, 0.3, 16000, amplitude=1e24))
+    silent = write_wav(root / "silent.wav", np.zeros(4000, np.float32))
+    files = LabelledFiles(files.paths + (loud, silent), files.labels + (0, 1))
+    options = dict(root=root, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
+    with pytest.warns(RuntimeWarning, match="skipped 2 of 6"):
+        x1, _, first = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+    with pytest.warns(RuntimeWarning, match=r"built without 2 files \(1 empty, 1 non_finite\)"):
+        x2, _, again = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+    assert again["cache_hit"] and x2.shape[0] == 4 and np.isfinite(x2).all()
+    expected = {"empty": ["silent.wav"], "non_finite": ["loud.wav"]}
+    assert first["skipped_by_reason"] == again["skipped_by_reason"] == expected
+    assert again["skipped"] == [str(loud), str(silent)]
