@@ -14,6 +14,7 @@ from data_helpers import build_speech_commands_tree
 from gradlab.data import DownloadError, load_speech_commands
 from gradlab.data.download import (
     EXTRACTED_MARKER,
+    MAX_MEMBER_BYTES,
     download_file,
     extract_speech_commands,
 )
@@ -171,6 +172,34 @@ def test_extraction_keeps_only_chosen_words_and_lists(server, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(DownloadError, match="truncated or corrupt"):
         extract_speech_commands(truncated, tmp_path / "tree2", ["one", "two", "three", "four"])
+
+
+def test_an_oversized_member_is_refused_and_never_written(server, tmp_path, monkeypatch):
+    """A 9.4 MB archive once extracted a 2 GiB "wav"; members are capped."""
+    url, _ = server
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, size in (
+            ("./validation_list.txt", 0),
+            ("./testing_list.txt", 0),
+            ("./one/00000000_nohash_0.wav", 1000),
+            ("./one/big_nohash_0.wav", MAX_MEMBER_BYTES + 1),
+        ):
+            member = tarfile.TarInfo(name)
+            member.size = size
+            tar.addfile(member, io.BytesIO(bytes(size)))
+    crafted = buffer.getvalue()
+    assert len(crafted) < MAX_MEMBER_BYTES // 100  # zeros compress: the archive looks harmless
+    _Handler.files["/big.tar.gz"] = crafted
+    monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "home"))
+    with pytest.raises(DownloadError, match=r"refusing to extract \./one/big_nohash_0\.wav"):
+        prepare_speech_commands(
+            words=["one"], url=f"{url}/big.tar.gz", sha256=_sha(crafted), progress=False
+        )
+    tree = tmp_path / "home" / FOLDER_NAME
+    written = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+    assert written == ["one/00000000_nohash_0.wav", "testing_list.txt", "validation_list.txt"]
+    assert not (tmp_path / "home" / ARCHIVE_NAME).exists()  # not kept for reuse
 
 
 def test_loader_downloads_into_the_data_folder_and_adds_words_later(server, tmp_path, monkeypatch):
