@@ -8,8 +8,8 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
-from scipy.signal import resample_poly
 from data_helpers import fsdd_recordings, tone, write_wav
+from scipy.signal import resample_poly
 
 from gradlab.data import FeatureConfig
 from gradlab.data import audio as audio_module
@@ -292,7 +292,8 @@ def test_same_size_and_mtime_but_new_content_misses_the_cache(tmp_path, small_fi
     before = target.stat()
     write_wav(target, tone(777, 0.3, 16000))  # same length, so the same size
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert (target.stat().st_size, target.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     calls = _counting_extractor(monkeypatch)
     x2, _, info = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
     assert calls == [4] and not info["cache_hit"]
@@ -308,10 +309,30 @@ def test_cache_hit_reports_and_warns_about_files_skipped_when_it_was_built(tmp_p
     files = LabelledFiles(files.paths + (loud, silent), files.labels + (0, 1))
     options = dict(root=root, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
     with pytest.warns(RuntimeWarning, match="skipped 2 of 6"):
-        x1, _, first = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+        _, _, first = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
     with pytest.warns(RuntimeWarning, match=r"built without 2 files \(1 empty, 1 non_finite\)"):
-        x2, _, again = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+        x2, _, again = cached_features(
+            "toy", "train", files, ["a", "b"], FeatureConfig(), **options
+        )
     assert again["cache_hit"] and x2.shape[0] == 4 and np.isfinite(x2).all()
     expected = {"empty": ["silent.wav"], "non_finite": ["loud.wav"]}
     assert first["skipped_by_reason"] == again["skipped_by_reason"] == expected
     assert again["skipped"] == [str(loud), str(silent)]
+
+
+def test_a_split_left_empty_by_skipping_is_an_error(tmp_path, small_files):
+    root, files = small_files
+    silent = write_wav(root / "silent.wav", np.zeros(4000, np.float32))
+    splits = {
+        "train": files,
+        "validation": LabelledFiles((silent,), (0,)),
+        "test": LabelledFiles(files.paths[:2], files.labels[:2]),
+    }
+    with (
+        pytest.warns(RuntimeWarning, match="1 empty"),
+        pytest.raises(ValueError, match=r"validation split is empty \(all 1 files .* skipped"),
+    ):
+        audio_module.build_audio_splits(
+            "toy", splits, ["a", "b"], FeatureConfig(), root=root,
+            cache_dir=tmp_path / "cache", num_workers=1, progress=False,
+        )  # fmt: skip

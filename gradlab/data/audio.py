@@ -261,10 +261,11 @@ def build_audio_splits(
     for split in SPLIT_NAMES:
         if arrays[split][0].shape[0] == 0:
             listed = len(splits[split].paths)
+            why = f"all {listed} files chosen for it were skipped" if listed else "no files"
             raise ValueError(
-                f"the {dataset} {split} split is empty: {listed} files were chosen for it"
-                + (f" and all were skipped ({split_info[split]['skipped_by_reason']})" if listed else "")
-                + "; choose words, takes or speakers that give every split files"
+                f"the {dataset} {split} split is empty ({why}: "
+                f"{split_info[split]['skipped_by_reason']}); choose words, takes or speakers "
+                f"that give every split files"
             )
     mean = std = None
     if normalise:

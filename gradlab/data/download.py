@@ -21,6 +21,7 @@ import urllib.request
 import warnings
 import zlib
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -165,11 +166,12 @@ def download_file(
         )
     os.replace(part, destination)
     record = destination.with_name(destination.name + ".sha256")
-    record.write_text(f"{digest}  {destination.name}\n")
+    line = f"{digest}  {destination.name}\n"
+    write_atomic(record, lambda temporary: temporary.write_text(line))
     return digest
 
 
-def _copy_to(source, path: Path, limit: int) -> None:
+def _copy_to(source, path: Path, *, limit: int) -> None:
     """Copies at most ``limit`` bytes, whatever the member header claims."""
     with open(path, "wb") as handle:
         while block := source.read(min(_CHUNK, limit + 1 - handle.tell())):
@@ -231,9 +233,7 @@ def extract_speech_commands(
                 if member.size > MAX_MEMBER_BYTES:
                     raise _MemberTooLarge(member.size)
                 source = stream.extractfile(member)
-                write_atomic(
-                    target, lambda temporary: _copy_to(source, temporary, MAX_MEMBER_BYTES)
-                )
+                write_atomic(target, partial(_copy_to, source, limit=MAX_MEMBER_BYTES))
     except _MemberTooLarge as error:
         raise DownloadError(
             f"refusing to extract {member.name} from {archive}: it holds {error.args[0]} bytes "

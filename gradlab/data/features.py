@@ -129,7 +129,8 @@ def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
     audio = audio.mean(axis=1)  # (S,)
     if not np.any(audio):
         raise UnusableAudio(
-            SKIP_EMPTY, f"no sound: {audio.shape[0]} samples, all zero, in the clip's {config.clip_seconds} s"
+            SKIP_EMPTY,
+            f"no sound: {audio.shape[0]} samples, all zero, in the clip's {config.clip_seconds} s",
         )
     if rate != config.sample_rate:
         audio = resample_poly(audio, up, down)
