@@ -14,12 +14,15 @@ from data_helpers import build_speech_commands_tree
 from gradlab.data import DownloadError, load_speech_commands
 from gradlab.data.download import (
     EXTRACTED_MARKER,
+    MAX_MEMBER_BYTES,
     download_file,
     extract_speech_commands,
 )
 from gradlab.data.speech_commands import (
     ARCHIVE_NAME,
     FOLDER_NAME,
+    SPEECH_COMMANDS_SHA256,
+    SPEECH_COMMANDS_URL,
     prepare_speech_commands,
 )
 
@@ -171,6 +174,34 @@ def test_extraction_keeps_only_chosen_words_and_lists(server, tmp_path):
         extract_speech_commands(truncated, tmp_path / "tree2", ["one", "two", "three", "four"])
 
 
+def test_an_oversized_member_is_refused_and_never_written(server, tmp_path, monkeypatch):
+    """A 9.4 MB archive once extracted a 2 GiB "wav"; members are capped."""
+    url, _ = server
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, size in (
+            ("./validation_list.txt", 0),
+            ("./testing_list.txt", 0),
+            ("./one/00000000_nohash_0.wav", 1000),
+            ("./one/big_nohash_0.wav", MAX_MEMBER_BYTES + 1),
+        ):
+            member = tarfile.TarInfo(name)
+            member.size = size
+            tar.addfile(member, io.BytesIO(bytes(size)))
+    crafted = buffer.getvalue()
+    assert len(crafted) < MAX_MEMBER_BYTES // 100  # zeros compress: the archive looks harmless
+    _Handler.files["/big.tar.gz"] = crafted
+    monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "home"))
+    with pytest.raises(DownloadError, match=r"refusing to extract \./one/big_nohash_0\.wav"):
+        prepare_speech_commands(
+            words=["one"], url=f"{url}/big.tar.gz", sha256=_sha(crafted), progress=False
+        )
+    tree = tmp_path / "home" / FOLDER_NAME
+    written = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+    assert written == ["one/00000000_nohash_0.wav", "testing_list.txt", "validation_list.txt"]
+    assert not (tmp_path / "home" / ARCHIVE_NAME).exists()  # not kept for reuse
+
+
 def test_loader_downloads_into_the_data_folder_and_adds_words_later(server, tmp_path, monkeypatch):
     url, data = server
     monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "home"))
@@ -209,6 +240,16 @@ def test_corrupt_unverified_archive_is_deleted(server, tmp_path, monkeypatch):
         with pytest.raises(DownloadError, match="truncated or corrupt"):
             prepare_speech_commands(url=f"{url}/truncated.tar.gz", sha256=None, progress=False)
     assert not (tmp_path / "home" / ARCHIVE_NAME).exists()
+
+
+def test_the_default_download_is_verified_against_the_pinned_digest(server, tmp_path, monkeypatch):
+    url, data = server
+    monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "home"))
+    assert SPEECH_COMMANDS_URL.startswith("https://")
+    with pytest.raises(DownloadError, match=f"{_sha(data)}, expected {SPEECH_COMMANDS_SHA256}"):
+        prepare_speech_commands(url=f"{url}/good.tar.gz", progress=False)  # a fake archive
+    assert not (tmp_path / "home" / ARCHIVE_NAME).exists()
+    assert not (tmp_path / "home" / FOLDER_NAME).exists()
 
 
 def test_no_download_when_root_is_given(tmp_path):

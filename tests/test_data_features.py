@@ -1,6 +1,7 @@
 """MFCC extraction, the feature cache and normalisation."""
 
 import dataclasses
+import os
 import warnings
 
 import librosa
@@ -8,12 +9,13 @@ import numpy as np
 import pytest
 import soundfile
 from data_helpers import fsdd_recordings, tone, write_wav
+from scipy.signal import resample_poly
 
 from gradlab.data import FeatureConfig
 from gradlab.data import audio as audio_module
 from gradlab.data.audio import LabelledFiles, cached_features
 from gradlab.data.cache import load_arrays, make_key, save_arrays
-from gradlab.data.features import extract_features, load_clip, mfcc
+from gradlab.data.features import UnusableAudio, extract_features, load_clip, mfcc
 
 
 def test_default_config_gives_32_frames_of_20():
@@ -87,7 +89,7 @@ def test_undecodable_file_is_skipped_counted_and_warned_once(tmp_path):
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "broken.wav" in messages[0] and "1 of 4" in messages[0]
     assert result.ok.tolist() == [True, False, True, True]
-    assert [p for p, _ in result.failures] == [str(bad)]
+    assert [(f.path, f.reason) for f in result.failures] == [(str(bad), "unreadable")]
     assert np.all(result.features[1] == 0) and np.any(result.features[0] != 0)
 
 
@@ -208,3 +210,129 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path, small_files, monkeypatch):
     np.testing.assert_array_equal(x1, x2)
     _, _, info3 = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
     assert info3["cache_hit"]
+
+
+def _float_wav(path, audio, rate=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, audio, rate, subtype="FLOAT")
+    return path
+
+
+def test_loud_float_wav_is_skipped_as_non_finite_not_poisoning_the_rest(tmp_path):
+    good = write_wav(tmp_path / "good.wav", tone(300, 0.5, 16000))
+    loud = _float_wav(tmp_path / "loud.wav", tone(300, 0.5, 16000, amplitude=1e24))
+    assert np.isfinite(soundfile.read(loud)[0]).all()  # the file itself is finite
+    with pytest.warns(RuntimeWarning, match=r"1 non_finite.*loud\.wav"):
+        result = extract_features([good, loud], FeatureConfig(), num_workers=1, progress=False)
+    assert result.ok.tolist() == [True, False]
+    assert [(f.path, f.reason) for f in result.failures] == [(str(loud), "non_finite")]
+    assert "1e+24" in result.failures[0].detail  # says why: the amplitude
+    assert np.isfinite(result.features).all()
+
+
+def test_silent_and_zero_length_clips_are_skipped_as_empty(tmp_path):
+    good = write_wav(tmp_path / "good.wav", tone(300, 0.5, 16000))
+    silent = write_wav(tmp_path / "silent.wav", np.zeros(8000, np.float32))
+    no_frames = write_wav(tmp_path / "no_frames.wav", np.zeros(0, np.float32))
+    paths = [silent, good, no_frames]
+    with pytest.warns(RuntimeWarning, match="2 empty"):
+        result = extract_features(paths, FeatureConfig(), num_workers=1, progress=False)
+    assert result.ok.tolist() == [False, True, False]
+    assert {f.path: f.reason for f in result.failures} == {
+        str(silent): "empty",
+        str(no_frames): "empty",
+    }
+
+
+def test_normalisation_refuses_non_finite_statistics():
+    x = np.ones((3, 4, 2), dtype=np.float32)
+    x[1, 2, 0] = np.inf
+    with pytest.raises(ValueError, match=r"not finite \(1 of 3 examples"):
+        audio_module.normalisation_stats(x)
+    x[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        audio_module.normalisation_stats(x)
+
+
+def test_absurd_sample_rate_is_refused_before_resampling(tmp_path):
+    # A header claiming 1 Hz: resampling all of it to 16 kHz once asked for 11.9 GiB.
+    path = _float_wav(tmp_path / "one_hz.wav", tone(0.1, 100.0, 1), rate=1)
+    with pytest.raises(UnusableAudio, match=r"1 Hz; accepted rates are 1000-384000 Hz") as error:
+        load_clip(path, FeatureConfig())
+    assert error.value.reason == "unreadable"
+    with pytest.warns(RuntimeWarning, match="1 unreadable"):
+        result = extract_features([path], FeatureConfig(), num_workers=1, progress=False)
+    assert [f.reason for f in result.failures] == ["unreadable"]
+
+
+def test_only_the_clip_is_read_and_resampling_it_equals_resampling_the_whole_file(tmp_path):
+    rate = 44100
+    audio = tone(440, 30.0, rate) + tone(1234, 30.0, rate, amplitude=0.2)
+    path = _float_wav(tmp_path / "long.wav", audio, rate=rate)
+    reads = []
+    real_read = soundfile.SoundFile.read
+
+    def recording_read(self, frames=-1, *args, **kwargs):
+        reads.append(frames)
+        return real_read(self, frames, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(soundfile.SoundFile, "read", recording_read)
+        clip = load_clip(path, FeatureConfig())
+    assert len(reads) == 1 and 0 < reads[0] < 2 * rate  # 1 s of 30, plus the filter's reach
+    whole = resample_poly(audio.astype(np.float64), 160, 441)[:16000]
+    np.testing.assert_allclose(clip, whole, rtol=0, atol=1e-6)
+
+
+def test_same_size_and_mtime_but_new_content_misses_the_cache(tmp_path, small_files, monkeypatch):
+    root, files = small_files
+    options = dict(root=root, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
+    x1, _, _ = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+    target = files.paths[1]
+    before = target.stat()
+    write_wav(target, tone(777, 0.3, 16000))  # same length, so the same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    calls = _counting_extractor(monkeypatch)
+    x2, _, info = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+    assert calls == [4] and not info["cache_hit"]
+    fresh = mfcc(load_clip(target, FeatureConfig()), FeatureConfig())
+    np.testing.assert_array_equal(x2[1], fresh)
+    assert not np.array_equal(x1[1], x2[1])
+
+
+def test_cache_hit_reports_and_warns_about_files_skipped_when_it_was_built(tmp_path, small_files):
+    root, files = small_files
+    loud = _float_wav(root / "loud.wav", tone(300, 0.3, 16000, amplitude=1e24))
+    silent = write_wav(root / "silent.wav", np.zeros(4000, np.float32))
+    files = LabelledFiles(files.paths + (loud, silent), files.labels + (0, 1))
+    options = dict(root=root, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
+    with pytest.warns(RuntimeWarning, match="skipped 2 of 6"):
+        _, _, first = cached_features("toy", "train", files, ["a", "b"], FeatureConfig(), **options)
+    with pytest.warns(RuntimeWarning, match=r"built without 2 files \(1 empty, 1 non_finite\)"):
+        x2, _, again = cached_features(
+            "toy", "train", files, ["a", "b"], FeatureConfig(), **options
+        )
+    assert again["cache_hit"] and x2.shape[0] == 4 and np.isfinite(x2).all()
+    expected = {"empty": ["silent.wav"], "non_finite": ["loud.wav"]}
+    assert first["skipped_by_reason"] == again["skipped_by_reason"] == expected
+    assert again["skipped"] == [str(loud), str(silent)]
+
+
+def test_a_split_left_empty_by_skipping_is_an_error(tmp_path, small_files):
+    root, files = small_files
+    silent = write_wav(root / "silent.wav", np.zeros(4000, np.float32))
+    splits = {
+        "train": files,
+        "validation": LabelledFiles((silent,), (0,)),
+        "test": LabelledFiles(files.paths[:2], files.labels[:2]),
+    }
+    with (
+        pytest.warns(RuntimeWarning, match="1 empty"),
+        pytest.raises(ValueError, match=r"validation split is empty \(all 1 files .* skipped"),
+    ):
+        audio_module.build_audio_splits(
+            "toy", splits, ["a", "b"], FeatureConfig(), root=root,
+            cache_dir=tmp_path / "cache", num_workers=1, progress=False,
+        )  # fmt: skip

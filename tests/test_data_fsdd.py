@@ -1,6 +1,7 @@
 """The FSDD loader on the shared real recordings."""
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from data_helpers import fsdd_recordings
 
 from gradlab.data import load_dataset, load_fsdd
-from gradlab.data.fsdd import find_fsdd_root, fsdd_files
+from gradlab.data.fsdd import find_fsdd_root, fsdd_files, unmatched_wav_names
 
 SMALL = dict(
     speakers=["theo", "jackson"], takes=[0, 1, 5, 6, 10, 11, 12], num_workers=1, progress=False
@@ -97,3 +98,21 @@ def test_full_one_two_three_build_and_reload(tmp_path):
     )
     assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.y, again.test.y)
     assert torch.bincount(first.test.y).tolist() == [30, 30, 30]
+    assert first.skipped == again.skipped == {}  # every real recording is usable
+
+
+def test_wavs_named_outside_the_scheme_are_counted_and_reported(tmp_path):
+    recordings = fsdd_recordings()
+    copy = tmp_path / "fsdd"
+    copy.mkdir()
+    for path in recordings.glob("*.wav"):
+        (copy / path.name).symlink_to(path)
+    source = recordings / "1_theo_10.wav"
+    bad = ["1_theo_x.wav", "One_theo_3.wav", "1-theo-3.WAV"]
+    for name in bad:
+        shutil.copyfile(source, copy / name)
+    (copy / "README.md").write_text("not audio, not counted")
+    with pytest.warns(RuntimeWarning, match=r"skipped 3 WAV files .* \(first: 1-theo-3.WAV\)"):
+        data = load_fsdd(root=copy, cache_dir=tmp_path / "cache", **SMALL)
+    assert data.skipped == {"bad_name": sorted(bad)}
+    assert unmatched_wav_names(recordings) == []  # the real recordings are all well named

@@ -130,9 +130,33 @@ def test_undecodable_stereo_and_odd_rate_files_in_a_tree(tmp_path, tree):
         )
     assert len(data.train) == 6 + 2  # the broken file skipped, the other two kept
     assert data.info["splits"]["train"]["skipped"] == [str(root / "one" / "ffffffff_nohash_0.wav")]
-    # The skip is remembered by the cache: a reload neither warns nor re-reads.
-    again = load_speech_commands(root=root, cache_dir=tmp_path / "cache", normalise=False, **FAST)
+    assert data.skipped == {"unreadable": ["one/ffffffff_nohash_0.wav"]}
+    # The skip is remembered by the cache: a reload does not re-read, but says so again.
+    with pytest.warns(RuntimeWarning, match="built without 1 files"):
+        again = load_speech_commands(
+            root=root, cache_dir=tmp_path / "cache", normalise=False, **FAST
+        )
     assert again.info["splits"]["train"]["cache_hit"] and len(again.train) == 8
+    assert again.skipped == data.skipped
+
+
+def test_one_loud_wav_does_not_poison_the_dataset(tmp_path, tree):
+    """A finite float WAV at 1e24 once made every feature of every split NaN."""
+    root, expected = tree
+    loud = root / "one" / "10adf00d_nohash_0.wav"
+    soundfile.write(loud, tone(300, 0.5, 16000, amplitude=1e24), 16000, subtype="FLOAT")
+    silent = next(name for name in expected["test"] if name.startswith("two/"))
+    write_wav(root / silent, np.zeros(8000, np.float32))
+    with (
+        pytest.warns(RuntimeWarning, match="1 non_finite"),
+        pytest.warns(RuntimeWarning, match="1 empty"),
+    ):
+        data = load_speech_commands(root=root, cache_dir=tmp_path / "cache", **FAST)
+    assert data.skipped == {"empty": [silent], "non_finite": ["one/10adf00d_nohash_0.wav"]}
+    assert (len(data.train), len(data.validation), len(data.test)) == (3 + 2 + 1, 3, 5)
+    for split in (data.train, data.validation, data.test):
+        assert torch.isfinite(split.x).all()
+    assert np.isfinite(data.info["normalisation_std"]).all()
 
 
 def test_fsdd_recordings_laid_out_as_speech_commands(tmp_path):
@@ -156,3 +180,43 @@ def test_fsdd_recordings_laid_out_as_speech_commands(tmp_path):
     )
     assert len(data.validation) == len(validation) and len(data.test) == len(test)
     assert len(data.train) + len(data.validation) + len(data.test) == 24
+
+
+def test_list_entries_are_normalised_before_matching(tree):
+    root, expected = tree
+    validation = expected["validation"]
+    written = [
+        f"./{validation[0]}",
+        validation[1].replace("/", "\\"),
+        validation[2].replace("/", "//"),
+    ]
+    (root / "validation_list.txt").write_text("\n".join(written + validation[3:]) + "\n")
+    files = speech_commands_files(root, ["one", "two", "three"])
+    chosen = ("one/", "two/", "three/")
+    assert _relative(files["validation"], root) == [v for v in validation if v.startswith(chosen)]
+    assert not set(_relative(files["train"], root)) & set(validation)
+
+
+def test_list_entries_matching_no_file_are_counted_in_a_warning(tree):
+    root, expected = tree
+    extra = ["one/0badc0de_nohash_0.wav", "one/0badc0df_nohash_0.wav", "Two/x.wav"]
+    other_word = ["five/00000000_nohash_0.wav"]  # a word not chosen: not loaded, not counted
+    lines = expected["validation"] + extra + other_word
+    (root / "validation_list.txt").write_text("\n".join(lines) + "\n")
+    with pytest.warns(RuntimeWarning, match=r"validation_list.txt: 3 of 6 entries .* no file"):
+        files = speech_commands_files(root, ["one", "two", "three"])
+    assert len(files["validation"].paths) == 3
+
+
+@pytest.mark.parametrize("list_name", ["validation_list.txt", "testing_list.txt"])
+def test_a_list_matching_nothing_is_an_error_before_anything_is_written(tmp_path, tree, list_name):
+    root, expected = tree
+    split = "validation" if list_name.startswith("validation") else "test"
+    (root / list_name).write_text("".join(f"sub/{line}\n" for line in expected[split]))
+    cache = tmp_path / "cache"
+    with (
+        pytest.warns(RuntimeWarning, match="match no file"),
+        pytest.raises(ValueError, match=rf"the {split} split would be empty.*{list_name}"),
+    ):
+        load_speech_commands(root=root, cache_dir=cache, **FAST)
+    assert not cache.exists()

@@ -2,6 +2,8 @@
 
 Every dataset comes back as a ``DataSplits`` of tensors (see ``splits``);
 ``load_dataset`` is the one entry point, ``iterate_batches`` serves batches.
+Files a loader left out are in ``DataSplits.skipped`` (reason -> file names;
+reasons in ``SKIP_REASONS``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from gradlab.data.features import FeatureConfig
 from gradlab.data.fsdd import load_fsdd
 from gradlab.data.speech_commands import load_speech_commands
 from gradlab.data.splits import (
+    SKIP_REASONS,
     TASK_CLASSIFICATION,
     TASK_REGRESSION,
     TASK_SEQUENCE_CLASSIFICATION,
@@ -74,6 +77,7 @@ def load_dataset(name: str, **options: Any) -> DataSplits:
 __all__ = [
     "ADDING_BASELINE_MSE",
     "DATASETS",
+    "SKIP_REASONS",
     "TASKS",
     "TASK_CLASSIFICATION",
     "TASK_REGRESSION",

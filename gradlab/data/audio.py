@@ -2,15 +2,21 @@
 
 Shared by the Speech Commands and FSDD loaders. Each split's raw MFCCs are
 cached under a key made of the dataset, split, class names, every
-``FeatureConfig`` field and the file list (relative path, size and mtime of
-every file, and its label), so any change misses the cache. Normalisation is
+``FeatureConfig`` field and the file list (relative path, size and a BLAKE2b
+digest of the bytes of every file, and its label), so any change misses the
+cache, even one that keeps a file's size and modification time. Files
+skipped while extracting are stored with the features, so a cache hit
+reports (and warns about) them as the first load did. Normalisation is
 applied after loading: per-coefficient mean and standard deviation over all
 frames of the training split only, applied to every split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +31,7 @@ from gradlab.data.paths import default_cache_dir
 from gradlab.data.splits import TASK_CLASSIFICATION, DataSplits, SplitTensors
 
 #: Bump when the cached arrays' meaning changes, to invalidate old caches.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 SPLIT_NAMES = ("train", "validation", "test")
 
@@ -42,13 +48,31 @@ class LabelledFiles:
             raise ValueError("paths and labels must have the same length")
 
 
-def _file_record(path: Path, root: Path) -> list[Any]:
-    stat = path.stat()
+def _content_digest(path: Path) -> str:
+    """BLAKE2b of the file's bytes: the cache must follow content, not mtime."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _relative_name(path: Path, root: Path) -> str:
     try:
-        name = path.relative_to(root).as_posix()
+        return path.relative_to(root).as_posix()
     except ValueError:
-        name = path.as_posix()
-    return [name, stat.st_size, stat.st_mtime_ns]
+        return path.as_posix()
+
+
+def _file_record(path: Path, root: Path) -> list[Any]:
+    return [_relative_name(path, root), path.stat().st_size, _content_digest(path)]
+
+
+def _skip_summary(names: Sequence[str], reasons: Sequence[str]) -> dict[str, list[str]]:
+    summary: dict[str, list[str]] = {}
+    for name, reason in zip(names, reasons, strict=True):
+        summary.setdefault(reason, []).append(name)
+    return {reason: sorted(found) for reason, found in sorted(summary.items())}
 
 
 def cached_features(
@@ -65,6 +89,9 @@ def cached_features(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Raw MFCCs of one split, computed once and then read from the cache.
 
+    A cache hit whose entry was built without some files warns about them,
+    as the extraction that built it did.
+
     Args:
         dataset: Dataset name, part of the key and of the file name.
         split: Split name, part of the key.
@@ -78,8 +105,12 @@ def cached_features(
 
     Returns:
         ``x`` ``(N, T, F)`` float32 and ``y`` ``(N,)`` int64 for the files that
-        could be decoded, and a dict with ``cache_file``, ``cache_hit`` and
-        ``skipped`` (paths of files that could not be decoded).
+        could be used, and a dict with ``cache_file``, ``cache_hit``,
+        ``skipped`` (paths of the files left out) and ``skipped_by_reason``
+        (reason -> names relative to ``root``, see ``splits.SKIP_REASONS``).
+
+    Raises:
+        OSError: The cache file cannot be written; the message names it.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = make_key(
@@ -105,16 +136,37 @@ def cached_features(
             description=f"{dataset} {split} MFCC",
         )
         labels = np.asarray(files.labels, dtype=np.int64)
+        failures = extraction.failures
         arrays = {
             "x": extraction.features[extraction.ok],  # (N_ok, T, F)
             "y": labels[extraction.ok],  # (N_ok,)
-            "skipped": np.array([path for path, _ in extraction.failures], dtype=str),
+            "skipped": np.array([_relative_name(Path(f.path), root) for f in failures], dtype=str),
+            "skipped_reason": np.array([f.reason for f in failures], dtype=str),
+            "skipped_detail": np.array([f.detail for f in failures], dtype=str),
         }
-        save_arrays(cache_file, key, arrays)
+        try:
+            save_arrays(cache_file, key, arrays)
+        except OSError as error:
+            raise OSError(
+                f"cannot write the feature cache file {cache_file} ({error}); free disk space "
+                f"there or pass cache_dir= a writable folder"
+            ) from error
+    names = [str(name) for name in arrays["skipped"].tolist()]
+    reasons = [str(reason) for reason in arrays["skipped_reason"].tolist()]
+    if hit and names:
+        counts = Counter(reasons)
+        warnings.warn(
+            f"{dataset} {split}: the cached features in {cache_file} were built without "
+            f"{len(names)} files ({', '.join(f'{n} {r}' for r, n in sorted(counts.items()))}); "
+            f"first: {names[0]} ({arrays['skipped_detail'][0]})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     info = {
         "cache_file": str(cache_file),
         "cache_hit": hit,
-        "skipped": [str(p) for p in arrays["skipped"].tolist()],
+        "skipped": [str(root / name) for name in names],
+        "skipped_by_reason": _skip_summary(names, reasons),
     }
     return arrays["x"], arrays["y"], info
 
@@ -128,12 +180,23 @@ def normalisation_stats(train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``mean`` and ``std``, each ``(F,)`` float32; a constant coefficient
         gets std 1 so that it maps to 0 instead of dividing by zero.
+
+    Raises:
+        ValueError: The training split is empty or its statistics are not finite.
     """
     if train_x.shape[0] == 0:
         raise ValueError("cannot normalise: the training split is empty")
     frames = train_x.reshape(-1, train_x.shape[-1]).astype(np.float64)  # (N*T, F)
-    mean = frames.mean(axis=0)  # (F,)
-    std = frames.std(axis=0)  # (F,)
+    with np.errstate(invalid="ignore"):  # non-finite statistics are refused below
+        mean = frames.mean(axis=0)  # (F,)
+        std = frames.std(axis=0)  # (F,)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        bad = int(np.sum(~np.isfinite(train_x).all(axis=(1, 2))))
+        raise ValueError(
+            f"cannot normalise: the training statistics are not finite ({bad} of "
+            f"{train_x.shape[0]} examples hold NaN or infinite features); find them with "
+            f"numpy.isfinite, or load with normalise=False"
+        )
     std[std < 1e-8] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -150,6 +213,7 @@ def build_audio_splits(
     num_workers: int | None = None,
     progress: bool = True,
     info: Mapping[str, Any] | None = None,
+    skipped: Mapping[str, Sequence[str]] | None = None,
 ) -> DataSplits:
     """Turns the three splits' file lists into a classification ``DataSplits``.
 
@@ -164,12 +228,20 @@ def build_audio_splits(
         num_workers: Extraction processes.
         progress: Show progress bars.
         info: Extra provenance to record in ``info``.
+        skipped: Files the loader left out before extraction, reason -> names
+            relative to ``root`` (e.g. ``"bad_name"``).
 
     Returns:
-        ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)`` int64.
+        ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)`` int64;
+        ``skipped`` holds those files and the ones extraction left out.
+
+    Raises:
+        ValueError: A split is empty after skipping, or the normalisation
+            statistics are not finite.
     """
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     split_info: dict[str, Any] = {}
+    all_skipped: dict[str, list[str]] = {r: list(names) for r, names in (skipped or {}).items()}
     for split in SPLIT_NAMES:
         x, y, details = cached_features(
             dataset,
@@ -184,6 +256,17 @@ def build_audio_splits(
         )
         arrays[split] = (x, y)
         split_info[split] = {**details, "size": int(x.shape[0])}
+        for reason, names in details["skipped_by_reason"].items():
+            all_skipped.setdefault(reason, []).extend(names)
+    for split in SPLIT_NAMES:
+        if arrays[split][0].shape[0] == 0:
+            listed = len(splits[split].paths)
+            why = f"all {listed} files chosen for it were skipped" if listed else "no files"
+            raise ValueError(
+                f"the {dataset} {split} split is empty ({why}: "
+                f"{split_info[split]['skipped_by_reason']}); choose words, takes or speakers "
+                f"that give every split files"
+            )
     mean = std = None
     if normalise:
         mean, std = normalisation_stats(arrays["train"][0])
@@ -214,4 +297,5 @@ def build_audio_splits(
             "splits": split_info,
             **(info or {}),
         },
+        skipped={reason: sorted(names) for reason, names in sorted(all_skipped.items()) if names},
     )

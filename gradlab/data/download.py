@@ -15,13 +15,13 @@ import http.client
 import json
 import os
 import re
-import shutil
 import tarfile
 import urllib.error
 import urllib.request
 import warnings
 import zlib
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -30,6 +30,9 @@ from gradlab.atomic import write_atomic
 
 _CHUNK = 1 << 20
 LIST_FILES = ("validation_list.txt", "testing_list.txt")
+#: Largest archive member written: a one-second 16 kHz 16-bit clip is about
+#: 32 KB and each split list about 0.5 MB, so anything larger is refused.
+MAX_MEMBER_BYTES = 4 * 1024 * 1024
 #: Written into an extracted tree: the words extracted so far.
 EXTRACTED_MARKER = ".gradlab_extracted.json"
 
@@ -163,13 +166,22 @@ def download_file(
         )
     os.replace(part, destination)
     record = destination.with_name(destination.name + ".sha256")
-    record.write_text(f"{digest}  {destination.name}\n")
+    line = f"{digest}  {destination.name}\n"
+    write_atomic(record, lambda temporary: temporary.write_text(line))
     return digest
 
 
-def _copy_to(source, path: Path) -> None:
+def _copy_to(source, path: Path, *, limit: int) -> None:
+    """Copies at most ``limit`` bytes, whatever the member header claims."""
     with open(path, "wb") as handle:
-        shutil.copyfileobj(source, handle)
+        while block := source.read(min(_CHUNK, limit + 1 - handle.tell())):
+            handle.write(block)
+            if handle.tell() > limit:
+                raise _MemberTooLarge(handle.tell())
+
+
+class _MemberTooLarge(Exception):
+    pass
 
 
 def extracted_words(tree: Path) -> set[str]:
@@ -196,7 +208,8 @@ def extract_speech_commands(
         words: Word folders to extract.
 
     Raises:
-        DownloadError: The archive is truncated or not a gzip'd tar.
+        DownloadError: The archive is truncated or not a gzip'd tar, or a
+            member it would write is larger than ``MAX_MEMBER_BYTES``.
         ValueError: A word has no files in the archive.
     """
     tree = Path(tree)
@@ -217,14 +230,23 @@ def extract_speech_commands(
                     counts[parts[0]] += 1
                 else:
                     continue
+                if member.size > MAX_MEMBER_BYTES:
+                    raise _MemberTooLarge(member.size)
                 source = stream.extractfile(member)
-                write_atomic(target, lambda temporary: _copy_to(source, temporary))
+                write_atomic(target, partial(_copy_to, source, limit=MAX_MEMBER_BYTES))
+    except _MemberTooLarge as error:
+        raise DownloadError(
+            f"refusing to extract {member.name} from {archive}: it holds {error.args[0]} bytes "
+            f"or more, and members are capped at {MAX_MEMBER_BYTES} (a one-second clip is about "
+            f"32 KB); this is not a Speech Commands archive: delete it and download it again"
+        ) from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise DownloadError(
-            f"cannot read archive {archive} ({error}): it is truncated or corrupt"
+            f"cannot read archive {archive} ({error}): it is truncated or corrupt; "
+            f"delete it and download it again"
         ) from error
     missing = sorted(word for word, count in counts.items() if count == 0)
     if missing:
         raise ValueError(f"the archive {archive} has no files for: {', '.join(missing)}")
-    marker = tree / EXTRACTED_MARKER
-    marker.write_text(json.dumps({"words": sorted(extracted_words(tree) | wanted)}))
+    record = json.dumps({"words": sorted(extracted_words(tree) | wanted)})
+    write_atomic(tree / EXTRACTED_MARKER, lambda temporary: temporary.write_text(record))

@@ -18,9 +18,11 @@ import math
 import multiprocessing
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import librosa
 import numpy as np
@@ -28,6 +30,8 @@ import soundfile
 from scipy.signal import resample_poly
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
+
+from gradlab.data.splits import SKIP_EMPTY, SKIP_NON_FINITE, SKIP_UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,33 @@ class FeatureConfig:
         return 1 + self.clip_samples // self.hop_length
 
 
+#: Sample rates a file may declare, in Hz; outside them the header is not a
+#: speech recording (a header claiming 1 Hz once asked resampling for 11.9 GiB).
+SAMPLE_RATE_RANGE = (1_000, 384_000)
+#: Most channels a file may declare; each is read before the mono average.
+MAX_CHANNELS = 32
+
+
+class UnusableAudio(ValueError):
+    """A file that decodes but cannot be a training example.
+
+    Attributes:
+        reason: One of ``splits.SKIP_REASONS``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
     """Reads one audio file as a fixed-length mono clip.
 
-    Multi-channel audio is averaged to mono, other sample rates are resampled
-    (polyphase, ``scipy.signal.resample_poly``), and the result is zero-padded
-    at the end or cut to ``config.clip_samples``.
+    Only the samples the clip needs are read (plus the resampling filter's
+    reach), whatever length the header claims. Multi-channel audio is
+    averaged to mono, other sample rates are resampled (polyphase,
+    ``scipy.signal.resample_poly``), and the result is zero-padded at the end
+    or cut to ``config.clip_samples``.
 
     Args:
         path: An audio file soundfile can read (WAV, FLAC, ...).
@@ -79,12 +104,36 @@ def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
 
     Raises:
         soundfile.LibsndfileError: The file cannot be decoded.
+        UnusableAudio: The header declares a sample rate outside
+            ``SAMPLE_RATE_RANGE`` or more than ``MAX_CHANNELS`` channels
+            (reason ``"unreadable"``), or the clip holds no sound (``"empty"``).
     """
-    audio, rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)  # (S, C)
-    audio = audio.mean(axis=1)  # (S,)
-    if rate != config.sample_rate:
+    with soundfile.SoundFile(os.fspath(path)) as handle:
+        rate, channels = handle.samplerate, handle.channels
+        low, high = SAMPLE_RATE_RANGE
+        if not low <= rate <= high:
+            raise UnusableAudio(
+                SKIP_UNREADABLE, f"header declares {rate} Hz; accepted rates are {low}-{high} Hz"
+            )
+        if channels > MAX_CHANNELS:
+            raise UnusableAudio(
+                SKIP_UNREADABLE, f"header declares {channels} channels; at most {MAX_CHANNELS}"
+            )
         divisor = math.gcd(rate, config.sample_rate)
-        audio = resample_poly(audio, config.sample_rate // divisor, rate // divisor)
+        up, down = config.sample_rate // divisor, rate // divisor
+        # resample_poly's filter reaches 10 * max(up, down) upsampled samples each
+        # way, so these extra input samples make the kept part exact.
+        reach = 0 if rate == config.sample_rate else 10 * max(up, down) // up + 2
+        needed = math.ceil(config.clip_seconds * rate) + reach
+        audio = handle.read(needed, dtype="float32", always_2d=True)  # (S, C)
+    audio = audio.mean(axis=1)  # (S,)
+    if not np.any(audio):
+        raise UnusableAudio(
+            SKIP_EMPTY,
+            f"no sound: {audio.shape[0]} samples, all zero, in the clip's {config.clip_seconds} s",
+        )
+    if rate != config.sample_rate:
+        audio = resample_poly(audio, up, down)
     clip = np.zeros(config.clip_samples, dtype=np.float32)  # (S_clip,)
     kept = min(audio.shape[0], config.clip_samples)
     clip[:kept] = audio[:kept]
@@ -114,32 +163,64 @@ def mfcc(clip: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(coefficients.T, dtype=np.float32)  # (T, F)
 
 
+class SkippedFile(NamedTuple):
+    """A file left out of a dataset, with why."""
+
+    path: str
+    reason: str  # one of splits.SKIP_REASONS
+    detail: str  # the error, for the user
+
+
 @dataclass(frozen=True)
 class Extraction:
-    """Features of a list of files, with the files that could not be read.
+    """Features of a list of files, with the files that could not be used.
 
     Attributes:
         features: ``(N, T, F)`` float32; rows of failed files are zero.
-        ok: ``(N,)`` bool, false where the file could not be decoded.
-        failures: ``(path, reason)`` for every file that failed, in input order.
+        ok: ``(N,)`` bool, false where the file was skipped.
+        failures: A ``SkippedFile`` for every skipped file, in input order.
     """
 
     features: np.ndarray
     ok: np.ndarray
-    failures: tuple[tuple[str, str], ...]
+    failures: tuple[SkippedFile, ...]
+
+
+def clip_features(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
+    """MFCCs of one file, refusing non-finite results.
+
+    Returns:
+        ``(config.num_frames, config.n_mfcc)`` float32, all finite.
+
+    Raises:
+        UnusableAudio: The clip is empty or its features are not finite.
+        soundfile.LibsndfileError: The file cannot be decoded.
+    """
+    clip = load_clip(path, config)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the file
+        features = mfcc(clip, config)  # (T, F)
+    if not np.isfinite(features).all():
+        peak = float(np.max(np.abs(clip)))
+        raise UnusableAudio(
+            SKIP_NON_FINITE,
+            f"non-finite MFCCs (peak amplitude {peak:.3g}; speech audio is within [-1, 1]"
+            f" times amplitude_scale {config.amplitude_scale:g})",
+        )
+    return features
 
 
 def _extract_chunk(
     start: int, paths: Sequence[str], config: FeatureConfig
-) -> tuple[int, np.ndarray, list[tuple[int, str]]]:
-    """Worker: features of ``paths``, and ``(index, reason)`` for each failure."""
+) -> tuple[int, np.ndarray, list[tuple[int, str, str]]]:
+    """Worker: features of ``paths``, and ``(index, reason, detail)`` for each failure."""
     features = np.zeros((len(paths), config.num_frames, config.n_mfcc), dtype=np.float32)
     failures = []
     for i, path in enumerate(paths):
         try:
-            features[i] = mfcc(load_clip(path, config), config)
-        except Exception as error:  # one unreadable file must not end a long extraction
-            failures.append((i, f"{type(error).__name__}: {error}"))
+            features[i] = clip_features(path, config)
+        except Exception as error:  # one bad file must not end a long extraction
+            reason = error.reason if isinstance(error, UnusableAudio) else SKIP_UNREADABLE
+            failures.append((i, reason, f"{type(error).__name__}: {error}"))
     return start, features, failures
 
 
@@ -179,10 +260,11 @@ def extract_features(
     progress: bool = True,
     description: str = "MFCC",
 ) -> Extraction:
-    """Extracts MFCCs of many files on all cores, skipping unreadable ones.
+    """Extracts MFCCs of many files on all cores, skipping unusable ones.
 
-    Files that cannot be decoded are skipped and counted, with a single
-    warning naming the first of them; they never stop the extraction.
+    Files that cannot be decoded, hold no sound or give non-finite features
+    are skipped and counted by reason, with a single warning naming the first
+    of them; they never stop the extraction.
 
     Args:
         paths: Audio files.
@@ -199,17 +281,17 @@ def extract_features(
     n = len(paths)
     features = np.zeros((n, config.num_frames, config.n_mfcc), dtype=np.float32)  # (N, T, F)
     ok = np.ones(n, dtype=bool)
-    reasons: dict[int, str] = {}
+    reasons: dict[int, tuple[str, str]] = {}
     workers = default_num_workers() if num_workers is None else num_workers
     workers = max(1, min(workers, n // 16))  # tiny lists are not worth a process pool
     chunk = max(8, math.ceil(n / (workers * 8))) if workers > 1 else max(n, 1)
     starts = range(0, n, chunk)
 
-    def collect(start: int, block: np.ndarray, failed: list[tuple[int, str]]) -> None:
+    def collect(start: int, block: np.ndarray, failed: list[tuple[int, str, str]]) -> None:
         features[start : start + block.shape[0]] = block
-        for i, reason in failed:
+        for i, reason, detail in failed:
             ok[start + i] = False
-            reasons[start + i] = reason
+            reasons[start + i] = (reason, detail)
 
     if workers == 1:
         with (
@@ -233,12 +315,13 @@ def extract_features(
                     start, block, failed = future.result()
                     collect(start, block, failed)
                     bar.update(block.shape[0])
-    failures = tuple((paths[i], reasons[i]) for i in sorted(reasons))
+    failures = tuple(SkippedFile(paths[i], *reasons[i]) for i in sorted(reasons))
     if failures:
-        first_path, first_reason = failures[0]
+        counts = Counter(failure.reason for failure in failures)
         warnings.warn(
-            f"skipped {len(failures)} of {n} audio files that could not be decoded; "
-            f"first: {first_path} ({first_reason})",
+            f"skipped {len(failures)} of {n} audio files "
+            f"({', '.join(f'{count} {reason}' for reason, count in sorted(counts.items()))}); "
+            f"first: {failures[0].path} ({failures[0].detail})",
             RuntimeWarning,
             stacklevel=2,
         )

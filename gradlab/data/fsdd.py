@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gradlab.data.audio import LabelledFiles, build_audio_splits
 from gradlab.data.features import FeatureConfig
 from gradlab.data.paths import data_home
-from gradlab.data.splits import DataSplits
+from gradlab.data.splits import SKIP_BAD_NAME, DataSplits
 
 #: Environment variable naming the FSDD folder.
 FSDD_ENV = "GRADLAB_FSDD"
@@ -151,6 +152,19 @@ def fsdd_files(
     }
 
 
+def unmatched_wav_names(recordings: Path) -> list[str]:
+    """WAV files in ``recordings`` whose names do not follow FSDD's scheme, sorted.
+
+    Their digit is unknown, so they cannot be loaded; ``load_fsdd`` reports
+    them under ``"bad_name"``.
+    """
+    return sorted(
+        name
+        for name in os.listdir(recordings)
+        if name.lower().endswith(".wav") and not _FILE_NAME.match(name)
+    )
+
+
 def load_fsdd(
     *,
     words: Sequence[str | int] = DEFAULT_WORDS,
@@ -177,10 +191,20 @@ def load_fsdd(
         progress: Show progress bars.
 
     Returns:
-        ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)``.
+        ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)``;
+        ``skipped`` names the files left out (WAVs named outside the
+        ``{digit}_{speaker}_{take}.wav`` scheme under ``"bad_name"``).
     """
     recordings = find_fsdd_root(root)
     digits = resolve_digits(words)
+    bad_names = unmatched_wav_names(recordings)
+    if bad_names:
+        warnings.warn(
+            f"skipped {len(bad_names)} WAV files in {recordings} not named "
+            f"{{digit}}_{{speaker}}_{{take}}.wav (first: {bad_names[0]}); rename them to load them",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     splits = fsdd_files(recordings, digits, speakers=speakers, takes=takes)
     return build_audio_splits(
         "fsdd",
@@ -193,4 +217,5 @@ def load_fsdd(
         num_workers=num_workers,
         progress=progress,
         info={"split_rule": "takes 0-4 test, 5-9 validation, 10-49 train"},
+        skipped={SKIP_BAD_NAME: bad_names} if bad_names else None,
     )

@@ -22,6 +22,8 @@ later without downloading again; delete it to reclaim the space.
 from __future__ import annotations
 
 import os
+import posixpath
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,11 +39,14 @@ from gradlab.data.features import FeatureConfig
 from gradlab.data.paths import DATA_ENV, data_home
 from gradlab.data.splits import DataSplits
 
-SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
-#: Not pinned: the archive's SHA-256 could not be confirmed from a trustworthy
-#: source when this was written. With None, the download is not verified (a
-#: warning says so) and the digest of what arrived is recorded beside it.
-SPEECH_COMMANDS_SHA256: str | None = None
+SPEECH_COMMANDS_URL = (
+    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+)
+#: Published SHA-256 of speech_commands_v0.02.tar.gz (2,428,923,189 bytes), as
+#: pinned by TensorFlow Datasets (tensorflow/datasets,
+#: tensorflow_datasets/url_checksums/speech_commands.txt) and by torchaudio
+#: (torchaudio/datasets/speechcommands.py, ``_CHECKSUMS``).
+SPEECH_COMMANDS_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"
 ARCHIVE_NAME = "speech_commands_v0.02.tar.gz"
 FOLDER_NAME = "speech_commands_v0.02"
 VALIDATION_LIST = "validation_list.txt"
@@ -99,8 +104,35 @@ def _read_list(path: Path) -> set[str]:
             f"split list {path} is missing; a Speech Commands v0.02 tree has "
             f"{VALIDATION_LIST} and {TESTING_LIST} at its root (re-extract them from the archive)"
         )
-    lines = path.read_text().splitlines()
-    return {line.strip().replace("\\", "/") for line in lines if line.strip()}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"split list {path} is not UTF-8 text ({error}); re-extract it from the archive"
+        ) from error
+    # "./one/x.wav", "one\x.wav" (backslash) and "one//x.wav" all name one/x.wav.
+    return {posixpath.normpath(line.strip().replace("\\", "/")) for line in lines if line.strip()}
+
+
+def _warn_unmatched(
+    list_path: Path, entries: set[str], on_disk: set[str], words: Sequence[str], tree: Path
+) -> None:
+    """Warns about entries that should name a file of the chosen words but match none.
+
+    Entries of other Speech Commands words (or other folders of the tree) are
+    not loaded and not counted; an entry that names no word at all is.
+    """
+    known = set(ALL_WORDS) | {p.name for p in tree.iterdir() if p.is_dir()}
+    relevant = {e for e in entries if e.split("/")[0] in words or e.split("/")[0] not in known}
+    unmatched = sorted(relevant - on_disk)
+    if unmatched:
+        warnings.warn(
+            f"{list_path}: {len(unmatched)} of {len(relevant)} entries for the chosen words "
+            f"match no file under {tree} (first: {unmatched[0]!r}); entries must be "
+            f"<word>/<file>.wav relative to that folder",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def speech_commands_files(
@@ -115,9 +147,13 @@ def speech_commands_files(
     Returns:
         ``LabelledFiles`` for ``"train"``, ``"validation"`` and ``"test"``.
 
+    List entries are normalised (``./one/x.wav``, ``one\\x.wav`` -> ``one/x.wav``);
+    entries for the chosen words that match no file are counted in a warning.
+
     Raises:
         FileNotFoundError: A list file or a word folder is missing.
-        ValueError: A word folder holds no WAV files.
+        ValueError: A word folder holds no WAV files, or no file of the
+            chosen words is listed for validation or for test.
     """
     tree = Path(tree)
     words = resolve_words(words)
@@ -146,6 +182,18 @@ def speech_commands_files(
             else:
                 split = "train"
             chosen[split].append((relative, label))
+    on_disk = {relative for items in chosen.values() for relative, _ in items}
+    for list_name, entries, split in (
+        (VALIDATION_LIST, validation, "validation"),
+        (TESTING_LIST, testing, "test"),
+    ):
+        _warn_unmatched(tree / list_name, entries, on_disk, words, tree)
+        if not chosen[split]:
+            raise ValueError(
+                f"the {split} split would be empty: none of the {len(entries)} entries of "
+                f"{tree / list_name} names a file of the chosen words ({', '.join(words)}) "
+                f"under {tree}; entries must be <word>/<file>.wav relative to that folder"
+            )
     return {
         split: LabelledFiles(
             tuple(tree / relative for relative, _ in sorted(items)),

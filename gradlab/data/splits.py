@@ -15,6 +15,19 @@ Task kinds and their target layouts:
   ``(N, T)`` int64; a model needs a per-step readout giving logits
   ``(B, T, num_outputs)``, and the loss is
   ``cross_entropy(logits.reshape(-1, C), y.reshape(-1))``.
+
+Files a loader left out are listed in ``DataSplits.skipped``: reason ->
+sorted file names (relative to ``info["root"]``), with these reasons:
+
+- ``"unreadable"``: the file cannot be decoded, or its header is outside
+  what a speech clip can be (sample rate, channels).
+- ``"empty"``: no samples, or only zeros, in the part the clip uses.
+- ``"non_finite"``: its features are NaN or infinite (e.g. float audio at
+  1e24); such a clip would poison training and the normalisation statistics.
+- ``"bad_name"``: a WAV whose name does not follow the dataset's naming
+  scheme, so it has no label.
+
+A reason with no files is absent; synthetic datasets skip nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +41,12 @@ TASK_CLASSIFICATION = "classification"
 TASK_REGRESSION = "regression"
 TASK_SEQUENCE_CLASSIFICATION = "sequence_classification"
 TASKS = (TASK_CLASSIFICATION, TASK_REGRESSION, TASK_SEQUENCE_CLASSIFICATION)
+
+SKIP_UNREADABLE = "unreadable"
+SKIP_EMPTY = "empty"
+SKIP_NON_FINITE = "non_finite"
+SKIP_BAD_NAME = "bad_name"
+SKIP_REASONS = (SKIP_UNREADABLE, SKIP_EMPTY, SKIP_NON_FINITE, SKIP_BAD_NAME)
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,8 @@ class DataSplits:
         class_names: Class names in label order (empty for regression).
         info: Provenance: dataset name, paths, feature config, normalisation
             statistics, cache hits, skipped files, task parameters.
+        skipped: Files left out, reason -> sorted names relative to
+            ``info["root"]`` (module docstring); empty when none were.
     """
 
     train: SplitTensors
@@ -90,10 +111,14 @@ class DataSplits:
     seq_len: int
     class_names: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        unknown = sorted(set(self.skipped) - set(SKIP_REASONS))
+        if unknown:
+            raise ValueError(f"unknown skip reasons {unknown}; valid reasons: {SKIP_REASONS}")
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DataSplits:
         """Returns a copy with all three splits moved to ``device`` (and cast, see ``SplitTensors.to``)."""
@@ -107,4 +132,5 @@ class DataSplits:
             seq_len=self.seq_len,
             class_names=self.class_names,
             info=self.info,
+            skipped=self.skipped,
         )
