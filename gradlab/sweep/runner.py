@@ -159,9 +159,9 @@ def _skipped_files(datasets: Mapping[DataConfig, Any]) -> dict[str, Any]:
     """Files each dataset's loader skipped, by dataset label (recorded in sweep.json)."""
     skipped = {}
     for data, splits in datasets.items():
-        info = getattr(splits, "info", None) or {}
-        if info.get("skipped"):
-            skipped[data.dataset] = info["skipped"]
+        if getattr(splits, "skipped", None):
+            label = data.dataset if data.is_audio else f"{data.dataset} (T={data.seq_len})"
+            skipped[label] = {reason: list(names) for reason, names in splits.skipped.items()}
     return skipped
 
 

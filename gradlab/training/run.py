@@ -207,6 +207,7 @@ def summary_row(state: TrainState) -> dict[str, Any]:
     final_test_loss, final_test_accuracy = (math.nan, math.nan) if diverged else _test(state, state.model.state_dict())
     epochs = max(state.epochs_done, 1)
     info = data.info if isinstance(getattr(data, "info", None), dict) else {}
+    skipped = getattr(data, "skipped", None) or {}
     return {
         **state.run_info,
         "dataset": config.data.dataset,
@@ -247,4 +248,5 @@ def summary_row(state: TrainState) -> dict[str, Any]:
         "n_validation": len(data.validation),
         "n_test": len(data.test),
         "split": info.get("split"),
+        "skipped_files": sum(len(names) for names in skipped.values()),  # by reason in sweep.json
     }
