@@ -24,6 +24,7 @@ from gradlab.data.splits import (
 )
 from gradlab.data.synthetic import (
     ADDING_BASELINE_MSE,
+    DISTANCE_NOISE_STD,
     adding_problem,
     copy_memory,
     distance_task,
@@ -74,6 +75,7 @@ def load_dataset(name: str, **options: Any) -> DataSplits:
 __all__ = [
     "ADDING_BASELINE_MSE",
     "DATASETS",
+    "DISTANCE_NOISE_STD",
     "TASKS",
     "TASK_CLASSIFICATION",
     "TASK_REGRESSION",
