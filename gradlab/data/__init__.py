@@ -48,7 +48,7 @@ def load_dataset(name: str, **options: Any) -> DataSplits:
     - ``"speech-commands"``: ``load_speech_commands`` (words, root, download,
       url, sha256, features, normalise, cache_dir, num_workers, progress).
     - ``"fsdd"``: ``load_fsdd`` (words, root, features, normalise, cache_dir,
-      speakers, takes, num_workers, progress).
+      split, test_speaker, speakers, takes, num_workers, progress).
     - ``"adding"``: ``adding_problem`` (seq_len, n_train, n_validation, n_test, seed).
     - ``"copy-memory"``: ``copy_memory`` (delay or seq_len, n_symbols,
       memory_length, n_train, n_validation, n_test, seed).

@@ -278,5 +278,9 @@ def load_speech_commands(
         cache_dir=cache_dir,
         num_workers=num_workers,
         progress=progress,
-        info={"split_rule": f"official {VALIDATION_LIST} / {TESTING_LIST}"},
+        info={
+            # The official lists assign each speaker to one split.
+            "split": "official",
+            "split_rule": f"official {VALIDATION_LIST} / {TESTING_LIST}",
+        },
     )
