@@ -5,14 +5,17 @@ cached under a key made of the dataset, split, class names, every
 ``FeatureConfig`` field and the file list (relative path, size and mtime of
 every file, and its label), so any change misses the cache. Normalisation is
 applied after loading: per-coefficient mean and standard deviation over all
-frames of the training split only, applied to every split.
+frames of the training split only, applied to every split. With a delay
+(``FeatureConfig.delay``), the statistics come from the training clips without
+it, so they do not change with the delay (the appended silence would otherwise
+shift them).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +189,20 @@ def build_audio_splits(
         split_info[split] = {**details, "size": int(x.shape[0])}
     mean = std = None
     if normalise:
-        mean, std = normalisation_stats(arrays["train"][0])
+        undelayed = arrays["train"][0]
+        if config.delay:
+            undelayed, _, _ = cached_features(
+                dataset,
+                "train",
+                splits["train"],
+                class_names,
+                replace(config, delay=0),
+                root=root,
+                cache_dir=cache_dir,
+                num_workers=num_workers,
+                progress=progress,
+            )
+        mean, std = normalisation_stats(undelayed)
 
     def tensors(split: str) -> SplitTensors:
         x, y = arrays[split]

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gradlab.data.audio import LabelledFiles, build_audio_splits
-from gradlab.data.features import FeatureConfig
+from gradlab.data.features import FeatureConfig, with_silence
 from gradlab.data.paths import data_home
 from gradlab.data.splits import DataSplits
 
@@ -233,6 +233,8 @@ def load_fsdd(
     test_speaker: str | None = None,
     speakers: Iterable[str] | None = None,
     takes: Iterable[int] | None = None,
+    pad: str | None = None,
+    delay: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> DataSplits:
@@ -250,6 +252,9 @@ def load_fsdd(
             (default ``DEFAULT_TEST_SPEAKER``).
         speakers: Keep only these speakers.
         takes: Keep only these takes.
+        pad: Sets ``features.pad`` (``"end"`` or ``"start"``); None keeps it.
+        delay: Sets ``features.delay`` (frames of silence after the clip);
+            None keeps it.
         num_workers: Extraction processes (default all cores).
         progress: Show progress bars.
 
@@ -260,6 +265,7 @@ def load_fsdd(
     """
     recordings = find_fsdd_root(root)
     digits = resolve_digits(words)
+    features = with_silence(features, pad, delay)
     splits = fsdd_files(
         recordings, digits, split=split, test_speaker=test_speaker, speakers=speakers, takes=takes
     )
