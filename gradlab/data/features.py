@@ -1,11 +1,12 @@
 """MFCC features: reading clips and extracting them in parallel.
 
 Defaults match the coursework gradlab grew out of: 16 kHz audio, clips
-zero-padded at the end (or cut) to 1 s (``pad`` and ``delay`` move the word
-within the clip and append silence after it: see ``silence``), ``librosa.feature.mfcc`` with 20
+zero-padded at the end (or cut) to 1 s, ``librosa.feature.mfcc`` with 20
 coefficients, ``n_fft=2048`` and ``hop_length=512``, giving 32 frames of 20
-coefficients per clip. Every parameter is a field of ``FeatureConfig``, so the
-sequence length can be swept (a smaller hop gives more frames).
+coefficients per clip. ``pad`` and ``delay`` move the word to the clip's end
+and append frames of silence after it (see ``silence``). Every parameter is
+a field of ``FeatureConfig``, so the sequence length can be swept (a smaller
+hop gives more frames).
 
 One difference: gradlab reads audio as floats in [-1, 1] (soundfile's
 convention); the coursework read int16 samples with scipy, which is the same

@@ -272,7 +272,10 @@ def load_fsdd(
     if split == "speakers":
         rule = "by speaker: validation and test speakers are never in training"
     else:
-        rule = "takes 0-4 test, 5-9 validation, 10-49 train (speaker-dependent: every speaker in every split)"
+        rule = (
+            "takes 0-4 test, 5-9 validation, 10-49 train "
+            "(speaker-dependent: every speaker in every split)"
+        )
     return build_audio_splits(
         "fsdd",
         splits,
