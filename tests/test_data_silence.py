@@ -115,7 +115,7 @@ def test_load_fsdd_delay_keeps_the_normalisation_and_caches_each_delay(tmp_path)
     assert delayed.info["normalisation_std"] == plain.info["normalisation_std"]
     for split in ("train", "validation", "test"):
         cached = (plain.info["splits"][split], delayed.info["splits"][split])
-        assert cached[0]["cache_file"] != cached[1]["cache_file"]
+        assert cached[0]["cache_file"] != cached[1]["cache_file"] and not cached[1]["cache_hit"]
         np.testing.assert_allclose(
             getattr(delayed, split).x[:, :32], getattr(plain, split).x, rtol=1e-5, atol=1e-5
         )
@@ -135,6 +135,7 @@ def test_load_fsdd_delay_keeps_the_normalisation_and_caches_each_delay(tmp_path)
     # Padding at the start changes the features and is recorded.
     started = load_dataset("fsdd", pad="start", **options)
     assert started.info["features"]["pad"] == "start" and started.seq_len == 32
+    assert not started.info["splits"]["test"]["cache_hit"]  # pad is part of the cache key
     assert not torch.allclose(started.train.x, plain.train.x)
 
 
