@@ -39,6 +39,10 @@ INIT_APPLIES_TO: dict[str, tuple[str, ...]] = {
 DATASET_NAMES: tuple[str, ...] = ("speech-commands", "fsdd", "adding", "copy-memory", "distance")
 AUDIO_DATASETS: tuple[str, ...] = ("speech-commands", "fsdd")
 SYNTHETIC_DATASETS: tuple[str, ...] = ("adding", "copy-memory", "distance")
+#: FSDD split schemes: by speaker (no test speaker is heard in training) or by take (speaker-dependent).
+SPLITS: tuple[str, ...] = ("speakers", "takes")
+#: Where the word sits in its one-second clip: first (silence after it) or last (silence before it).
+PADS: tuple[str, ...] = ("end", "start")
 OPTIMISERS: tuple[str, ...] = ("adam", "sgd")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DTYPES: tuple[str, ...] = ("float32", "float64")
@@ -177,9 +181,20 @@ class DataConfig:
     hop_length: int = option(512, "MFCC hop in samples; sets T = 1 + 16000 // hop")
     amplitude_scale: float = option(1.0, "scale audio before the MFCC; 32768 reproduces the coursework's int16 input")
     cache_dir: str | None = option(None, "feature cache folder (default: gradlab's)", grid=False)
+    split: str = option("speakers", "FSDD split: speakers (validation and test speakers never heard in training) "
+                                    "or takes (speaker-dependent: every speaker in every split)")
+    test_speaker: str | None = option(None, "FSDD, split speakers: the test speaker (default theo; the validation "
+                                            "speaker is the next one alphabetically); rotate it to measure speaker "
+                                            "variance")
+    pad: str = option("end", "audio: where the silence filling the one-second clip goes: end (after the word) "
+                             "or start (before it)")
+    delay: int = option(0, "audio: K frames of silence appended after the clip (T = 32 + K at the default hop); "
+                           "the class is still read at the last step")
     takes: tuple[int, ...] | None = option(None, "FSDD: keep only these takes (a small subset for smoke tests)")
     seq_len: int | None = option(None, "synthetic tasks: sequence length T")
     distance: int | None = option(None, "distance task: steps from the event to the end (default T - 1)")
+    noise_std: float = option(0.1, "distance task: Gaussian noise on every step, so every sequence is distinct "
+                                   "(0: the three noiseless sequences)")
     n_train: int | None = option(None, "synthetic tasks: training sequences")
     n_validation: int | None = option(None, "synthetic tasks: validation sequences")
     n_test: int | None = option(None, "synthetic tasks: test sequences")
@@ -197,6 +212,13 @@ class DataConfig:
         for name in ("seq_len", "distance", "n_train", "n_validation", "n_test"):
             check_positive_int(f"DataConfig.{name}", getattr(self, name), allow_none=True)
         check_number("DataConfig.amplitude_scale", self.amplitude_scale, positive=True)
+        check_number("DataConfig.noise_std", self.noise_std, positive=False)
+        check_choice("split", self.split, SPLITS)
+        check_choice("pad", self.pad, PADS)
+        if isinstance(self.delay, bool) or not isinstance(self.delay, int) or self.delay < 0:
+            raise ValueError(f"DataConfig.delay must be an integer >= 0 (frames of silence), got {self.delay!r}")
+        if self.test_speaker is not None and not (self.dataset == "fsdd" and self.split == "speakers"):
+            raise ValueError("test_speaker applies to FSDD with split 'speakers' only; drop --test-speaker")
         if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
             raise ValueError(f"DataConfig.data_seed must be an integer >= 0, got {self.data_seed!r}")
 

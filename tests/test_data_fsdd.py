@@ -9,10 +9,21 @@ import torch
 from data_helpers import fsdd_recordings
 
 from gradlab.data import load_dataset, load_fsdd
-from gradlab.data.fsdd import find_fsdd_root, fsdd_files, unmatched_wav_names
+from gradlab.data.fsdd import (
+    DEFAULT_TEST_SPEAKER,
+    SPEAKERS,
+    find_fsdd_root,
+    fsdd_files,
+    unmatched_wav_names,
+    validation_speaker,
+)
 
 SMALL = dict(
-    speakers=["theo", "jackson"], takes=[0, 1, 5, 6, 10, 11, 12], num_workers=1, progress=False
+    split="takes",
+    speakers=["theo", "jackson"],
+    takes=[0, 1, 5, 6, 10, 11, 12],
+    num_workers=1,
+    progress=False,
 )
 
 
@@ -20,8 +31,27 @@ def _take(path):
     return int(re.match(r"\d_[a-z]+_(\d+)\.wav", path.name)[1])
 
 
+def _speaker(path):
+    return re.match(r"\d_([a-z]+)_\d+\.wav", path.name)[1]
+
+
+def _speakers(files):
+    return {name: {_speaker(p) for p in split.paths} for name, split in files.items()}
+
+
 def test_split_by_take_and_sorted_lists():
-    files = fsdd_files(fsdd_recordings())
+    recordings = fsdd_recordings()
+    files = fsdd_files(recordings, split="takes")
+    # The same files as before the speaker split existed, listed independently.
+    names = sorted(p.name for p in recordings.glob("[123]_*_*.wav"))
+    expected = {
+        "test": [n for n in names if _take(recordings / n) < 5],
+        "validation": [n for n in names if 5 <= _take(recordings / n) < 10],
+        "train": [n for n in names if _take(recordings / n) >= 10],
+    }
+    assert {name: [p.name for p in f.paths] for name, f in files.items()} == expected
+    # Speaker-dependent: every speaker is in every split.
+    assert all(speakers == set(SPEAKERS) for speakers in _speakers(files).values())
     assert {len(f.paths) for f in (files["test"], files["validation"])} == {90}
     assert len(files["train"].paths) == 720
     assert all(_take(p) <= 4 for p in files["test"].paths)
@@ -35,8 +65,8 @@ def test_split_by_take_and_sorted_lists():
 
 def test_labels_follow_the_given_order_and_digits_are_accepted():
     recordings = fsdd_recordings()
-    by_name = fsdd_files(recordings, ["three", "one"], speakers=["theo"])
-    by_digit = fsdd_files(recordings, [3, "1"], speakers=["theo"])
+    by_name = fsdd_files(recordings, ["three", "one"], split="takes", speakers=["theo"])
+    by_digit = fsdd_files(recordings, [3, "1"], split="takes", speakers=["theo"])
     assert by_name == by_digit
     for path, label in zip(by_name["train"].paths, by_name["train"].labels, strict=True):
         assert {"3": 0, "1": 1}[path.name[0]] == label
@@ -46,6 +76,76 @@ def test_labels_follow_the_given_order_and_digits_are_accepted():
         fsdd_files(recordings, ["one", 1])
     with pytest.raises(ValueError, match="no FSDD recordings.*one"):
         fsdd_files(recordings, ["one"], speakers=["nobody"])
+
+
+def test_speaker_split_holds_out_one_test_and_one_validation_speaker():
+    recordings = fsdd_recordings()
+    files = fsdd_files(recordings)
+    assert _speakers(files) == {
+        "test": {"theo"},
+        "validation": {"yweweler"},
+        "train": {"george", "jackson", "lucas", "nicolas"},
+    }
+    assert DEFAULT_TEST_SPEAKER == "theo" and validation_speaker("theo") == "yweweler"
+    # All 50 takes of 3 words for each speaker; labels still follow the digit.
+    assert [len(files[s].paths) for s in ("train", "validation", "test")] == [600, 150, 150]
+    for split in files.values():
+        assert list(split.paths) == sorted(split.paths)
+        for path, label in zip(split.paths, split.labels, strict=True):
+            assert int(path.name[0]) == label + 1
+    everything = [p for split in files.values() for p in split.paths]
+    assert sorted(everything) == sorted(recordings.glob("[123]_*_*.wav"))
+
+
+def test_rotating_the_test_speaker_holds_out_each_speaker_once_per_role():
+    recordings = fsdd_recordings()
+    as_test, as_validation = [], []
+    for speaker in SPEAKERS:
+        files = fsdd_files(recordings, ["zero", "nine"], test_speaker=speaker)
+        roles = _speakers(files)
+        assert roles["test"] == {speaker}
+        assert roles["validation"] == {validation_speaker(speaker)} != {speaker}
+        assert roles["train"] == set(SPEAKERS) - roles["test"] - roles["validation"]
+        as_test += roles["test"]
+        as_validation += roles["validation"]
+    assert sorted(as_test) == sorted(as_validation) == sorted(SPEAKERS)
+    # The validation speaker is the next one alphabetically, wrapping around.
+    assert validation_speaker("george") == "jackson" and validation_speaker("yweweler") == "george"
+    # Keeping fewer speakers rotates among those kept.
+    kept = fsdd_files(
+        recordings, ["one"], test_speaker="lucas", speakers=["george", "lucas", "theo"], takes=[0]
+    )
+    assert _speakers(kept) == {"test": {"lucas"}, "validation": {"theo"}, "train": {"george"}}
+
+
+def test_bad_split_options_say_what_is_wrong():
+    recordings = fsdd_recordings()
+    with pytest.raises(ValueError, match="unknown FSDD split 'random'"):
+        fsdd_files(recordings, split="random")
+    with pytest.raises(ValueError, match="unknown test speaker 'alice'.*george"):
+        fsdd_files(recordings, test_speaker="alice")
+    with pytest.raises(ValueError, match="split='speakers' only"):
+        fsdd_files(recordings, split="takes", test_speaker="theo")
+    with pytest.raises(ValueError, match="at least 3 speakers.*split='takes'"):
+        fsdd_files(recordings, speakers=["theo", "jackson"])
+
+
+def test_load_records_the_split_and_its_speakers(tmp_path):
+    recordings = fsdd_recordings()
+    options = dict(
+        root=recordings, cache_dir=tmp_path, takes=[0, 5, 10], num_workers=1, progress=False
+    )
+    data = load_dataset("fsdd", test_speaker="george", **options)
+    assert data.info["split"] == "speakers"
+    assert data.info["speakers"] == {
+        "train": ["lucas", "nicolas", "theo", "yweweler"],
+        "validation": ["jackson"],
+        "test": ["george"],
+    }
+    assert (len(data.train), len(data.validation), len(data.test)) == (36, 9, 9)
+    by_take = load_fsdd(split="takes", **options)
+    assert by_take.info["split"] == "takes" and "speaker-dependent" in by_take.info["split_rule"]
+    assert len(by_take.test) == 18 and by_take.info["speakers"]["test"] == sorted(SPEAKERS)
 
 
 def test_missing_root_says_where_it_looked(tmp_path):
@@ -91,13 +191,13 @@ def test_full_one_two_three_build_and_reload(tmp_path):
     recordings = fsdd_recordings()
     first = load_fsdd(root=recordings, cache_dir=tmp_path, num_workers=2, progress=False)
     again = load_fsdd(root=recordings, cache_dir=tmp_path, num_workers=2, progress=False)
-    assert (len(first.train), len(first.validation), len(first.test)) == (720, 90, 90)
+    assert (len(first.train), len(first.validation), len(first.test)) == (600, 150, 150)
     assert (
         not first.info["splits"]["train"]["cache_hit"]
         and again.info["splits"]["train"]["cache_hit"]
     )
     assert torch.equal(first.train.x, again.train.x) and torch.equal(first.test.y, again.test.y)
-    assert torch.bincount(first.test.y).tolist() == [30, 30, 30]
+    assert torch.bincount(first.test.y).tolist() == [50, 50, 50]
     assert first.skipped == again.skipped == {}  # every real recording is usable
 
 

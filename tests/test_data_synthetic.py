@@ -1,5 +1,6 @@
 """Synthetic long-range tasks: shapes, determinism and known baselines."""
 
+import hashlib
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 
 from gradlab.data import (
     ADDING_BASELINE_MSE,
+    DISTANCE_NOISE_STD,
     adding_problem,
     copy_memory,
     distance_task,
@@ -85,7 +87,9 @@ def test_copy_memory_seq_len_alternative():
 
 @pytest.mark.parametrize("distance", [0, 7, 49])
 def test_distance_task_event_is_at_the_requested_distance(distance):
-    data = distance_task(seq_len=50, distance=distance, n_train=64, n_validation=4, n_test=4)
+    data = distance_task(
+        seq_len=50, distance=distance, noise_std=0, n_train=64, n_validation=4, n_test=4
+    )
     x, y = data.train.x, data.train.y
     assert x.shape == (64, 50, 3) and y.shape == (64,)
     nonzero_steps = (x.abs().sum(dim=-1) > 0).nonzero()[:, 1]
@@ -100,6 +104,48 @@ def test_distance_task_noise_and_bad_distance():
     assert abs(x[:, 1:].std().item() - 0.5) < 0.02
     with pytest.raises(ValueError, match="distance"):
         distance_task(seq_len=10, distance=10)
+
+
+def test_distance_task_default_noise_makes_every_sequence_distinct():
+    data = distance_task(seq_len=50, n_train=2000, n_validation=500, n_test=500, seed=0)
+    assert data.info["noise_std"] == DISTANCE_NOISE_STD > 0
+    rows = {
+        split: getattr(data, split).x.reshape(len(getattr(data, split)), -1)
+        for split in ("train", "validation", "test")
+    }
+    everything = torch.cat(list(rows.values()))  # (N_all, T * C)
+    # No sequence is repeated within a split or shared between splits.
+    assert torch.unique(everything, dim=0).shape[0] == everything.shape[0] == 3000
+    # Without noise the same call has only one sequence per class in all splits.
+    noiseless = distance_task(seq_len=50, noise_std=0, n_train=2000, n_validation=500, n_test=500)
+    assert torch.unique(noiseless.train.x.reshape(2000, -1), dim=0).shape[0] == 3
+    # The event still names the class at its step, in every sequence, at the default noise.
+    for split in ("train", "validation", "test"):
+        tensors = getattr(data, split)
+        assert torch.equal(tensors.x[:, 0].argmax(dim=-1), tensors.y)  # default distance: step 0
+        assert tensors.x[:, 0].max(dim=-1).values.min() > 0.5
+    # Background steps carry noise of the documented size.
+    assert abs(data.train.x[:, 1:].std().item() - DISTANCE_NOISE_STD) < 0.002
+
+
+def test_distance_task_without_noise_reproduces_the_earlier_data_exactly():
+    # SHA-256 of x and y bytes, computed with the noiseless version this default replaced.
+    expected = {
+        "train": "afdf74ec171a3457c173545efb663b4262b5826c80ccca7dba388293c7191b7b",
+        "validation": "8b2e3dd5cbf283b3478b7c2570358515231187ac3eb662cdf46c71973da72880",
+        "test": "87c1f4b821802d4681eb0e109e66c24930d382f63331fbf4ea2aeb8e3cddf5a6",
+    }
+    data = distance_task(
+        seq_len=20, distance=13, noise_std=0.0, n_train=64, n_validation=8, n_test=16, seed=5
+    )
+    for split, digest in expected.items():
+        tensors = getattr(data, split)
+        content = tensors.x.numpy().tobytes() + tensors.y.numpy().tobytes()
+        assert hashlib.sha256(content).hexdigest() == digest, split
+    with pytest.raises(ValueError, match="noise_std"):
+        distance_task(seq_len=10, noise_std=-0.1)
+    with pytest.raises(ValueError, match="noise_std"):
+        distance_task(seq_len=10, noise_std=float("nan"))
 
 
 def test_long_sequences_generate_quickly():

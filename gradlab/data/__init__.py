@@ -15,6 +15,7 @@ from gradlab.data.batching import iterate_batches, to_device
 from gradlab.data.download import DownloadError
 from gradlab.data.features import FeatureConfig
 from gradlab.data.fsdd import load_fsdd
+from gradlab.data.silence import PADS
 from gradlab.data.speech_commands import load_speech_commands
 from gradlab.data.splits import (
     SKIP_REASONS,
@@ -27,6 +28,7 @@ from gradlab.data.splits import (
 )
 from gradlab.data.synthetic import (
     ADDING_BASELINE_MSE,
+    DISTANCE_NOISE_STD,
     adding_problem,
     copy_memory,
     distance_task,
@@ -48,9 +50,10 @@ def load_dataset(name: str, **options: Any) -> DataSplits:
     Names and the loader (and keyword options) each maps to:
 
     - ``"speech-commands"``: ``load_speech_commands`` (words, root, download,
-      url, sha256, features, normalise, cache_dir, num_workers, progress).
+      url, sha256, features, normalise, cache_dir, pad, delay, num_workers,
+      progress).
     - ``"fsdd"``: ``load_fsdd`` (words, root, features, normalise, cache_dir,
-      speakers, takes, num_workers, progress).
+      split, test_speaker, speakers, takes, pad, delay, num_workers, progress).
     - ``"adding"``: ``adding_problem`` (seq_len, n_train, n_validation, n_test, seed).
     - ``"copy-memory"``: ``copy_memory`` (delay or seq_len, n_symbols,
       memory_length, n_train, n_validation, n_test, seed).
@@ -77,6 +80,8 @@ def load_dataset(name: str, **options: Any) -> DataSplits:
 __all__ = [
     "ADDING_BASELINE_MSE",
     "DATASETS",
+    "DISTANCE_NOISE_STD",
+    "PADS",
     "SKIP_REASONS",
     "TASKS",
     "TASK_CLASSIFICATION",

@@ -8,7 +8,10 @@ cache, even one that keeps a file's size and modification time. Files
 skipped while extracting are stored with the features, so a cache hit
 reports (and warns about) them as the first load did. Normalisation is
 applied after loading: per-coefficient mean and standard deviation over all
-frames of the training split only, applied to every split.
+frames of the training split only, applied to every split. With a delay
+(``FeatureConfig.delay``), the statistics come from the training clips without
+it, so they do not change with the delay (the appended silence would otherwise
+shift them).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +272,20 @@ def build_audio_splits(
             )
     mean = std = None
     if normalise:
-        mean, std = normalisation_stats(arrays["train"][0])
+        undelayed = arrays["train"][0]
+        if config.delay:
+            undelayed, _, _ = cached_features(
+                dataset,
+                "train",
+                splits["train"],
+                class_names,
+                replace(config, delay=0),
+                root=root,
+                cache_dir=cache_dir,
+                num_workers=num_workers,
+                progress=progress,
+            )
+        mean, std = normalisation_stats(undelayed)
 
     def tensors(split: str) -> SplitTensors:
         x, y = arrays[split]

@@ -3,8 +3,10 @@
 Defaults match the coursework gradlab grew out of: 16 kHz audio, clips
 zero-padded at the end (or cut) to 1 s, ``librosa.feature.mfcc`` with 20
 coefficients, ``n_fft=2048`` and ``hop_length=512``, giving 32 frames of 20
-coefficients per clip. Every parameter is a field of ``FeatureConfig``, so the
-sequence length can be swept (a smaller hop gives more frames).
+coefficients per clip. ``pad`` and ``delay`` move the word to the clip's end
+and append frames of silence after it (see ``silence``). Every parameter is
+a field of ``FeatureConfig``, so the sequence length can be swept (a smaller
+hop gives more frames).
 
 One difference: gradlab reads audio as floats in [-1, 1] (soundfile's
 convention); the coursework read int16 samples with scipy, which is the same
@@ -21,7 +23,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import librosa
@@ -31,6 +33,7 @@ from scipy.signal import resample_poly
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from gradlab.data.silence import check_silence, clip_with_silence
 from gradlab.data.splits import SKIP_EMPTY, SKIP_NON_FINITE, SKIP_UNREADABLE
 
 
@@ -45,6 +48,8 @@ class FeatureConfig:
     hop_length: int = 512  # samples between frames: sets the sequence length T
     n_mels: int = 128  # mel bands before the DCT (librosa's default)
     amplitude_scale: float = 1.0  # 32768.0 reproduces the coursework's int16 input
+    pad: str = "end"  # "end": word then silence; "start": silence then word (see silence)
+    delay: int = 0  # frames of silence appended after the clip: T = clip frames + delay
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_mfcc", "n_fft", "hop_length", "n_mels"):
@@ -55,6 +60,7 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.clip_seconds must be > 0, got {self.clip_seconds}")
         if self.n_mfcc > self.n_mels:
             raise ValueError(f"n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
+        check_silence(self.pad, self.delay)
 
     @property
     def clip_samples(self) -> int:
@@ -62,9 +68,20 @@ class FeatureConfig:
         return int(round(self.sample_rate * self.clip_seconds))
 
     @property
-    def num_frames(self) -> int:
-        """Frames per clip, ``T`` (librosa centres frames: ``1 + samples // hop``)."""
+    def clip_frames(self) -> int:
+        """Frames of the clip alone (librosa centres frames: ``1 + samples // hop``)."""
         return 1 + self.clip_samples // self.hop_length
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per sequence, ``T``: the clip's frames plus ``delay``."""
+        return self.clip_frames + self.delay
+
+
+def with_silence(config: FeatureConfig, pad: str | None, delay: int | None) -> FeatureConfig:
+    """``config`` with ``pad`` and ``delay`` replaced where given (the loaders' shortcuts)."""
+    changes = {name: value for name, value in (("pad", pad), ("delay", delay)) if value is not None}
+    return replace(config, **changes) if changes else config
 
 
 #: Sample rates a file may declare, in Hz; outside them the header is not a
@@ -92,15 +109,16 @@ def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
     Only the samples the clip needs are read (plus the resampling filter's
     reach), whatever length the header claims. Multi-channel audio is
     averaged to mono, other sample rates are resampled (polyphase,
-    ``scipy.signal.resample_poly``), and the result is zero-padded at the end
-    or cut to ``config.clip_samples``.
+    ``scipy.signal.resample_poly``), and the result is cut or zero-padded to
+    ``config.clip_samples`` (the word first with ``pad="end"``, last with
+    ``pad="start"``), followed by ``config.delay`` frames of zeros.
 
     Args:
         path: An audio file soundfile can read (WAV, FLAC, ...).
         config: Target sample rate, clip length and amplitude scale.
 
     Returns:
-        ``(config.clip_samples,)`` float32.
+        ``(config.clip_samples + config.delay * config.hop_length,)`` float32.
 
     Raises:
         soundfile.LibsndfileError: The file cannot be decoded.
@@ -134,9 +152,9 @@ def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
         )
     if rate != config.sample_rate:
         audio = resample_poly(audio, up, down)
-    clip = np.zeros(config.clip_samples, dtype=np.float32)  # (S_clip,)
-    kept = min(audio.shape[0], config.clip_samples)
-    clip[:kept] = audio[:kept]
+    clip = clip_with_silence(
+        audio, config.clip_samples, pad=config.pad, delay_samples=config.delay * config.hop_length
+    )  # (S_clip + S_delay,)
     if config.amplitude_scale != 1.0:
         clip *= np.float32(config.amplitude_scale)
     return clip
@@ -146,7 +164,7 @@ def mfcc(clip: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """MFCCs of one clip, time-major.
 
     Args:
-        clip: ``(config.clip_samples,)`` float32, as from ``load_clip``.
+        clip: Samples as from ``load_clip``.
         config: MFCC parameters.
 
     Returns:

@@ -23,20 +23,24 @@ def loader_options(data: DataConfig) -> dict[str, Any]:
             n_mfcc=data.n_mfcc, n_fft=data.n_fft, hop_length=data.hop_length, amplitude_scale=data.amplitude_scale
         )
         options: dict[str, Any] = {"words": data.words, "features": features, "normalise": data.normalise,
-                                   "cache_dir": data.cache_dir}
+                                   "cache_dir": data.cache_dir, "pad": data.pad, "delay": data.delay}
         if data.data_dir is not None:
             options["root"] = data.data_dir
         if data.dataset == "speech-commands":
             options["download"] = data.download
-        elif data.takes is not None:
-            options["takes"] = data.takes
+        else:
+            options.update(split=data.split, test_speaker=data.test_speaker)
+            if data.takes is not None:
+                options["takes"] = data.takes
         return options
     options = {"seed": data.data_seed}
     for name in ("seq_len", "n_train", "n_validation", "n_test"):
         if getattr(data, name) is not None:
             options[name] = getattr(data, name)
-    if data.dataset == "distance" and data.distance is not None:
-        options["distance"] = data.distance
+    if data.dataset == "distance":
+        options["noise_std"] = data.noise_std
+        if data.distance is not None:
+            options["distance"] = data.distance
     return options
 
 

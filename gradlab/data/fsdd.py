@@ -1,10 +1,20 @@
 """Free Spoken Digit Dataset (FSDD): real recordings of spoken digits.
 
 6 speakers, 10 digits, 50 takes each (3,000 mono 8 kHz WAVs) named
-``{digit}_{speaker}_{take}.wav``. The official split puts takes 0-4 in the
-test set and takes 5-49 in training; gradlab carves a validation set from the
-training takes deterministically: takes 5-9 are validation, 10-49 train.
-Every speaker appears in every split (the split is by take, not by speaker).
+``{digit}_{speaker}_{take}.wav``. Two ways to split it:
+
+- ``split="speakers"`` (the default), speaker-independent: one test speaker
+  and one validation speaker, never heard in training; the other speakers'
+  recordings are the training set. The default test speaker is
+  ``DEFAULT_TEST_SPEAKER``; ``test_speaker=`` rotates it, and the validation
+  speaker is always ``validation_speaker(test_speaker)``, so the six
+  rotations hold out every speaker once as test and once as validation and
+  measure how much accuracy depends on the voice.
+- ``split="takes"``, speaker-dependent: FSDD's official split puts takes 0-4
+  in the test set and takes 5-49 in training; gradlab carves a validation set
+  from the training takes: takes 5-9 validation, 10-49 train. Every speaker
+  is in every split, so accuracies are higher than on unheard voices and not
+  comparable with Speech Commands (whose official split is by speaker).
 
 Words are digit names (``"one"``) or digits (``1``, ``"1"``); labels follow
 the order given, and class names are the digit names. Audio is resampled to
@@ -24,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gradlab.data.audio import LabelledFiles, build_audio_splits
-from gradlab.data.features import FeatureConfig
+from gradlab.data.features import FeatureConfig, with_silence
 from gradlab.data.paths import data_home
 from gradlab.data.splits import SKIP_BAD_NAME, DataSplits
 
@@ -32,6 +42,16 @@ from gradlab.data.splits import SKIP_BAD_NAME, DataSplits
 FSDD_ENV = "GRADLAB_FSDD"
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_WORDS = ("one", "two", "three")
+SPLITS = ("speakers", "takes")
+#: The speakers of FSDD (all male; accents from FSDD's metadata).
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+#: Held out for testing by default, with ``validation_speaker("theo") ==
+#: "yweweler"``. Each of the two shares an accent with a speaker who stays in
+#: training (theo is USA/neutral like jackson, yweweler DEU/German like lucas),
+#: so they test a new voice rather than an accent the network never heard;
+#: george (Greek) and nicolas (Belgian French), whose accents nobody else has,
+#: stay in training.
+DEFAULT_TEST_SPEAKER = "theo"
 TEST_TAKES = range(0, 5)  # official
 VALIDATION_TAKES = range(5, 10)  # gradlab's choice, carved from the official training takes
 TRAIN_TAKES = range(10, 50)
@@ -93,6 +113,35 @@ def resolve_digits(words: Sequence[str | int]) -> list[int]:
     return digits
 
 
+def validation_speaker(test_speaker: str, speakers: Iterable[str] = SPEAKERS) -> str:
+    """The validation speaker that goes with ``test_speaker``: the next of
+    ``speakers`` in alphabetical order, wrapping around after the last.
+
+    Raises:
+        ValueError: ``test_speaker`` is not one of ``speakers``, or fewer than
+            three speakers leave nobody to train on.
+    """
+    ordered = sorted(set(speakers))
+    if test_speaker not in ordered:
+        raise ValueError(
+            f"unknown test speaker {test_speaker!r}; speakers: {', '.join(ordered) or 'none'}"
+        )
+    if len(ordered) < 3:
+        raise ValueError(
+            f"split='speakers' needs at least 3 speakers (test, validation, train), got "
+            f"{', '.join(ordered)}; keep more speakers or use split='takes'"
+        )
+    return ordered[(ordered.index(test_speaker) + 1) % len(ordered)]
+
+
+def speaker_of(path: Path) -> str:
+    """The speaker named in an FSDD file name."""
+    match = _FILE_NAME.match(Path(path).name)
+    if not match:
+        raise ValueError(f"{path} is not named {{digit}}_{{speaker}}_{{take}}.wav")
+    return match[2]
+
+
 def split_of_take(take: int) -> str:
     """``"test"`` for takes 0-4, ``"validation"`` for 5-9, ``"train"`` otherwise."""
     if take in TEST_TAKES:
@@ -106,6 +155,8 @@ def fsdd_files(
     recordings: Path,
     words: Sequence[str | int] = DEFAULT_WORDS,
     *,
+    split: str = "speakers",
+    test_speaker: str | None = None,
     speakers: Iterable[str] | None = None,
     takes: Iterable[int] | None = None,
 ) -> dict[str, LabelledFiles]:
@@ -114,21 +165,32 @@ def fsdd_files(
     Args:
         recordings: Folder of FSDD WAVs (``find_fsdd_root``).
         words: Digit names or digits.
+        split: ``"speakers"`` (speaker-independent) or ``"takes"``
+            (speaker-dependent); see the module docstring.
+        test_speaker: With ``split="speakers"``, the speaker to test on
+            (default ``DEFAULT_TEST_SPEAKER``); validation is on
+            ``validation_speaker(test_speaker, <speakers kept>)``.
         speakers: Keep only these speakers (default all).
-        takes: Keep only these take numbers (default all), e.g. for small tests.
+        takes: Keep only these take numbers (default all), e.g. for small
+            tests; with ``split="takes"`` membership still follows the take.
 
     Returns:
         ``LabelledFiles`` for ``"train"``, ``"validation"`` and ``"test"``.
 
     Raises:
-        ValueError: A chosen digit has no recordings (after the filters).
+        ValueError: An unknown split or test speaker, a test speaker with
+            ``split="takes"``, or a chosen digit without recordings (after
+            the filters).
     """
+    if split not in SPLITS:
+        raise ValueError(f"unknown FSDD split {split!r}; expected one of {SPLITS}")
+    if split == "takes" and test_speaker is not None:
+        raise ValueError("test_speaker applies to split='speakers' only, not split='takes'")
     digits = resolve_digits(words)
     label_of = {digit: label for label, digit in enumerate(digits)}
     speaker_set = None if speakers is None else set(speakers)
     take_set = None if takes is None else set(takes)
-    chosen: dict[str, list[tuple[Path, int]]] = {"train": [], "validation": [], "test": []}
-    counts = dict.fromkeys(digits, 0)
+    kept: list[tuple[Path, int, str, int]] = []
     for name in sorted(os.listdir(recordings)):
         match = _FILE_NAME.match(name)
         if not match:
@@ -141,14 +203,23 @@ def fsdd_files(
             continue
         if take_set is not None and take not in take_set:
             continue
-        chosen[split_of_take(take)].append((path, label_of[digit]))
-        counts[digit] += 1
-    empty = [DIGIT_NAMES[d] for d, count in counts.items() if count == 0]
+        kept.append((path, label_of[digit], speaker, take))
+    labelled = {label for _, label, _, _ in kept}
+    empty = [DIGIT_NAMES[d] for d in digits if label_of[d] not in labelled]
     if empty:
         raise ValueError(f"no FSDD recordings in {recordings} for: {', '.join(empty)}")
+    role: dict[str, str] = {}
+    if split == "speakers":
+        test_speaker = DEFAULT_TEST_SPEAKER if test_speaker is None else test_speaker
+        validation = validation_speaker(test_speaker, {speaker for _, _, speaker, _ in kept})
+        role = {test_speaker: "test", validation: "validation"}
+    chosen: dict[str, list[tuple[Path, int]]] = {"train": [], "validation": [], "test": []}
+    for path, label, speaker, take in kept:
+        which = role.get(speaker, "train") if split == "speakers" else split_of_take(take)
+        chosen[which].append((path, label))
     return {
-        split: LabelledFiles(tuple(p for p, _ in items), tuple(label for _, label in items))
-        for split, items in chosen.items()
+        name: LabelledFiles(tuple(p for p, _ in items), tuple(label for _, label in items))
+        for name, items in chosen.items()
     }
 
 
@@ -172,8 +243,12 @@ def load_fsdd(
     features: FeatureConfig = FeatureConfig(),
     normalise: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    split: str = "speakers",
+    test_speaker: str | None = None,
     speakers: Iterable[str] | None = None,
     takes: Iterable[int] | None = None,
+    pad: str | None = None,
+    delay: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> DataSplits:
@@ -185,18 +260,28 @@ def load_fsdd(
         features: MFCC parameters.
         normalise: Standardise coefficients with training-split statistics.
         cache_dir: Feature cache folder (default ``~/.cache/gradlab/features``).
+        split: ``"speakers"`` (speaker-independent, the default) or
+            ``"takes"`` (speaker-dependent); see the module docstring.
+        test_speaker: With ``split="speakers"``, the speaker to test on
+            (default ``DEFAULT_TEST_SPEAKER``).
         speakers: Keep only these speakers.
-        takes: Keep only these takes (split membership still follows the take).
+        takes: Keep only these takes.
+        pad: Sets ``features.pad`` (``"end"`` or ``"start"``); None keeps it.
+        delay: Sets ``features.delay`` (frames of silence after the clip);
+            None keeps it.
         num_workers: Extraction processes (default all cores).
         progress: Show progress bars.
 
     Returns:
         ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)``;
-        ``skipped`` names the files left out (WAVs named outside the
-        ``{digit}_{speaker}_{take}.wav`` scheme under ``"bad_name"``).
+        ``info["split"]`` names the split and ``info["speakers"]`` lists the
+        speakers of each split; ``skipped`` names the files left out (WAVs
+        named outside the ``{digit}_{speaker}_{take}.wav`` scheme under
+        ``"bad_name"``).
     """
     recordings = find_fsdd_root(root)
     digits = resolve_digits(words)
+    features = with_silence(features, pad, delay)
     bad_names = unmatched_wav_names(recordings)
     if bad_names:
         warnings.warn(
@@ -205,7 +290,16 @@ def load_fsdd(
             RuntimeWarning,
             stacklevel=2,
         )
-    splits = fsdd_files(recordings, digits, speakers=speakers, takes=takes)
+    splits = fsdd_files(
+        recordings, digits, split=split, test_speaker=test_speaker, speakers=speakers, takes=takes
+    )
+    if split == "speakers":
+        rule = "by speaker: validation and test speakers are never in training"
+    else:
+        rule = (
+            "takes 0-4 test, 5-9 validation, 10-49 train "
+            "(speaker-dependent: every speaker in every split)"
+        )
     return build_audio_splits(
         "fsdd",
         splits,
@@ -216,6 +310,13 @@ def load_fsdd(
         cache_dir=cache_dir,
         num_workers=num_workers,
         progress=progress,
-        info={"split_rule": "takes 0-4 test, 5-9 validation, 10-49 train"},
+        info={
+            "split": split,
+            "split_rule": rule,
+            "speakers": {
+                name: sorted({speaker_of(path) for path in files.paths})
+                for name, files in splits.items()
+            },
+        },
         skipped={SKIP_BAD_NAME: bad_names} if bad_names else None,
     )

@@ -35,7 +35,7 @@ from gradlab.data.download import (
     extract_speech_commands,
     extracted_words,
 )
-from gradlab.data.features import FeatureConfig
+from gradlab.data.features import FeatureConfig, with_silence
 from gradlab.data.paths import DATA_ENV, data_home
 from gradlab.data.splits import DataSplits
 
@@ -291,6 +291,8 @@ def load_speech_commands(
     features: FeatureConfig = FeatureConfig(),
     normalise: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    pad: str | None = None,
+    delay: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> DataSplits:
@@ -305,6 +307,9 @@ def load_speech_commands(
         features: MFCC parameters.
         normalise: Standardise coefficients with training-split statistics.
         cache_dir: Feature cache folder (default ``<data folder>/features``).
+        pad: Sets ``features.pad`` (``"end"`` or ``"start"``); None keeps it.
+        delay: Sets ``features.delay`` (frames of silence after the clip);
+            None keeps it.
         num_workers: Extraction processes (default all cores).
         progress: Show progress bars.
 
@@ -312,6 +317,7 @@ def load_speech_commands(
         ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)``.
     """
     words = resolve_words(words)
+    features = with_silence(features, pad, delay)
     tree = prepare_speech_commands(
         words=words, root=root, download=download, url=url, sha256=sha256, progress=progress
     )
@@ -326,5 +332,9 @@ def load_speech_commands(
         cache_dir=cache_dir,
         num_workers=num_workers,
         progress=progress,
-        info={"split_rule": f"official {VALIDATION_LIST} / {TESTING_LIST}"},
+        info={
+            # The official lists assign each speaker to one split.
+            "split": "official",
+            "split_rule": f"official {VALIDATION_LIST} / {TESTING_LIST}",
+        },
     )

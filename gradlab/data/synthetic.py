@@ -10,7 +10,8 @@ split does not change when another split's size does.
   Le et al. (2015) and Arjovsky et al. (2016). Regression.
 - ``copy_memory``: Arjovsky et al. (2016). One label per time step.
 - ``distance_task``: one class per sequence, carried by a single event at
-  an exact number of steps before the end (the gradient distance).
+  an exact number of steps before the end (the gradient distance), over
+  background noise that makes every sequence distinct.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from gradlab.data.splits import (
     DataSplits,
     SplitTensors,
 )
+
+#: Default background noise of the distance task (see ``distance_task``).
+DISTANCE_NOISE_STD = 0.1
 
 #: Mean squared error of always predicting 1 on the adding problem: the sum of
 #: two U(0, 1) values has mean 1 and variance 2/12.
@@ -230,7 +234,7 @@ def distance_split(
     generator: torch.Generator,
     *,
     num_classes: int = 3,
-    noise_std: float = 0.0,
+    noise_std: float = DISTANCE_NOISE_STD,
 ) -> SplitTensors:
     """Draws ``n`` sequences whose class is shown once, ``distance`` steps from the end.
 
@@ -245,7 +249,8 @@ def distance_split(
         distance: Steps from the event to the last step, ``0 <= distance < seq_len``.
         generator: Source of randomness.
         num_classes: Number of classes (and input channels).
-        noise_std: Standard deviation of the background noise.
+        noise_std: Standard deviation of the background noise; 0 gives
+            noiseless sequences (and draws nothing for it from ``generator``).
 
     Returns:
         ``x`` ``(n, T, num_classes)`` float32 and ``y`` ``(n,)`` int64.
@@ -254,6 +259,8 @@ def distance_split(
         raise ValueError(f"distance must be in [0, seq_len) = [0, {seq_len}), got {distance}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if not math.isfinite(noise_std) or noise_std < 0:
+        raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
     y = torch.randint(0, num_classes, (n,), generator=generator)  # (n,)
     x = torch.zeros(n, seq_len, num_classes)  # (n, T, C)
     if noise_std > 0:
@@ -267,7 +274,7 @@ def distance_task(
     seq_len: int = 100,
     distance: int | None = None,
     num_classes: int = 3,
-    noise_std: float = 0.0,
+    noise_std: float = DISTANCE_NOISE_STD,
     n_train: int = 5000,
     n_validation: int = 1000,
     n_test: int = 1000,
@@ -275,12 +282,26 @@ def distance_task(
 ) -> DataSplits:
     """The distance task as a ``DataSplits`` (task ``"classification"``).
 
+    Background noise is on by default (``DISTANCE_NOISE_STD = 0.1``). Without
+    it the task has only ``num_classes`` distinct input sequences, shared by
+    all three splits, so test accuracy would be training fit. With it every
+    sequence is distinct (continuous noise never repeats), and the noise's
+    total energy ``T * num_classes * 0.01`` exceeds the event's (1) from
+    ``T = 34`` on (3 classes), so a test sequence is no near copy of a
+    training one: a model has to find the event. The task stays as learnable
+    as before: the event (+1) is 10 noise standard deviations high, so the
+    event step alone names the class except with probability about 1e-12
+    (a wrong channel beating the right one by 1 is a 7-sigma event at
+    ``0.1 * sqrt(2)``); what is hard is still carrying it across the distance.
+    ``noise_std=0`` reproduces the noiseless data of earlier versions exactly.
+
     Args:
         seq_len: Steps per sequence.
         distance: Steps between the informative event and the last step;
             default ``seq_len - 1`` (the event is the first step).
         num_classes: Number of classes; chance accuracy is ``1 / num_classes``.
-        noise_std: Standard deviation of background noise on every step.
+        noise_std: Standard deviation of background noise on every step
+            and channel (0: none).
         n_train: Training sequences.
         n_validation: Validation sequences.
         n_test: Test sequences.
