@@ -79,3 +79,31 @@ def test_amp_on_cpu_trains_in_bfloat16(tmp_path):
         torch.nn.Linear.forward = model_forward
     assert result.status == "finished"
     assert torch.bfloat16 in seen  # the head ran under CPU autocast
+
+
+def test_skipped_audio_is_counted_in_metrics_and_named_in_sweep_json(tmp_path):
+    import json
+
+    import soundfile
+
+    from data_helpers import fsdd_recordings, tone
+
+    recordings = fsdd_recordings()
+    copy = tmp_path / "fsdd"
+    copy.mkdir()
+    for path in recordings.glob("[123]_*_*.wav"):
+        _, speaker, take = path.stem.split("_")
+        if speaker in ("jackson", "theo") and take in ("0", "5", "10", "11"):
+            (copy / path.name).symlink_to(path)
+    poisoned = "1_jackson_10.wav"
+    (copy / poisoned).unlink()
+    soundfile.write(copy / poisoned, tone(300, 0.5, 16000, amplitude=1e24), 16000, subtype="FLOAT")
+    config = replace(BASE, model=replace(BASE.model, mode="GRU"),
+                     data=DataConfig("fsdd", data_dir=str(copy), cache_dir=str(tmp_path / "cache"), split="takes"),
+                     train=replace(BASE.train, epochs=1, diagnostics=False, batch_size=8))
+    runs = plan_runs(config, modes=["GRU"], seeds=[0])
+    with pytest.warns(RuntimeWarning, match="1_jackson_10"):
+        result = run_sweep(runs, tmp_path / "sweep", figures=False, progress=False)
+    assert result.summary.loc[0, "skipped_files"] == 1
+    record = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert record["skipped_files"] == {"fsdd": {"non_finite": [poisoned]}}
