@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -28,25 +29,47 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def start(*arguments: str) -> subprocess.Popen:
-    """Start this file as a script in a new process, importing gradlab from this checkout."""
+    """Start this file as a script in a new process, importing gradlab from this checkout.
+
+    The process leads a process group of its own, which its children join:
+    :func:`kill_group` ends them all, whatever the test saw of them.
+    """
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, __file__, *arguments], stdout=subprocess.PIPE, text=True, env=environment)
+    return subprocess.Popen([sys.executable, __file__, *arguments], stdout=subprocess.PIPE, env=environment,
+                            start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of the process group :func:`start` made for ``process``."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    process.stdout.close()
 
 
 def read_lines(process: subprocess.Popen, count: int, timeout: float = 20.0) -> list[str]:
     """The next ``count`` lines ``process`` prints, failing after ``timeout`` seconds."""
-    lines: list[str] = []
+    # Raw reads of the pipe: a buffered readline could swallow the next line
+    # into its buffer, where select() no longer sees it.
+    pending = _pending.setdefault(process.pid, b"")
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
-        while len(lines) < count:
+        while pending.count(b"\n") < count:
             if not selector.select(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"process {process.pid} printed {lines} in {timeout} s, expected {count} lines")
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"process {process.pid} ended (status {process.wait()}) after printing {lines}")
-            lines.append(line.strip())
-    return lines
+                raise TimeoutError(f"process {process.pid} printed {pending!r} in {timeout} s, expected {count} lines")
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"process {process.pid} ended (status {process.wait()}) after printing {pending!r}")
+            pending += chunk
+    lines = pending.split(b"\n")
+    _pending[process.pid] = b"\n".join(lines[count:])
+    return [line.decode().strip() for line in lines[:count]]
+
+
+_pending: dict[int, bytes] = {}
 
 
 def running(pid: int) -> bool:
@@ -77,43 +100,57 @@ def write_lock_file(path: Path, **fields) -> None:
 
 
 def race(barrier, results, root: str, rounds: int, index: int) -> None:
-    """Try for ``<root>/sweep<r>`` in each round at the same moment as the others; report who won."""
-    from gradlab.locking import SweepLock, SweepLockedError
+    """Try for ``<root>/sweep<r>`` in each round at the same moment as the others; report who won.
+
+    A winner whose lock file is no longer its own by the end of the round
+    reports "lost": two processes both believed they held the lock.
+    """
+    from gradlab.locking import SweepLock, SweepLockedError, SweepLockLost
 
     for round_index in range(rounds):
         lock = SweepLock(Path(root) / f"sweep{round_index}", stale_after=1.0, heartbeat_every=0.1)
-        barrier.wait()
+        barrier.wait(timeout=30)
         try:
             lock.acquire()
+            outcome = "won"
         except SweepLockedError:
-            results.put((round_index, index, False))
-        else:
-            lock.verify()  # the file on disk is this process's lock
-            results.put((round_index, index, True))
-        barrier.wait()  # everyone has tried while the winner still holds
+            outcome = "locked"
+        barrier.wait(timeout=30)  # everyone has tried while the winner still holds
+        if outcome == "won":
+            try:
+                lock.verify()
+            except SweepLockLost:
+                outcome = "lost"
+        results.put((round_index, index, outcome))
+        barrier.wait(timeout=30)
         lock.release()
 
 
-def race_processes(root: Path, rounds: int, processes: int = 4) -> dict[int, list[int]]:
-    """Run :func:`race` in ``processes`` spawned processes; the winners of each round."""
+def race_processes(root: Path, rounds: int, processes: int = 4) -> dict[int, list[str]]:
+    """Run :func:`race` in ``processes`` spawned processes; each round's outcomes ("won", "locked", "lost")."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=race, args=(barrier, results, str(root), rounds, index)) for index in range(processes)]
+    workers = [context.Process(target=race, args=(barrier, results, str(root), rounds, index), daemon=True)
+               for index in range(processes)]
     for worker in workers:
         worker.start()
-    winners: dict[int, list[int]] = {round_index: [] for round_index in range(rounds)}
-    for _ in range(rounds * processes):
-        round_index, index, won = results.get(timeout=60)
-        if won:
-            winners[round_index].append(index)
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0, f"racing process {worker.pid} failed with status {worker.exitcode}"
-    return winners
+    outcomes: dict[int, list[str]] = {round_index: [] for round_index in range(rounds)}
+    try:
+        for _ in range(rounds * processes):
+            round_index, _, outcome = results.get(timeout=30)
+            outcomes[round_index].append(outcome)
+        for worker in workers:
+            worker.join(timeout=30)
+            assert worker.exitcode == 0, f"racing process {worker.pid} failed with status {worker.exitcode}"
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+    return outcomes
 
 
 def sleep_and_report(seconds: float) -> None:
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\n".encode())  # one write: lines of two workers must not interleave
     time.sleep(seconds)
 
 
