@@ -4,7 +4,8 @@
 made by an operation the NFS server performs atomically: a private file is
 written in full, then hard-linked to the lock path, which fails if the path
 exists (the method open(2) recommends for NFS, including the link-count
-check). The file names the holder (host, PID, start time) and a heartbeat
+check; where a filesystem has no hard links, as some FUSE and SMB mounts,
+an ``O_EXCL`` open). The file names the holder (host, PID, start time) and a heartbeat
 that a daemon thread rewrites every ``heartbeat_every`` seconds.
 
 A lock whose holder is gone is taken over: on the holder's own host when its
@@ -110,42 +111,48 @@ def _pid_alive(pid: int, process_start: str | None) -> bool:
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
-def _create_exclusive(path: Path, content: bytes) -> tuple[bool, int | None]:
+def _create_exclusive(path: Path, content: bytes) -> int | None:
     """Create ``path`` holding ``content`` unless it exists, atomically, also over NFS.
 
     Returns:
-        ``(created, descriptor)``: the descriptor is open for writing on the
-        new file when created (the caller closes it), else None.
+        A descriptor open for reading and writing on the new file (the caller
+        closes it), or None when ``path`` existed.
     """
     private = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}.new")
-    descriptor = os.open(private, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     created = no_links = False
     try:
         os.write(descriptor, content)
         os.fsync(descriptor)
+        inode = os.fstat(descriptor).st_ino
         try:
             os.link(private, path)
             created = True
         except FileExistsError:
-            created = False
+            pass
         except OSError as error:
             # NFS may report a failed reply to a link that the server made: a
             # link count of 2 on the private file says it did (open(2), O_EXCL).
             created = os.fstat(descriptor).st_nlink == 2
             no_links = not created and error.errno in _NO_HARD_LINKS
     finally:
-        if no_links or not created:
-            os.close(descriptor)
+        os.close(descriptor)  # before the unlink: NFS would keep an open unlinked file as .nfsXXXX
         os.unlink(private)
     if no_links:  # O_EXCL instead: atomic on local disks and NFSv3+, but readers may see it empty for a moment
         try:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            return False, None
+            return None
         os.write(descriptor, content)
         os.fsync(descriptor)
-        return True, descriptor
-    return (True, descriptor) if created else (False, None)
+        return descriptor
+    if not created:
+        return None
+    descriptor = os.open(path, os.O_RDWR)
+    if os.fstat(descriptor).st_ino != inode:  # replaced within microseconds of its creation: not ours to hold
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 def _record(token: str, process_start: str | None, started: float, heartbeat: float) -> bytes:
@@ -238,8 +245,8 @@ class SweepLock:
         while True:
             self._started = time.time()
             record = _record(token, self._process_start, self._started, self._started)
-            created, descriptor = _create_exclusive(self.path, record)
-            if created:
+            descriptor = _create_exclusive(self.path, record)
+            if descriptor is not None:
                 break
             if time.monotonic() > deadline:  # a take-over by another process has not finished
                 raise SweepLockedError(f"sweep folder {self.sweep_dir} is being taken over from a dead holder "
@@ -263,8 +270,8 @@ class SweepLock:
         level = 0
         while True:
             claim = self.path.with_name(f"{self.path.name}.claim-{token}-{level}")
-            created, descriptor = _create_exclusive(claim, f"{socket.gethostname()} {os.getpid()}\n".encode())
-            if created:
+            descriptor = _create_exclusive(claim, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            if descriptor is not None:
                 os.close(descriptor)
                 return claim
             try:

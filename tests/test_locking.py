@@ -148,3 +148,17 @@ def test_bad_timings_are_refused(tmp_path):
         SweepLock(tmp_path / "sweep", stale_after=1.0, heartbeat_every=0.5)
     with pytest.raises(ValueError, match="> 0"):
         SweepLock(tmp_path / "sweep", stale_after=0.0)
+
+
+def test_filesystem_without_hard_links_falls_back_to_exclusive_open(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")  # what some FUSE and SMB mounts answer
+
+    monkeypatch.setattr(os, "link", no_links)
+    with SweepLock(tmp_path / "sweep", stale_after=1.0, heartbeat_every=0.05) as lock:
+        assert read_holder(lock.path).pid == os.getpid()
+        with pytest.raises(SweepLockedError, match=f"PID {os.getpid()}"):
+            SweepLock(tmp_path / "sweep").acquire()
+    assert os.listdir(tmp_path) == []
