@@ -162,3 +162,11 @@ def test_filesystem_without_hard_links_falls_back_to_exclusive_open(tmp_path, mo
         with pytest.raises(SweepLockedError, match=f"PID {os.getpid()}"):
             SweepLock(tmp_path / "sweep").acquire()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_reused_pid_on_this_host_does_not_keep_a_dead_lock(tmp_path):
+    path = lock_path_for(tmp_path / "sweep")
+    # The PID runs (it is this test), but it is not the process that took the lock: its start time differs.
+    write_lock_file(path, host=socket.gethostname(), pid=os.getpid(), process_start="1")
+    with SweepLock(tmp_path / "sweep") as lock:
+        assert read_holder(lock.path).token != "handwritten"
