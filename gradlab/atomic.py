@@ -7,9 +7,16 @@ can use it.
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+#: The temporary a write to ``<folder>/<name>`` goes through: ``<folder>/.<name>.<8 characters>.tmp``.
+#: The 8 characters are ``tempfile.mkstemp``'s random part (lower-case letters, digits, underscore).
+TEMPORARY_PATTERN = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
 
 
 def _umask() -> int:
@@ -33,7 +40,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
+    os.close(descriptor)  # the name is TEMPORARY_PATTERN's
     # mkstemp creates the file private (0600); give it the mode a plain open() would.
     os.chmod(temporary, 0o666 & ~_umask())
     try:
@@ -46,3 +53,43 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def clean_orphaned_temporaries(folder: str | os.PathLike, *, older_than: float = 0.0) -> list[Path]:
+    """Delete the temporaries :func:`write_atomic` left under ``folder`` when a process was killed mid-write.
+
+    Only regular files named the writer's way (:data:`TEMPORARY_PATTERN`) are
+    removed, in ``folder`` and every folder below it (symbolic links are not
+    followed); anything else, ``notes.tmp`` included, stays. Call it when no
+    process writes there (a sweep folder under its lock), or pass ``older_than``
+    for a folder other processes may be writing to (a shared cache).
+
+    Args:
+        folder: the folder to clean (a run or sweep folder).
+        older_than: only remove temporaries last modified more than this many seconds ago.
+
+    Returns:
+        The removed files, sorted.
+
+    Raises:
+        NotADirectoryError: ``folder`` is not an existing folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot clean {folder}: it is not an existing folder")
+    now = time.time()
+    removed = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if not TEMPORARY_PATTERN.fullmatch(name):
+                continue
+            path = Path(parent, name)
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < older_than:
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return sorted(removed)

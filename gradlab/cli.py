@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.config import ACTIVATION_NAMES, CONFIG_PARTS, DataConfig, RunConfig
+from gradlab.locking import SweepLockedError
 from gradlab.sweep.plan import DEFAULT_ACTIVATIONS, DEFAULT_CELLS, DEFAULT_SEEDS, expand_cells, plan_runs
 
 #: Settings of ``--preset coursework``: the coursework notebook's training setup.
@@ -242,7 +243,7 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
                          data_variants=data_variants, match_params=args.match_params, shapes=shapes)
         extra = {"grid": grid, "select_by": args.select_by, "match_params": args.match_params}
         return _execute(args, runs, sweep_dir, argv, extra)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, SweepLockedError) as error:
         parser.error(str(error))
     return 2
 

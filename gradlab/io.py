@@ -119,16 +119,6 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any], prefix: 
     return differences
 
 
-#: Options that do not change a run's results: where things are and how they run, not what is computed.
-RESULT_NEUTRAL_OPTIONS: frozenset[str] = frozenset({"train.device", "data.data_dir", "data.cache_dir", "data.download"})
-
-
-def result_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Like :func:`config_differences`, over the options that change results only (not ``run_id`` either)."""
-    return [difference for difference in config_differences(stored, current)
-            if difference.split(":", 1)[0] not in RESULT_NEUTRAL_OPTIONS and not difference.startswith("run_id:")]
-
-
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the gradlab checkout this code runs from, or None outside a git checkout."""

@@ -196,5 +196,4 @@ RUN_FILES: dict[str, str] = {
 SWEEP_FILES: dict[str, str] = {
     "sweep": "sweep.json",  # the sweep's configuration and command line
     "summary": "summary.parquet",  # SUMMARY rows of every run
-    "lock": ".lock",  # held by the sweep that is writing the folder
 }

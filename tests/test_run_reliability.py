@@ -49,7 +49,7 @@ def test_a_finished_run_of_other_settings_is_never_taken_for_this_one(tmp_path):
     train_run(changed, run_dir=tmp_path / "other")
     for name in ("config.json", "metrics.json"):
         (tmp_path / "sweep" / "GRU-s0" / name).write_bytes((tmp_path / "other" / name).read_bytes())
-    with pytest.raises(RunFolderError, match=r"train.lr: 0.3 -> 0.01"):
+    with pytest.raises(RunFolderError, match=r"train.lr: 0.3 on disk, 0.01 requested"):
         run_sweep(runs, tmp_path / "sweep", resume=True, figures=False, progress=False)
 
 
@@ -107,3 +107,43 @@ def test_skipped_audio_is_counted_in_metrics_and_named_in_sweep_json(tmp_path):
     assert result.summary.loc[0, "skipped_files"] == 1
     record = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert record["skipped_files"] == {"fsdd": {"non_finite": [poisoned]}}
+
+
+def test_concurrent_sweeps_on_one_folder_let_exactly_one_write(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "compare_cells.py"
+    argv = [sys.executable, str(script), "--dataset", "distance", "--cells", "GRU", "--seeds", "0", "--epochs", "1",
+            "--hidden-size", "4", "--num-layers", "1", "--seq-len", "10", "--n-train", "32", "--n-validation", "16",
+            "--n-test", "16", "--batch-size", "16", "--no-figures", "--no-progress", "--device", "cpu",
+            "--out", str(tmp_path / "runs"), "--name", "same"]
+    processes = [subprocess.Popen(argv + ["--lr", lr], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for lr in ("0.003", "0.3", "0.03")]
+    outcomes = []
+    for process in processes:
+        _, error = process.communicate(timeout=120)
+        outcomes.append((process.returncode, error))
+    assert sorted(code for code, _ in outcomes) == [0, 2, 2], outcomes
+    for code, error in outcomes:
+        if code:
+            assert ("is in use by PID" in error or "already exists" in error) and "Traceback" not in error, error
+    winner = next(lr for (code, _), lr in zip(outcomes, ("0.003", "0.3", "0.03")) if code == 0)
+    run = tmp_path / "runs" / "same" / "GRU-s0"
+    import json
+
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == float(winner)
+    assert json.loads((run / "metrics.json").read_text())["lr"] == float(winner)
+
+
+def test_resume_removes_what_a_killed_sweep_left_half_written(tmp_path):
+    runs = plan_runs(BASE, modes=["GRU"], seeds=[0])
+    run_sweep(runs, tmp_path / "sweep", figures=False, progress=False)
+    leftovers = [tmp_path / "sweep" / "GRU-s0" / ".gates.parquet.k3j9x0aq.tmp",
+                 tmp_path / "sweep" / "GRU-s0" / ".checkpoint.pt.a81kz0pq.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    run_sweep(runs, tmp_path / "sweep", resume=True, figures=False, progress=False)
+    assert not any(path.exists() for path in leftovers)
+    assert (tmp_path / "sweep" / "GRU-s0" / "metrics.json").is_file()

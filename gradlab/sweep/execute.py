@@ -15,6 +15,7 @@ when the driver dies.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -103,8 +104,11 @@ class LocalExecutor:
                 else:
                     report(task, metrics, None)
             return
+        from gradlab.parent_watch import exit_with_parent
+
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(run_task, task): task for task in tasks}
             try:
                 for future in as_completed(futures):

@@ -23,13 +23,13 @@ import pandas as pd
 
 from gradlab import schema
 from gradlab.config import RunConfig
+from gradlab.runcheck import describe_differences, result_differences
 from gradlab.io import (
     PROVENANCE_KEYS,
     RunFolder,
     RunFolderError,
     provenance,
     read_json,
-    result_differences,
     summary_frame,
     write_json,
     write_table,
@@ -74,8 +74,7 @@ def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool,
         raise ValueError("choose --resume or --overwrite, not both")
     sweep_dir = check_output_path(sweep_dir)
     record = sweep_dir / schema.SWEEP_FILES["sweep"]
-    occupied = sweep_dir.exists() and any(path.name != schema.SWEEP_FILES["lock"] for path in sweep_dir.iterdir())
-    if not occupied:
+    if not sweep_dir.exists() or not any(sweep_dir.iterdir()):
         return sweep_dir
     if overwrite:
         if not record.is_file():
@@ -97,11 +96,11 @@ def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool,
     planned = {run["run_id"]: run for run in stored["runs"]}
     for run in runs:
         if run.run_id in planned:
-            differences = result_differences(planned[run.run_id], run.to_dict())
+            differences = result_differences(_normalised(planned[run.run_id]), run.to_dict())
             if differences:
                 raise ValueError(
                     f"cannot resume {sweep_dir}: run {run.run_id} was made with other settings "
-                    f"({'; '.join(differences)}); use --overwrite or a new --name"
+                    f"({describe_differences(differences)}); use --overwrite or a new --name"
                 )
     return sweep_dir
 
@@ -114,9 +113,7 @@ def open_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, overwrite: boo
     """
     record = sweep_dir / schema.SWEEP_FILES["sweep"]
     if overwrite and record.is_file():
-        for path in sweep_dir.iterdir():  # everything but the lock this sweep holds
-            if path.name != schema.SWEEP_FILES["lock"]:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        shutil.rmtree(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     payload = {**provenance(list(command) if command is not None else None), **(extra or {}),
                "runs": [run.to_dict() for run in runs]}
@@ -137,11 +134,20 @@ def finished_run(run_dir: Path, run: RunConfig) -> bool:
     if not folder.ended:
         return False
     stored = {key: value for key, value in folder.raw_config().items() if key not in PROVENANCE_KEYS}
-    differences = result_differences(stored, run.to_dict())
+    differences = result_differences(_normalised(stored), run.to_dict())
     if differences:
-        raise RunFolderError(f"{run_dir} holds run {run.run_id} made with other settings ({'; '.join(differences)}); "
-                             "delete that run folder, or use --overwrite or a new --name")
+        raise RunFolderError(f"{run_dir} holds run {run.run_id} made with other settings "
+                             f"({describe_differences(differences)}); delete that run folder, "
+                             "or use --overwrite or a new --name")
     return True
+
+
+def _normalised(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config dict as this gradlab writes it (lists as tuples' lists, options in full)."""
+    try:
+        return RunConfig.from_dict(stored).to_dict()
+    except (ValueError, TypeError) as error:
+        raise RunFolderError(f"a stored run config cannot be read by this gradlab: {error}") from None
 
 
 def collect_summary(sweep_dir: Path, *, warn: Any = None) -> pd.DataFrame:

@@ -99,6 +99,7 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
+    from gradlab.atomic import clean_orphaned_temporaries
     from gradlab.locking import SweepLock
 
     stream = stream or sys.stderr
@@ -119,6 +120,10 @@ def run_sweep(
     executor = executor or LocalExecutor(workers, datasets=datasets, progress=progress)
     with SweepLock(sweep_dir):
         check_sweep_dir(sweep_dir, runs, resume=resume, overwrite=overwrite)  # again, now that it is ours
+        if resume and sweep_dir.is_dir():
+            removed = clean_orphaned_temporaries(sweep_dir)  # a killed sweep's half-written files
+            if removed:
+                print(f"removed {len(removed)} temporary files a killed sweep left in {sweep_dir}", file=stream)
         open_sweep_dir(sweep_dir, runs, overwrite=overwrite, command=command,
                        extra={**(extra or {}), "skipped_files": _skipped_files(datasets)})
         pending = [run for run in runs if not finished_run(sweep_dir / run.run_id, run)]
