@@ -47,14 +47,16 @@ done
 sweep fsdd-init-LSTM compare_cells $FSDD --cells LSTM $(tuned LSTM) --init forget_bias,chrono
 sweep fsdd-init-GRU compare_cells $FSDD --cells GRU $(tuned GRU) --init chrono
 
-# 2. Matched sizes: about 4k and 16k parameters per cell, default learning rate.
-sweep fsdd-matched compare_cells $FSDD --match-params 4000,16000
-
-# 4. Dose-response: K frames of silence after the clip, and silence before the word instead of after.
+# 4. Dose-response: K frames of silence after the clip (K = 0 is sweep 1), and silence before the word.
 for cell in RNN_TANH RNN_RELU LSTM GRU; do
-  sweep "fsdd-delay-$cell" compare_cells $FSDD --cells "$cell" $(tuned "$cell") --delay 0,16,32,64
+  sweep "fsdd-delay-$cell" compare_cells $FSDD --cells "$cell" $(tuned "$cell") --delay 16,64
+done
+for cell in RNN_TANH RNN_RELU LSTM GRU; do
   sweep "fsdd-pad-$cell" compare_cells $FSDD --cells "$cell" $(tuned "$cell") --pad start
 done
+
+# 2. Matched sizes: about 4k and 16k parameters per cell, default learning rate.
+sweep fsdd-matched compare_cells $FSDD --match-params 4000,16000
 
 # 6. Synthetic, float64: the distance task over T at default, orthogonal/IRNN and chrono init.
 DIST="--dataset distance --n-train 2000 --epochs 10 --lr 0.01 --dtype float64 --seeds $SEEDS --workers 2 --no-progress --no-figures --out $OUT --lengths 50,100,200"
