@@ -62,10 +62,24 @@ def get_activation(name: str) -> Callable[[Tensor], Tensor]:
         ) from None
 
 
-def _check_size(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_integer(name: str, value: int, low: int = 1, high: int | None = None, note: str = "") -> int:
+    """Return ``value`` if it is an integer (not a bool) in [low, high].
+
+    Raises:
+        ValueError: naming ``name``, the allowed range (plus ``note``) and the value given.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        if high is not None:
+            allowed = f"an integer in [{low}, {high}]"
+        else:
+            allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {allowed}{note}, got {value!r}")
     return value
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 1 (see :func:`check_integer`)."""
+    return check_integer(name, value)
 
 
 class RecurrentCell(nn.Module):
@@ -73,11 +87,12 @@ class RecurrentCell(nn.Module):
 
     num_chunks: int = 1  # G: how many (H,)-blocks the weights stack
     chunk_names: tuple[str, ...] = ("h",)
+    state_names: tuple[str, ...] = ("h",)  # the parts of the recurrent state, in packed order
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
         rows = self.num_chunks * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size))  # (G*H, I)
@@ -118,6 +133,19 @@ class RecurrentCell(nn.Module):
     def zero_state(self, batch_size: int, like: Tensor):
         """The all-zero initial state for a batch, on ``like``'s device and dtype."""
         return like.new_zeros(batch_size, self.hidden_size)
+
+    @property
+    def state_size(self) -> int:
+        """Entries of the packed state: H, or 2H for the LSTM's (h, c)."""
+        return len(self.state_names) * self.hidden_size
+
+    def pack_state(self, state) -> Tensor:
+        """The state as one (..., state_size) tensor (the LSTM's h then c)."""
+        return state
+
+    def unpack_state(self, packed: Tensor):
+        """Inverse of :meth:`pack_state`."""
+        return packed
 
     def _check_input(self, input: Tensor) -> None:
         if input.dim() != 2 or input.shape[1] != self.input_size:
@@ -173,7 +201,7 @@ class RNNCell(RecurrentCell):
 
     def step(self, x_proj: Tensor, h: Tensor) -> Tensor:
         """One timestep from a projected input (B, H) and the previous h (B, H)."""
-        return self.activation(x_proj + self.project_hidden(h))  # (B, H)
+        return self.activation(self.preactivations(x_proj, h)["h"])  # (B, H)
 
     def preactivations(self, x_proj: Tensor, h: Tensor) -> dict[str, Tensor]:
         """The argument of the activation, keyed ``h``: {"h": (B, H)}."""
@@ -196,23 +224,29 @@ class LSTMCell(RecurrentCell):
 
     num_chunks = 4
     chunk_names = ("i", "f", "g", "o")
+    state_names = ("h", "c")
 
     def zero_state(self, batch_size: int, like: Tensor) -> LSTMState:
         zeros = like.new_zeros(batch_size, self.hidden_size)
         return zeros, zeros
 
+    def pack_state(self, state: LSTMState) -> Tensor:
+        return torch.cat(state, dim=-1)  # (..., 2H)
+
+    def unpack_state(self, packed: Tensor) -> LSTMState:
+        h, c = packed.split(self.hidden_size, dim=-1)
+        return h.contiguous(), c.contiguous()
+
     def step(self, x_proj: Tensor, state: LSTMState) -> LSTMState:
         """One timestep from a projected input (B, 4H) and the previous (h, c)."""
-        h, c = state
-        gates = x_proj + self.project_hidden(h)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)  # each (B, H)
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-        h_next = torch.sigmoid(o) * torch.tanh(c_next)  # (B, H)
+        pre = self.preactivations(x_proj, state)  # each (B, H)
+        c_next = torch.sigmoid(pre["f"]) * state[1] + torch.sigmoid(pre["i"]) * torch.tanh(pre["g"])  # (B, H)
+        h_next = torch.sigmoid(pre["o"]) * torch.tanh(c_next)  # (B, H)
         return h_next, c_next
 
     def preactivations(self, x_proj: Tensor, state: LSTMState) -> dict[str, Tensor]:
         """Gate pre-activations {"i", "f", "g", "o"}, each (B, H)."""
-        gates = x_proj + self.project_hidden(state[0])
+        gates = x_proj + self.project_hidden(state[0])  # (B, 4H)
         return dict(zip(self.chunk_names, gates.chunk(4, dim=1)))
 
     def _check_state(self, state: LSTMState, batch_size: int) -> None:
@@ -240,16 +274,52 @@ class GRUCell(RecurrentCell):
 
     def step(self, x_proj: Tensor, h: Tensor) -> Tensor:
         """One timestep from a projected input (B, 3H) and the previous h (B, H)."""
-        x_r, x_z, x_n = x_proj.chunk(3, dim=1)  # each (B, H)
-        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=1)  # each (B, H)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
+        pre = self.preactivations(x_proj, h)  # each (B, H)
+        z = torch.sigmoid(pre["z"])
+        n = torch.tanh(pre["n"])
         return n + z * (h - n)  # (B, H) == (1 - z) n + z h
 
     def preactivations(self, x_proj: Tensor, h: Tensor) -> dict[str, Tensor]:
         """Gate pre-activations {"r", "z", "n"}, each (B, H)."""
-        x_r, x_z, x_n = x_proj.chunk(3, dim=1)
-        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=1)
-        r = torch.sigmoid(x_r + h_r)
-        return {"r": x_r + h_r, "z": x_z + h_z, "n": x_n + r * h_n}
+        x_r, x_z, x_n = x_proj.chunk(3, dim=1)  # each (B, H)
+        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=1)  # each (B, H)
+        reset = x_r + h_r
+        return {"r": reset, "z": x_z + h_z, "n": x_n + torch.sigmoid(reset) * h_n}
+
+
+BASE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
+
+
+def parse_mode(mode: str) -> tuple[str, str]:
+    """Split a mode into (cell kind, activation).
+
+    ``RNN_TANH`` -> ("RNN", "tanh"), ``RNN_LEAKY_RELU`` -> ("RNN", "leaky_relu"),
+    ``LSTM`` -> ("LSTM", "tanh"), ``GRU`` -> ("GRU", "tanh"). Case-insensitive.
+
+    Raises:
+        ValueError: naming the valid modes.
+    """
+    valid = list(BASE_MODES) + [f"RNN_{name.upper()}" for name in ACTIVATIONS if name not in ("tanh", "relu")]
+    if isinstance(mode, str):
+        upper = mode.upper()
+        if upper in ("LSTM", "GRU"):
+            return upper, "tanh"
+        if upper.startswith("RNN_") and upper[4:].lower() in ACTIVATIONS:
+            return "RNN", upper[4:].lower()
+    raise ValueError(f"unknown mode {mode!r}; expected one of {valid}")
+
+
+def normalise_mode(mode: str) -> str:
+    """The canonical spelling of ``mode`` (``rnn_tanh`` -> ``RNN_TANH``)."""
+    kind, activation = parse_mode(mode)
+    return kind if kind != "RNN" else f"RNN_{activation.upper()}"
+
+
+def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True) -> RecurrentCell:
+    """A fresh cell for ``mode`` (see :func:`parse_mode`)."""
+    kind, activation = parse_mode(mode)
+    if kind == "LSTM":
+        return LSTMCell(input_size, hidden_size, bias)
+    if kind == "GRU":
+        return GRUCell(input_size, hidden_size, bias)
+    return RNNCell(input_size, hidden_size, bias, nonlinearity=activation)
