@@ -14,8 +14,16 @@ projection for all timesteps as one matmul and only the recurrence per step:
   previous state and returns the new state.
 
 ``forward(input, hx)`` composes the two and behaves like the torch cell.
-Cells know nothing about recording: instrumentation attaches to the states a
-layer exposes (see :mod:`gradlab.models`).
+:meth:`~RecurrentCell.preactivations` is the one place each cell's gate
+arithmetic is written; ``step`` applies the nonlinearities to it. The
+recurrent state packs into one (B, n) tensor (:meth:`~RecurrentCell.pack_state`;
+n = H, or 2H for the LSTM's (h, c)) for whoever differentiates a step with
+respect to it (:mod:`gradlab.lyapunov`).
+
+A *mode* names a cell: ``RNN_TANH``, ``RNN_<ACTIVATION>``, ``LSTM`` or
+``GRU`` (:func:`parse_mode`, :func:`make_cell`). Cells know nothing about
+recording: instrumentation attaches to the states a layer exposes (see
+:mod:`gradlab.network`).
 """
 
 from __future__ import annotations
