@@ -208,3 +208,17 @@ def test_singular_values_default_gaps_and_bad_arguments():
         jacobian_singular_values(model, x, k=1, gaps=[40])
     with pytest.raises(ValueError, match="k must be"):
         jacobian_singular_values(model, x, k=4)
+
+
+@pytest.mark.parametrize("mode", ["RNN_TANH", "LSTM", "GRU"])
+def test_leading_exponent_is_the_decay_rate_of_the_largest_singular_value(mode):
+    # Two independent routes to the same rate: QR on per-step Jacobians, and how
+    # fast the norm of the Jacobian product d h_last / d h_t shrinks with the gap.
+    # They average over different windows of one finite trajectory, so they
+    # agree up to O(1) / (window of 110 steps).
+    model = _model(mode, layers=1, hidden=8, features=3)
+    x = torch.randn(1, 150, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    exponent = lyapunov_spectrum(model, x, k=1).exponent.item()
+    norms = jacobian_singular_values(model, x, k=1, gaps=[30, 140], iterations=4).set_index("distance").singular_value
+    assert exponent < -0.3
+    assert (math.log(norms[140]) - math.log(norms[30])) / 110 == pytest.approx(exponent, abs=0.03)
