@@ -1,6 +1,6 @@
 """Cost of the dynamics diagnostics and remedies relative to one training step, as ratios.
 
-Run: python benchmarks/bench_lyapunov.py [--repeats 7] [--steps 32 200] [--threads 1]
+Run: python benchmarks/bench_lyapunov.py [--repeats 7] [--steps 32 200] [--threads 1 --cpu-time]
 
 For each cell and sequence length, one training step (forward, backward and
 an Adam update on a batch, the default hand-written BPTT) is the reference;
@@ -36,10 +36,10 @@ from gradlab.models import RNNModel
 from gradlab.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
 
 
-def _timed(function: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def _timed(function: Callable[[], object], clock: Callable[[], float]) -> float:
+    start = clock()
     function()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def _tasks(model: RNNModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], object]]:
@@ -78,10 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=["RNN_TANH", "LSTM", "GRU"], help="modes to time")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time this process's CPU seconds, not wall time: steadier on a shared machine "
+                             "(meaningful with --threads 1 on the CPU)")
     args = parser.parse_args(argv)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}; batch {args.batch}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}, "
+          f"{'CPU' if args.cpu_time else 'wall'} time; batch {args.batch}, "
           f"20 features, hidden {args.hidden}, {args.layers} layers; median of {args.repeats}")
     names = list(_tasks(RNNModel("GRU", 1, 1), torch.zeros(1, 1, 1), torch.zeros(1, dtype=torch.long)))
     print(f"{'mode':<10}{'T':>5}{'step ms':>10}" + "".join(f"{name:>14}" for name in names[1:]))
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             times: dict[str, list[float]] = {name: [] for name in tasks}
             for _ in range(args.repeats):
                 for name, task in tasks.items():
-                    times[name].append(_timed(task))
+                    times[name].append(_timed(task, clock))
             step = statistics.median(times["train step"])
             ratios = [statistics.median(times[name]) / step for name in names[1:]]
             print(f"{mode:<10}{steps:>5}{step * 1e3:>10.2f}" + "".join(f"{ratio:>13.1f}x" for ratio in ratios))

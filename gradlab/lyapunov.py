@@ -14,10 +14,11 @@ every step, J_t Q = Q' R, and
 
     lambda_i = 1 / (T - warmup) * sum over steps after the warmup of log |R_ii|.
 
-The per-step Jacobians come from the cell's own ``step`` by autograd
-(:func:`step_jacobians`: every sample and timestep at once, one backward),
-so any activation works; only the QR loop runs step by step. Everything is
-differentiable, so the exponents can be trained on (:mod:`gradlab.remedies`).
+J_t Q comes from the cell's own ``step`` by autograd (:func:`jacobian_times`,
+the samples and the k basis vectors stacked as rows of one batch), so any
+activation works and the (n, n) Jacobian is never formed: the cost grows
+with k. Everything is differentiable, so the exponents can be trained on
+(:mod:`gradlab.remedies`).
 """
 
 from __future__ import annotations
@@ -40,41 +41,35 @@ def default_warmup(steps: int) -> int:
     return steps // 10
 
 
-def step_jacobians(cell: RecurrentCell, x_proj: Tensor, previous: Tensor, *, max_rows: int = 1 << 15) -> Tensor:
-    """Dense per-step Jacobians d s' / d s of ``cell.step`` for independent rows.
+def jacobian_times(cell: RecurrentCell, x_proj: Tensor, previous: Tensor, basis: Tensor) -> Tensor:
+    """J Q for one step of ``cell``, with J = d s' / d s at each sample's previous state.
 
-    Row r of the result is J_r, the Jacobian of the packed new state with
-    respect to the packed previous state at (x_proj[r], previous[r]); each
-    of its n rows is one vector-Jacobian product, and all of them run as one
-    backward over copies of the rows (in chunks of ``max_rows`` copies). The
-    result is differentiable (with respect to parameters and ``previous``)
-    when gradients are enabled.
+    The k columns of each sample's basis are stacked as rows of one batch, and
+    J v comes from a double backward: u -> u^T J is linear in u, and its
+    derivative with respect to u, applied to v, is J v. Differentiable (with
+    respect to parameters and ``previous``) when gradients are enabled.
 
     Args:
         cell: the cell.
-        x_proj: projected inputs (R, G*H).
-        previous: packed previous states (R, n).
-        max_rows: copies per backward pass, which bounds memory.
+        x_proj: projected inputs of this step (B, G*H).
+        previous: packed previous states (B, n).
+        basis: (B, n, k).
 
     Returns:
-        (R, n, n).
+        (B, n, k).
     """
     differentiable = torch.is_grad_enabled()
-    count, size = previous.shape
-    eye = torch.eye(size, dtype=previous.dtype, device=previous.device)
-    chunk = max(1, max_rows // size)
-    parts = []
+    batch, size, count = basis.shape
     with torch.enable_grad():
-        for start in range(0, count, chunk):
-            rows = previous[start : start + chunk]
-            if not (differentiable and rows.requires_grad):
-                rows = rows.detach().requires_grad_()
-            copies = rows.repeat_interleave(size, 0)  # (r*n, n): copy i of row r asks for J_r's row i
-            moved = cell.pack_state(cell.step(x_proj[start : start + chunk].repeat_interleave(size, 0),
-                                              cell.unpack_state(copies)))
-            (jacobian_rows,) = torch.autograd.grad(moved, copies, eye.repeat(len(rows), 1), create_graph=differentiable)
-            parts.append(jacobian_rows.view(len(rows), size, size))
-    return torch.cat(parts)
+        rows = previous.repeat_interleave(count, 0)  # (B*k, n): sample b's rows b*k .. b*k+k-1
+        if not (differentiable and rows.requires_grad):
+            rows = rows.detach().requires_grad_()
+        moved = cell.pack_state(cell.step(x_proj.repeat_interleave(count, 0), cell.unpack_state(rows)))
+        cotangent = torch.zeros_like(moved, requires_grad=True)
+        (transposed,) = torch.autograd.grad(moved, rows, cotangent, create_graph=True)  # u^T J
+        tangents = basis.transpose(1, 2).reshape(batch * count, size)  # (B*k, n)
+        (product,) = torch.autograd.grad(transposed, cotangent, tangents, create_graph=differentiable)  # J v
+    return product.reshape(batch, count, size).transpose(1, 2)
 
 
 def _check_k(k: int | None, size: int) -> int:
@@ -130,13 +125,11 @@ def lyapunov_exponents(
     warmup = _check_warmup(warmup, steps)
     x_proj = cell.project_input(trajectory.inputs)  # (B, T, G*H)
     previous = trajectory.previous()  # (B, T, n)
-    jacobians = step_jacobians(cell, x_proj.reshape(batch * steps, -1), previous.reshape(batch * steps, size))
-    jacobians = jacobians.view(batch, steps, size, size)  # (B, T, n, n)
     q = random_basis(size, k, generator, like=previous) if basis is None else basis.to(previous)
     q = q.expand(batch, size, k)
     growth = previous.new_zeros(batch, k)
     for position, t in enumerate(trajectory.positions()):
-        q, r = torch.linalg.qr(jacobians[:, t] @ q)  # J_t Q = Q' R
+        q, r = torch.linalg.qr(jacobian_times(cell, x_proj[:, t], previous[:, t], q))  # J_t Q = Q' R
         if position >= warmup:
             growth = growth + r.diagonal(dim1=-2, dim2=-1).abs().log()  # (B, k)
     return growth / (steps - warmup)
@@ -159,9 +152,9 @@ def lyapunov_spectrum(
     exponents are estimated per sample (:func:`lyapunov_exponents`) and
     summarised over the batch.
 
-    Cost: per layer and direction, one backward through a cell step on
-    B*T*n rows (the per-step Jacobians), then T batched QRs of B (n, k)
-    matrices (see ``benchmarks/bench_lyapunov.py``).
+    Cost: per layer and direction and step, a cell step on B*k rows with its
+    double backward, and a batched QR of B (n, k) matrices (see
+    ``benchmarks/bench_lyapunov.py``).
 
     Args:
         model: an ``RNNModel`` or ``RecurrentNet``.
