@@ -14,8 +14,16 @@ projection for all timesteps as one matmul and only the recurrence per step:
   previous state and returns the new state.
 
 ``forward(input, hx)`` composes the two and behaves like the torch cell.
-Cells know nothing about recording: instrumentation attaches to the states a
-layer exposes (see :mod:`gradlab.models`).
+:meth:`~RecurrentCell.preactivations` is the one place each cell's gate
+arithmetic is written; ``step`` applies the nonlinearities to it. The
+recurrent state packs into one (B, n) tensor (:meth:`~RecurrentCell.pack_state`;
+n = H, or 2H for the LSTM's (h, c)) for whoever differentiates a step with
+respect to it (:mod:`gradlab.lyapunov`).
+
+A *mode* names a cell: ``RNN_TANH``, ``RNN_<ACTIVATION>``, ``LSTM`` or
+``GRU`` (:func:`parse_mode`, :func:`make_cell`). Cells know nothing about
+recording: instrumentation attaches to the states a layer exposes (see
+:mod:`gradlab.network`).
 """
 
 from __future__ import annotations
@@ -27,7 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradlab.config import check_positive_int
+from gradlab.config import (  # noqa: F401 - the mode vocabulary is re-exported with the cells
+    BASE_MODES,
+    check_positive_int,
+    normalise_mode,
+    parse_mode,
+)
 
 #: RNN activations by name. ``leaky_relu`` uses torch's default slope 0.01.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -64,21 +77,17 @@ def get_activation(name: str) -> Callable[[Tensor], Tensor]:
         ) from None
 
 
-def _check_size(name: str, value: int) -> int:
-    check_positive_int(name, value)
-    return value
-
-
 class RecurrentCell(nn.Module):
     """Shared parameters and checks of the gated and plain cells."""
 
     num_chunks: int = 1  # G: how many (H,)-blocks the weights stack
     chunk_names: tuple[str, ...] = ("h",)
+    state_names: tuple[str, ...] = ("h",)  # the parts of the recurrent state, in packed order
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
         rows = self.num_chunks * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size))  # (G*H, I)
@@ -119,6 +128,19 @@ class RecurrentCell(nn.Module):
     def zero_state(self, batch_size: int, like: Tensor):
         """The all-zero initial state for a batch, on ``like``'s device and dtype."""
         return like.new_zeros(batch_size, self.hidden_size)
+
+    @property
+    def state_size(self) -> int:
+        """Entries of the packed state: H, or 2H for the LSTM's (h, c)."""
+        return len(self.state_names) * self.hidden_size
+
+    def pack_state(self, state) -> Tensor:
+        """The state as one (..., state_size) tensor (the LSTM's h then c)."""
+        return state
+
+    def unpack_state(self, packed: Tensor):
+        """Inverse of :meth:`pack_state`."""
+        return packed
 
     def _check_input(self, input: Tensor) -> None:
         if input.dim() != 2 or input.shape[1] != self.input_size:
@@ -174,7 +196,7 @@ class RNNCell(RecurrentCell):
 
     def step(self, x_proj: Tensor, h: Tensor) -> Tensor:
         """One timestep from a projected input (B, H) and the previous h (B, H)."""
-        return self.activation(x_proj + self.project_hidden(h))  # (B, H)
+        return self.activation(self.preactivations(x_proj, h)["h"])  # (B, H)
 
     def preactivations(self, x_proj: Tensor, h: Tensor) -> dict[str, Tensor]:
         """The argument of the activation, keyed ``h``: {"h": (B, H)}."""
@@ -197,23 +219,29 @@ class LSTMCell(RecurrentCell):
 
     num_chunks = 4
     chunk_names = ("i", "f", "g", "o")
+    state_names = ("h", "c")
 
     def zero_state(self, batch_size: int, like: Tensor) -> LSTMState:
         zeros = like.new_zeros(batch_size, self.hidden_size)
         return zeros, zeros
 
+    def pack_state(self, state: LSTMState) -> Tensor:
+        return torch.cat(state, dim=-1)  # (..., 2H)
+
+    def unpack_state(self, packed: Tensor) -> LSTMState:
+        h, c = packed.split(self.hidden_size, dim=-1)
+        return h.contiguous(), c.contiguous()
+
     def step(self, x_proj: Tensor, state: LSTMState) -> LSTMState:
         """One timestep from a projected input (B, 4H) and the previous (h, c)."""
-        h, c = state
-        gates = x_proj + self.project_hidden(h)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)  # each (B, H)
-        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-        h_next = torch.sigmoid(o) * torch.tanh(c_next)  # (B, H)
+        pre = self.preactivations(x_proj, state)  # each (B, H)
+        c_next = torch.sigmoid(pre["f"]) * state[1] + torch.sigmoid(pre["i"]) * torch.tanh(pre["g"])  # (B, H)
+        h_next = torch.sigmoid(pre["o"]) * torch.tanh(c_next)  # (B, H)
         return h_next, c_next
 
     def preactivations(self, x_proj: Tensor, state: LSTMState) -> dict[str, Tensor]:
         """Gate pre-activations {"i", "f", "g", "o"}, each (B, H)."""
-        gates = x_proj + self.project_hidden(state[0])
+        gates = x_proj + self.project_hidden(state[0])  # (B, 4H)
         return dict(zip(self.chunk_names, gates.chunk(4, dim=1)))
 
     def _check_state(self, state: LSTMState, batch_size: int) -> None:
@@ -241,16 +269,24 @@ class GRUCell(RecurrentCell):
 
     def step(self, x_proj: Tensor, h: Tensor) -> Tensor:
         """One timestep from a projected input (B, 3H) and the previous h (B, H)."""
-        x_r, x_z, x_n = x_proj.chunk(3, dim=1)  # each (B, H)
-        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=1)  # each (B, H)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
+        pre = self.preactivations(x_proj, h)  # each (B, H)
+        z = torch.sigmoid(pre["z"])
+        n = torch.tanh(pre["n"])
         return n + z * (h - n)  # (B, H) == (1 - z) n + z h
 
     def preactivations(self, x_proj: Tensor, h: Tensor) -> dict[str, Tensor]:
         """Gate pre-activations {"r", "z", "n"}, each (B, H)."""
-        x_r, x_z, x_n = x_proj.chunk(3, dim=1)
-        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=1)
-        r = torch.sigmoid(x_r + h_r)
-        return {"r": x_r + h_r, "z": x_z + h_z, "n": x_n + r * h_n}
+        x_r, x_z, x_n = x_proj.chunk(3, dim=1)  # each (B, H)
+        h_r, h_z, h_n = self.project_hidden(h).chunk(3, dim=1)  # each (B, H)
+        reset = x_r + h_r
+        return {"r": reset, "z": x_z + h_z, "n": x_n + torch.sigmoid(reset) * h_n}
+
+
+def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True) -> RecurrentCell:
+    """A fresh cell for ``mode`` (see :func:`parse_mode`)."""
+    kind, activation = parse_mode(mode)
+    if kind == "LSTM":
+        return LSTMCell(input_size, hidden_size, bias)
+    if kind == "GRU":
+        return GRUCell(input_size, hidden_size, bias)
+    return RNNCell(input_size, hidden_size, bias, nonlinearity=activation)

@@ -48,12 +48,24 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DTYPES: tuple[str, ...] = ("float32", "float64")
 
 
-def check_positive_int(name: str, value: object, *, allow_none: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer >= 1 (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_integer(name: str, value: Any, low: int = 1, high: int | None = None, note: str = "") -> int:
+    """Return ``value`` if it is an integer (not a bool) in [low, high].
+
+    Raises:
+        ValueError: naming ``name``, the allowed range (plus ``note``) and the value given.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        if high is not None:
+            allowed = f"an integer in [{low}, {high}]"
+        else:
+            allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {allowed}{note}, got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """Return ``value`` if it is an integer >= 1 (or None when allowed); else raise ``ValueError``."""
+    return value if value is None and allow_none else check_integer(name, value)
 
 
 def check_number(name: str, value: object, *, positive: bool | None) -> None:
@@ -215,12 +227,10 @@ class DataConfig:
         check_number("DataConfig.noise_std", self.noise_std, positive=False)
         check_choice("split", self.split, SPLITS)
         check_choice("pad", self.pad, PADS)
-        if isinstance(self.delay, bool) or not isinstance(self.delay, int) or self.delay < 0:
-            raise ValueError(f"DataConfig.delay must be an integer >= 0 (frames of silence), got {self.delay!r}")
+        check_integer("DataConfig.delay", self.delay, 0, note=" (frames of silence)")
         if self.test_speaker is not None and not (self.dataset == "fsdd" and self.split == "speakers"):
             raise ValueError("test_speaker applies to FSDD with split 'speakers' only; drop --test-speaker")
-        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
-            raise ValueError(f"DataConfig.data_seed must be an integer >= 0, got {self.data_seed!r}")
+        check_integer("DataConfig.data_seed", self.data_seed, 0)
 
     @property
     def is_audio(self) -> bool:
@@ -268,8 +278,7 @@ class TrainConfig:
         check_choice("dtype", self.dtype, DTYPES)
         if self.amp and self.dtype != "float32":
             raise ValueError("amp (bfloat16 autocast) needs dtype float32; drop --amp or --dtype float64")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+        check_integer("TrainConfig.seed", self.seed, 0)
         for name in ("record_every", "val_every", "max_steps_per_epoch", "max_eval_batches", "jacobian_every"):
             check_positive_int(f"TrainConfig.{name}", getattr(self, name), allow_none=True)
         for name in ("diagnostics_batch", "jacobian_batch", "jacobian_max_len"):

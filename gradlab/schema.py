@@ -197,3 +197,38 @@ SWEEP_FILES: dict[str, str] = {
     "sweep": "sweep.json",  # the sweep's configuration and command line
     "summary": "summary.parquet",  # SUMMARY rows of every run
 }
+
+#: Lyapunov exponents of each layer's recurrence (natural log per step), along
+#: the trajectories a batch drives from the zero state, by the QR method.
+#: ``index`` 0 is the largest; ``exponent`` is the mean over samples and
+#: ``exponent_std`` the per-sample standard deviation (NaN for one sample);
+#: ``warmup`` steps aligned the basis and the next ``timesteps`` were averaged.
+#: The LSTM's state is (h, c), so it has 2H exponents. ``run_id``, ``seed``,
+#: ``epoch`` and ``step`` are present where the caller gave them.
+LYAPUNOV: dict[str, str] = {
+    **_RUN_KEYS,
+    "epoch": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "direction": "string",
+    "index": "int64",
+    "exponent": "float64",
+    "exponent_std": "float64",
+    "warmup": "int64",
+    "timesteps": "int64",
+}
+
+#: Top singular values of d h_{last} / d h_t (c_t held fixed for the LSTM), by
+#: randomised subspace iteration; ``distance`` is how many steps separate t
+#: from the last state of that direction, ``index`` 0 is the largest, and
+#: ``singular_value`` / ``singular_value_std`` are the mean and per-sample
+#: standard deviation over the batch. Run columns as in :data:`LYAPUNOV`.
+JACOBIAN_SINGULAR_VALUES: dict[str, str] = {
+    **{name: dtype for name, dtype in JACOBIAN.items() if name != "spectral_norm"},
+    "index": "int64",
+    "singular_value": "float64",
+    "singular_value_std": "float64",
+}
+
+TABLES["lyapunov"] = LYAPUNOV
+TABLES["jacobian_singular_values"] = JACOBIAN_SINGULAR_VALUES

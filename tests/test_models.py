@@ -191,7 +191,7 @@ def test_bad_names_raise_with_expected_values():
         RNNModel("GRU", 4, 5, init="xavier")
     with pytest.raises(ValueError, match="unknown readout 'max'"):
         RNNModel("GRU", 4, 5, readout="max")
-    with pytest.raises(ValueError, match="num_layers must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_layers must be a positive integer, got 0"):
         RNNModel("GRU", 4, 5, num_layers=0)
 
 
@@ -203,3 +203,39 @@ def test_bad_input_shapes_raise_with_expected_and_actual():
         model(torch.randn(2, 6, 7))
     with pytest.raises(ValueError, match=r"initial state of shape \(2, 2, 5\)"):
         model(torch.randn(2, 6, 4), (torch.zeros(1, 2, 5), torch.zeros(1, 2, 5)))
+
+
+@pytest.mark.parametrize("mode,bidirectional", [("LSTM", "interleaved"), ("GRU", "separate"), ("RNN_TANH", "none")])
+def test_trajectories_are_the_states_the_network_computes_and_their_inputs(mode, bidirectional):
+    generator = torch.Generator().manual_seed(2)
+    net = RecurrentNet(mode, 3, 4, 3, bidirectional=bidirectional).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=generator)
+    hx = _random_state(mode, 3 * net.num_directions, 2, 4, generator)
+    states = {}
+    net.add_state_observer(lambda key, t: states.__setitem__((key.layer, key.direction, key.state, key.timestep), t))
+    with torch.no_grad():
+        outputs, _ = net(x, hx)
+        trajectories = net.trajectories(x, hx)
+    assert list(trajectories) == [(layer, d) for layer in range(3) for d in net.directions]
+    for (layer, direction), trajectory in trajectories.items():
+        assert trajectory.cell is net.cell(layer, direction) and trajectory.reverse == (direction == "backward")
+        for name in ("h", "c") if mode == "LSTM" else ("h",):
+            expected = torch.stack([states[(layer, direction, name, t)] for t in range(5)], dim=1)
+            torch.testing.assert_close(getattr(trajectory, name), expected, rtol=0, atol=0)
+        # What a layer reads is what the layers below output (forward first when interleaved).
+        if layer == 0:
+            assert trajectory.inputs is x
+        elif bidirectional == "interleaved":
+            below = torch.cat([trajectories[(layer - 1, d)].h for d in net.directions], dim=2)
+            torch.testing.assert_close(trajectory.inputs, below, rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(trajectory.inputs, trajectories[(layer - 1, direction)].h, rtol=0, atol=0)
+        # The state each step read: the initial state first, then the previous one in reading order.
+        index = layer * net.num_directions + net.directions.index(direction)
+        initial = torch.cat([hx[0][index], hx[1][index]], dim=1) if mode == "LSTM" else hx[index]
+        previous = trajectory.previous()
+        first, rest = (4, range(4)) if trajectory.reverse else (0, range(1, 5))
+        torch.testing.assert_close(previous[:, first], initial, rtol=0, atol=0)
+        for t in rest:
+            torch.testing.assert_close(previous[:, t], trajectory.states[:, t + 1 if trajectory.reverse else t - 1])
+    torch.testing.assert_close(outputs[..., :4], trajectories[(2, "forward")].h, rtol=0, atol=0)
