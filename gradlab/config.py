@@ -262,6 +262,16 @@ class TrainConfig:
     jacobian_batch: int = option(8, "validation samples the Jacobian norms run on (T^2/2 cell steps each)")
     jacobian_every: int | None = option(None, "also compute Jacobian norms every k epochs ('none': init and last epoch)")
     jacobian_max_len: int = option(128, "skip the Jacobian (T^2 cost) for longer sequences")
+    clip_grad_value: float | None = option(None, "clip every gradient entry to [-v, v] ('none': off), after "
+                                                 "norm clipping")
+    lyapunov_every: int | None = option(None, "record the Lyapunov spectrum of every layer every k steps, plus init "
+                                              "and end ('none': off; costs 5-30 training steps each)")
+    lyapunov_k: int | None = option(None, "exponents recorded per layer and direction ('none': all)")
+    omega_weight: float = option(0.0, "weight of Pascanu et al.'s vanishing-gradient regulariser Omega (0: off)")
+    floss_weight: float = option(0.0, "weight of gradient flossing (squared leading Lyapunov exponents; 0: off)")
+    floss_k: int = option(1, "gradient flossing: leading exponents pushed towards zero")
+    floss_every: int = option(1, "gradient flossing: on every k-th step")
+    floss_until: int | None = option(None, "gradient flossing: only before this step ('none': throughout)")
     max_steps_per_epoch: int | None = option(None, "cut epochs short (smoke runs)")
     max_eval_batches: int | None = option(None, "evaluate on this many batches only (smoke runs; not an honest score)")
 
@@ -279,7 +289,14 @@ class TrainConfig:
         if self.amp and self.dtype != "float32":
             raise ValueError("amp (bfloat16 autocast) needs dtype float32; drop --amp or --dtype float64")
         check_integer("TrainConfig.seed", self.seed, 0)
-        for name in ("record_every", "val_every", "max_steps_per_epoch", "max_eval_batches", "jacobian_every"):
+        if self.clip_grad_value is not None:
+            check_number("TrainConfig.clip_grad_value", self.clip_grad_value, positive=True)
+        check_number("TrainConfig.omega_weight", self.omega_weight, positive=False)
+        check_number("TrainConfig.floss_weight", self.floss_weight, positive=False)
+        check_positive_int("TrainConfig.floss_k", self.floss_k)
+        check_positive_int("TrainConfig.floss_every", self.floss_every)
+        for name in ("record_every", "val_every", "max_steps_per_epoch", "max_eval_batches", "jacobian_every",
+                     "lyapunov_every", "lyapunov_k", "floss_until"):
             check_positive_int(f"TrainConfig.{name}", getattr(self, name), allow_none=True)
         for name in ("diagnostics_batch", "jacobian_batch", "jacobian_max_len"):
             check_positive_int(f"TrainConfig.{name}", getattr(self, name))

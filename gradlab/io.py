@@ -28,7 +28,7 @@ from gradlab.atomic import write_atomic
 from gradlab.config import RunConfig
 
 #: Tables a run writes beside its metrics.
-RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian", "predictions")
+RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian", "predictions", "lyapunov")
 #: Version of the run-folder layout this gradlab writes; config.json records it.
 LAYOUT = 2
 #: Statuses of a run, as in :data:`gradlab.schema.SUMMARY`.

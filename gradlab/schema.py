@@ -190,6 +190,7 @@ RUN_FILES: dict[str, str] = {
     "gates": "gates.parquet",
     "jacobian": "jacobian.parquet",
     "predictions": "predictions.parquet",
+    "lyapunov": "lyapunov.parquet",  # only with TrainConfig.lyapunov_every
     "metrics": "metrics.json",  # the run's SUMMARY row as JSON, written when it ends
     "checkpoint": "checkpoint.pt",  # state_dicts + config + optimiser + RNG states
 }

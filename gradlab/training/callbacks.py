@@ -197,11 +197,19 @@ class Diagnostics(Callback):
         self.frames = {kind: [_saved_rows(state, kind)] for kind in self.frames}
 
 
+def collect_tables(callbacks: list[Callback]) -> dict[str, pd.DataFrame]:
+    """Every callback's tables, those of one kind from several callbacks combined."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for callback in callbacks:
+        for kind, frame in callback.tables().items():
+            frames.setdefault(kind, []).append(frame)
+    return {kind: combine(parts, kind) for kind, parts in frames.items()}
+
+
 def save_tables(state: TrainState, run_dir: Path) -> None:
     """Write every callback's tables into ``run_dir`` (atomically, one file per table)."""
-    for callback in state.callbacks:
-        for kind, frame in callback.tables().items():
-            write_table(frame, run_dir / schema.RUN_FILES[kind], kind=kind)
+    for kind, frame in collect_tables(state.callbacks).items():
+        write_table(frame, run_dir / schema.RUN_FILES[kind], kind=kind)
 
 
 class EpochCheckpoint(Callback):

@@ -54,6 +54,7 @@ class TrainState:
     epochs_done: int = 0
     diverged_step: int | None = None
     last_validated: int = -1
+    batch: tuple[Tensor, Tensor] | None = None  # the training batch of the step in progress
     train_time: float = 0.0  # seconds inside training epochs (without set-up and testing)
     started: float = field(default_factory=time.perf_counter)
     callbacks: list[Callback] = field(default_factory=list)
@@ -80,6 +81,10 @@ class Callback:
     def extra_loss(self, state: TrainState, x: Tensor, y: Tensor, logits: Tensor) -> Tensor | None:
         """A term added to the training loss of this step (a regulariser), or None."""
         return None
+
+    def extra_values(self, state: TrainState) -> dict[str, float]:
+        """More training values of this step (e.g. a regulariser's), recorded beside the loss."""
+        return {}
 
     def on_train_batch(self, state: TrainState, values: dict[str, float]) -> None:
         """After backward, before clipping and the update; ``values`` are the batch's loss, accuracy, grad_norm, lr."""
@@ -129,6 +134,7 @@ def train_step(state: TrainState, x: Tensor, y: Tensor) -> tuple[dict[str, float
         norm as a tensor, which clipping uses as it is (the update is the caller's).
     """
     state.optimiser.zero_grad(set_to_none=True)
+    state.batch = (x, y)
     with contextlib.ExitStack() as stack:
         for callback in state.callbacks:
             stack.enter_context(callback.step_context(state))
@@ -151,13 +157,17 @@ def train_step(state: TrainState, x: Tensor, y: Tensor) -> tuple[dict[str, float
     if scored is not None:
         values["accuracy"] = hits_value / counted_value if counted_value else float("nan")
     values.update(grad_norm=grad_norm_value, lr=state.optimiser.param_groups[0]["lr"])
+    for callback in state.callbacks:
+        values.update(callback.extra_values(state))
     return values, grad_norm
 
 
 def _update(state: TrainState, grad_norm: Tensor) -> None:
-    clip = state.config.train.clip_grad_norm
-    if clip is not None:
-        torch.nn.utils.clip_grads_with_norm_(state.parameters, clip, grad_norm)
+    train = state.config.train
+    if train.clip_grad_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(state.parameters, train.clip_grad_norm, grad_norm)
+    if train.clip_grad_value is not None:
+        torch.nn.utils.clip_grad_value_(state.parameters, train.clip_grad_value)
     state.optimiser.step()
 
 

@@ -24,6 +24,9 @@ from gradlab.config import RunConfig
 from gradlab.data import TASK_SEQUENCE_CLASSIFICATION, DataSplits
 from gradlab.data.from_config import load_data
 from gradlab.io import DIVERGED, FINISHED, RUN_TABLES, RunFolder, write_json, write_table
+
+#: The tables a RunResult holds (every run table; empty where a run has none).
+RESULT_TABLES = RUN_TABLES
 from gradlab import schema
 from gradlab.models import RNNModel
 from gradlab.training.callbacks import (
@@ -34,8 +37,9 @@ from gradlab.training.callbacks import (
     GradientRecording,
     History,
     Progress,
-    combine,
+    collect_tables,
 )
+from gradlab.training.dynamics import GradientFlossing, LyapunovRecording, VanishingGradientRegulariser
 from gradlab.training.evaluate import evaluate, has_predictions, predictions
 from gradlab.training.loop import Callback, TrainState, fit
 from gradlab.training.seeding import resolve_device, seed_everything, set_deterministic
@@ -55,6 +59,7 @@ class RunResult:
     gates: pd.DataFrame
     jacobian: pd.DataFrame
     predictions: pd.DataFrame
+    lyapunov: pd.DataFrame
     run_dir: Path | None = None
     skipped: bool = False
 
@@ -110,10 +115,16 @@ def standard_callbacks(state: TrainState, command: list[str] | None, progress: b
     """The callbacks every run has, in the order they act at each hook."""
     train = state.config.train
     callbacks: list[Callback] = [History(), Divergence(), BestCheckpoint()]
+    if train.omega_weight:  # before the recorder: Omega's own backward follows the recorded one
+        callbacks.append(VanishingGradientRegulariser(train.omega_weight))
+    if train.floss_weight:
+        callbacks.append(GradientFlossing(train.floss_weight, train.floss_k, train.floss_every, train.floss_until))
     if train.record_every is not None:
         callbacks.append(GradientRecording(state, train.record_every))
     if train.diagnostics:
         callbacks.append(Diagnostics())
+    if train.lyapunov_every is not None:
+        callbacks.append(LyapunovRecording(train.lyapunov_every, train.lyapunov_k))
     if state.run_dir is not None:
         callbacks.append(EpochCheckpoint(state.run_dir, command))  # saves (and restores) the ones above
     if progress:
@@ -158,17 +169,13 @@ def train_run(
     state = prepare(config, data, folder.path if folder else None, progress=progress)
     fit(state, standard_callbacks(state, command, progress) + list(callbacks))
     metrics = summary_row(state)
-    tables: dict[str, list[pd.DataFrame]] = {kind: [] for kind in RUN_TABLES}
-    for callback in state.callbacks:
-        for kind, frame in callback.tables().items():
-            tables[kind].append(frame)
-    tables["predictions"].append(best_predictions(state))
-    tables = {kind: combine(frames, kind) for kind, frames in tables.items()}
+    tables = {**collect_tables(state.callbacks), "predictions": best_predictions(state)}
     if folder is not None:
         for kind, frame in tables.items():
             write_table(frame, folder.file(kind), kind=kind)
         write_json(folder.file("metrics"), metrics)
-    return RunResult(metrics=metrics, run_dir=folder.path if folder else None, **tables)
+    return RunResult(metrics=metrics, run_dir=folder.path if folder else None,
+                     **{kind: tables.get(kind, schema.empty(kind)) for kind in RESULT_TABLES})
 
 
 def _best(state: TrainState) -> dict[str, Any]:
