@@ -180,3 +180,24 @@ SWEEP_FILES: dict[str, str] = {
     "sweep": "sweep.json",  # the sweep's configuration and command line
     "summary": "summary.parquet",  # SUMMARY rows of every run
 }
+
+#: Per-example predictions of one run at its selected checkpoint (the one
+#: whose validation accuracy was best), on the validation and test splits.
+#: ``split`` is ``validation`` or ``test``; ``example`` is the example's index
+#: within its split, the same across runs on the same data, so runs can be
+#: compared example by example. ``label`` is the true class, ``predicted`` the
+#: argmax class, ``correct`` whether they agree, ``label_probability`` the
+#: softmax probability of the true class, and ``probabilities`` the list of
+#: softmax probabilities, one per class.
+PREDICTIONS: dict[str, str] = {
+    **_RUN_KEYS,
+    "split": "string",
+    "example": "int64",
+    "label": "int64",
+    "predicted": "int64",
+    "correct": "bool",
+    "label_probability": "float64",
+    "probabilities": "object",
+}
+TABLES["predictions"] = PREDICTIONS
+RUN_FILES["predictions"] = "predictions.parquet"
