@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -9,16 +10,20 @@ import pandas as pd
 import pytest
 
 from analysis_helpers import CELLS, FACTOR, write_sweep
+from gradlab import schema
 from gradlab.__main__ import main
-from gradlab.analysis import RunsDirError, load_runs
-from gradlab.analysis.commands import FIGURES, REPORT, figures
-from gradlab.analysis.report import format_percent, format_ratio
+from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs, mean_interval
+from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT
+from gradlab.analysis.report import build_findings
+from gradlab.analysis.report.format import format_percent, format_ratio
+
+MAIN_SEEDS = (0, 1, 2, 3, 4)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    write_sweep(root, "main", seeds=(0, 1))
+    write_sweep(root, "main", seeds=MAIN_SEEDS)
     write_sweep(root, "lengths", cells=("RNN_TANH", "LSTM"), seeds=(0, 1), seq_lens=(4, 8), tables=("gradients",),
                 summary_parquet=False)
     return root
@@ -27,17 +32,18 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def regenerated(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    status = main(["figures", str(runs), "--out", str(out), "--resamples", "200", "--dpi", "60"])
+    status = main(["figures", str(runs), "--out", str(out), "--resamples", "200", "--dpi", "40", "--formats", "png"])
     return status, out
 
 
 def test_load_runs_adds_sweep_column(runs):
     data = load_runs(runs)
     assert sorted(data.sweeps) == ["lengths", "main"]
-    for kind in ("summary", "history", "gradients", "gates", "jacobian"):
+    for kind in ("summary", "history", "gradients", "gates", "jacobian", "predictions"):
         assert "sweep" in data.table(kind).columns
     # The lengths sweep has no summary.parquet: its summary comes from metrics.json.
-    assert len(data.summary) == 8 + 8
+    assert len(data.summary) == 4 * len(MAIN_SEEDS) + 8
+    assert str(data.predictions["correct"].dtype) == "bool" and len(data.predictions.loc[0, "probabilities"]) == 10
     assert set(data.gates["sweep"]) == {"main"}
     assert str(data.gradients["seed"].dtype) == "int64" and str(data.summary["diverged_step"].dtype) == "Int64"
 
@@ -60,12 +66,11 @@ def test_figures_writes_every_expected_file(regenerated):
     assert status == 0
     names = {path.name for path in out.iterdir()}
     for stem in FIGURES[:-1]:
-        for ext in ("png", "pdf"):
-            assert f"{stem}__main.{ext}" in names
+        assert f"{stem}__main.png" in names
     for T in (4, 8):
         assert f"gradient_norm_by_timestep__lengths_seq-len-{T}.png" in names
-    assert "vanishing_vs_length__lengths.png" in names and "vanishing_vs_length__lengths.pdf" in names
-    assert REPORT in names
+    assert "vanishing_vs_length__lengths.png" in names
+    assert REPORT in names and APPENDIX in names
     assert not [name for name in names if name.endswith(".tmp")]
     assert (out / "gradient_norm_by_timestep__main.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -88,9 +93,32 @@ def test_bad_runs_dir_exits_2(tmp_path, capsys):
     assert "holds no runs" in capsys.readouterr().err
 
 
+def _answers(report: str) -> dict[str, str]:
+    section = report.split("## Answers")[1].split("\n## ")[0]
+    parts = re.split(r"^### \(([a-d])\) .*$", section, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_report_opens_with_four_short_answers(regenerated):
+    _, out = regenerated
+    report = (out / REPORT).read_text()
+    headings = re.findall(r"^## .*$", report, flags=re.MULTILINE)
+    assert headings[0] == "## Answers" and "## Evidence" in headings
+    answers = _answers(report)
+    assert sorted(answers) == ["a", "b", "c", "d"]
+    for key, text in answers.items():
+        prose = re.sub(r"!\[.*?\]\(.*?\)", "", text)
+        assert len(prose.split()) <= 230, key
+        assert "*Limits:*" in text and "5 seeds per cell" in text, key
+        assert len(re.findall(r"!\[", text)) == 1, key  # one figure each
+    # Two screens: the main page stays short; the detail is in the appendix.
+    assert len(report.splitlines()) < 80 and (out / APPENDIX).is_file()
+
+
 def test_report_numbers_equal_the_frames(regenerated, runs):
     _, out = regenerated
     report = (out / REPORT).read_text()
+    answers = _answers(report)
     data = load_runs(runs)
     main_gradients = data.gradients[(data.gradients["sweep"] == "main") & (data.gradients["step"] == 0)
                                      & (data.gradients["state"] == "h")]
@@ -101,24 +129,40 @@ def test_report_numbers_equal_the_frames(regenerated, runs):
                   for _, run in runs_of_cell.groupby("run_id")]
         geometric = float(np.exp(np.mean(np.log(ratios))))
         assert geometric == pytest.approx(FACTOR[(cell, "h")] ** 5)
-        assert f"({format_ratio(geometric)})" in report
-    # Test accuracy of the GRU: mean of the summary's values over seeds.
+        assert f"{format_ratio(geometric)} [" in answers["a"]
+    # Mechanism: the Jacobian product and the gradient both shrink by the tanh factor per step.
+    assert f"shrinks by {format_ratio(FACTOR[('RNN_TANH', 'h')])} [" in answers["a"]
+    # (d): the GRU's test accuracy, mean and t interval over its seeds.
     gru = data.summary[(data.summary["sweep"] == "main") & (data.summary["cell"] == "GRU")]["test_accuracy"]
-    assert f"Most accurate: GRU ({format_percent(gru.mean())})" in report
-    assert "dataset `fake_digits`" in report
-    # Overview row of the main sweep: each cell's mean test accuracy / init ratio, in cell order.
-    overview = report.split("## Overview")[1].split("## Q1")[0]
+    low, high = mean_interval(gru)
+    assert f"GRU {format_percent(gru.mean())} [{format_percent(low)}, {format_percent(high)}]" in answers["d"]
+    assert "Most accurate above chance: GRU" in answers["d"]
+    assert "5 of 5 learned" in answers["c"] and "chance 10.0%" in answers["c"]
+    assert "dataset `fake_digits`" not in report or "`fake_digits`" in report
+    # Overview row of the main sweep: each cell's mean test accuracy and seeds that learned.
+    overview = report.split("## Evidence")[1]
     main_row = next(line for line in overview.splitlines() if line.startswith("| main "))
-    summary = data.summary[data.summary["sweep"] == "main"].groupby("cell")["test_accuracy"].mean()
-    assert f"| {format_percent(summary['GRU'])} / " in main_row
-    assert "tanh RNN << LSTM **supported**" in report
-    # Plateau ranks tanh < relu < LSTM < GRU against ratio ranks tanh < LSTM < relu < GRU:
-    # Spearman 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.80.
-    assert "gradient ratio at initialisation is 0.80" in report
-    # Sequence-length sweep: slope of log10 ratio per timestep is log10(FACTOR).
-    slope = re.search(r"RNN tanh (-?[0-9.]+)", report.split("vanishing against sequence length")[1]).group(1)
-    assert float(slope) == pytest.approx(np.log10(FACTOR[("RNN_TANH", "h")]), abs=1e-3)
-    assert "[gradient_norm_by_timestep__main.png](gradient_norm_by_timestep__main.png)" in report
+    assert f"| {format_percent(gru.mean())} (5/5) |" in main_row
+    appendix = (out / APPENDIX).read_text()
+    # Sequence-length sweep: slope of log10 ratio per timestep is log10(FACTOR), in the (a) answer.
+    assert f"RNN tanh {np.log10(FACTOR[('RNN_TANH', 'h')]):.3g}" in answers["a"]
+    assert "[gradient_norm_by_timestep__main.png](gradient_norm_by_timestep__main.png)" in appendix
+    assert "| seeds |" in appendix and "IQM" in appendix
+
+
+def test_report_verdicts_are_symmetric_and_corrected(regenerated):
+    _, out = regenerated
+    report = (out / REPORT).read_text()
+    appendix = (out / APPENDIX).read_text()
+    checks = appendix.split("## All checks")[1].split("\n## ")[0]
+    rows = [line for line in checks.splitlines() if line.startswith("| main ")]
+    # tanh vs LSTM: 0.73 decades apart, short of the one decade a "much smaller" claim needs.
+    much = next(row for row in rows if "much less gradient" in row)
+    assert much.endswith("**not clear** |") and "-0.731" in much
+    assert any("an LSTM is more accurate" in row and row.endswith("**supported** |") for row in rows)
+    # The lengths sweep has 2 seeds per cell: no verdict.
+    assert "too few seeds" in checks and not re.search(r"lengths.*\*\*supported\*\*", checks)
+    assert re.search(r"Holm-corrected over all \d+ checks", report)
 
 
 def test_report_says_when_data_disagrees(tmp_path):
@@ -128,22 +172,78 @@ def test_report_says_when_data_disagrees(tmp_path):
     original = dict(analysis_helpers.FACTOR)
     analysis_helpers.FACTOR.update({("RNN_TANH", "h"): 0.95, ("LSTM", "h"): 0.3})
     try:
-        write_sweep(tmp_path / "runs", "odd", cells=("RNN_TANH", "LSTM"), seeds=(0,), tables=("gradients",))
+        write_sweep(tmp_path / "runs", "odd", cells=("RNN_TANH", "LSTM"), seeds=MAIN_SEEDS,
+                    tables=("gradients",))
+        write_sweep(tmp_path / "runs", "one", cells=("RNN_TANH", "LSTM"), seeds=(0,), tables=("gradients",))
     finally:
         analysis_helpers.FACTOR.update(original)
-    figures(tmp_path / "runs", tmp_path / "out", formats=("png",), n_resamples=50)
-    report = (tmp_path / "out" / REPORT).read_text()
-    assert "tanh RNN << LSTM **not supported**" in report
-    tail = report.split("## Where the data does not support the textbook")[1]
-    assert "odd: a tanh RNN's gradient vanishes faster than an LSTM's (at initialisation)" in tail
+    appendix = build_findings(load_runs(tmp_path / "runs"), n_resamples=50).appendix()
+    odd = next(line for line in appendix.splitlines() if line.startswith("| odd ") and "much less gradient" in line)
+    assert odd.endswith("**contradicted** |")
+    # One seed never supports anything.
+    one = [line for line in appendix.splitlines() if line.startswith("| one ")]
+    assert one and all(line.endswith("**too few seeds** |") for line in one if "**" in line)
+
+
+def test_report_labels_the_split_and_the_tuned_selection(tmp_path):
+    sweep = write_sweep(tmp_path / "runs", "tuned", cells=("GRU", "LSTM"), seeds=(0, 1, 2, 3),
+                        tables=("history",))
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"])
+    # Seeds 0-1 ran at lr 0.1, seeds 2-3 at lr 0.01 (which has the better validation accuracy).
+    summary = summary.assign(lr=np.where(summary["seed"] < 2, 0.1, 0.01), split="takes", dataset="fsdd")
+    summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
+    (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({"select_by": "validation", "grid": {"lr": [0.1, 0.01]}}))
+    report = build_findings(load_runs(tmp_path / "runs"), n_resamples=50).main()
+    assert "speaker-dependent" in report
+    tuned = report.split("### Tuned comparison")[1]
+    assert "{'lr': [0.1, 0.01]}" in tuned and "GRU: lr=0.01" in tuned and "test accuracy never used" in tuned
+    row = next(line for line in report.splitlines() if line.startswith("| tuned "))
+    assert "| 2 |" in row  # two seeds of the selected grid point behind each cell
+
+
+def _damage(sweep):
+    (sweep / "gru-s0" / schema.RUN_FILES["gradients"]).write_bytes(b"")
+    history = sweep / "lstm-s1" / schema.RUN_FILES["history"]
+    history.write_bytes(history.read_bytes()[:100])
+    (sweep / "rnn_tanh-s0" / schema.RUN_FILES["metrics"]).write_text("{not json")
+
+
+def test_damaged_runs_are_skipped_with_a_warning(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "runs", "hurt", cells=("RNN_TANH", "LSTM", "GRU"), seeds=(0, 1),
+                        tables=("history", "gradients"))
+    _damage(sweep)
+    with pytest.warns(DamagedRunWarning) as caught:
+        data = load_runs(sweep)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 3 and len(data.skipped) == 3
+    for name in ("gru-s0/gradients.parquet", "lstm-s1/history.parquet", "rnn_tanh-s0/metrics.json"):
+        assert any(name in message for message in messages), name
+    # The damaged runs are gone from every table, summary included; the others stay.
+    assert sorted(data.runs()["run_id"]) == ["gru-s1", "lstm-s0", "rnn_tanh-s1"]
+    assert sorted(data.summary["run_id"]) == ["gru-s1", "lstm-s0", "rnn_tanh-s1"]
+    assert main(["figures", str(sweep), "--out", str(tmp_path / "out"), "--formats", "png", "--dpi", "30"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: skipped run" in printed and "gru-s0/gradients.parquet" in printed
+    assert "Runs left out" in (tmp_path / "out" / REPORT).read_text()
+    assert main(["inspect", str(sweep)]) == 0
+    assert "lstm-s1/history.parquet" in capsys.readouterr().out
+
+
+def test_no_readable_run_is_a_clear_error(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "runs", "lost", cells=("GRU",), seeds=(0,), tables=("history",),
+                        summary_parquet=False)
+    (sweep / "gru-s0" / schema.RUN_FILES["history"]).write_bytes(b"")
+    assert main(["figures", str(sweep), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "no readable runs" in error and "gru-s0/history.parquet" in error
 
 
 def test_inspect_prints_summary_and_gradient_head(runs, capsys):
     assert main(["inspect", str(runs / "main"), "--rows", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "== sweep main" in printed and "8 runs" in printed
+    assert "== sweep main" in printed and "20 runs" in printed
     assert "test_accuracy" in printed and "rnn_tanh-s1" in printed
-    gradient_rows = 2 * 4 * 6 * (len(CELLS) + 1)  # seeds x steps x timesteps x (cells + LSTM c)
+    gradient_rows = len(MAIN_SEEDS) * 4 * 6 * (len(CELLS) + 1)  # seeds x steps x timesteps x (cells + LSTM c)
     assert f"gradients: {gradient_rows} rows x 14 columns" in printed
     head = printed.split("gradients:")[1].strip().splitlines()
     assert len(head) == 1 + 1 + 3  # shape line, header, three rows
@@ -153,9 +253,8 @@ def test_analysis_never_imports_torch():
     import subprocess
     import sys
 
-    code = "import sys, gradlab.analysis, gradlab.analysis.commands; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    code = "import gradlab.analysis, gradlab.analysis.commands, gradlab.analysis.report, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_every_flag_has_help():
@@ -166,16 +265,3 @@ def test_every_flag_has_help():
     for name in ("figures", "inspect"):
         for action in subparsers[name]._actions:
             assert action.help, f"{name} {action.dest} lacks help"
-
-
-def test_overlapping_intervals_are_not_clear_not_supported():
-    from gradlab.analysis.report import _apart, _Checks
-
-    low = pd.Series({"mean": 1.0, "ci_low": 0.5, "ci_high": 1.5})
-    high_overlapping = pd.Series({"mean": 2.0, "ci_low": 1.4, "ci_high": 2.6})
-    high_apart = pd.Series({"mean": 2.0, "ci_low": 1.6, "ci_high": 2.4})
-    checks = _Checks()
-    assert checks.add("s", "a", True, _apart(low, high_apart)) == "**supported**"
-    assert checks.add("s", "b", True, _apart(low, high_overlapping)).startswith("**not clear**")
-    assert checks.add("s", "c", False, _apart(low, high_apart)) == "**not supported**"
-    assert [verdict for _, _, verdict in checks.results] == ["supported", "not clear", "not supported"]

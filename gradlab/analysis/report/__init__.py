@@ -31,7 +31,7 @@ from gradlab.analysis.report.format import (
     table,
     with_interval,
 )
-from gradlab.analysis.stats import config_groups, interval_label
+from gradlab.analysis.stats import config_groups, first_to_last_ratio, interval_label
 from gradlab.analysis.style import cell_label, cell_order
 
 APPENDIX = "findings_appendix.md"
@@ -99,6 +99,7 @@ class Findings:
     checks: list[Check]
     tuning: list[str] = field(default_factory=list)
     figures: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    lengths: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
 
     def main(self) -> str:
         """``findings.md``."""
@@ -108,12 +109,14 @@ class Findings:
                  f"runs. Intervals are {interval_label()} (Student t) unless named otherwise; verdicts are "
                  f"Holm-corrected over all {len(self.checks)} checks of this report. Details: [{APPENDIX}]({APPENDIX}).",
                  "", "## Answers", ""]
-        makers = [answers.answer_vanishing, answers.answer_activation, answers.answer_curves]
-        for (key, question), make in zip(QUESTIONS, makers):
-            lines += [f"### ({key}) {question}", "", *make(self.evidence, self.checks, self.figures), ""]
-        key, question = QUESTIONS[3]
-        lines += [f"### ({key}) {question}", "",
-                  *answers.answer_choice(self.evidence, self.checks, self.figures, most_accurate), ""]
+        texts = [
+            answers.answer_vanishing(self.evidence, self.checks, self.figures, self.lengths),
+            answers.answer_activation(self.evidence, self.checks, self.figures),
+            answers.answer_curves(self.evidence, self.checks, self.figures),
+            answers.answer_choice(self.evidence, self.checks, self.figures, most_accurate),
+        ]
+        for (key, question), text in zip(QUESTIONS, texts):
+            lines += [f"### ({key}) {question}", "", *text, ""]
         lines += ["## Evidence", "", *self._overview(), *self._check_summary()]
         if self.tuning:
             lines += ["### Tuned comparison", "", *[f"- {note}" for note in self.tuning], ""]
@@ -167,6 +170,8 @@ class Findings:
                         "Holm p", "verdict"], [_check_row(check) for check in self.checks]) if self.checks else ["None.", ""]
         association = associations(self.evidence)
         if not association.empty:
+            association = association[association["r"].notna()]
+        if not association.empty:
             lines += ["## Gradient flow and learning, seed by seed", "",
                       "Spearman r between log10 first-to-last ratio at initialisation and best validation accuracy; "
                       "an association over runs, not a cause.", ""]
@@ -198,7 +203,10 @@ def _configuration_tables(e: Evidence) -> list[str]:
     if not e.ratios.empty:
         stages = {stage: e.ratio_summary(stage) for stage in ("init", "late")}
         rows = []
-        for _, row in stages["init"].iterrows():
+        order = {cell: k for k, cell in enumerate(cell_order(stages["init"]["cell"]))}
+        ordered = stages["init"].assign(_order=stages["init"]["cell"].map(order)).sort_values(["_order", "state"],
+                                                                                              ascending=[True, False])
+        for _, row in ordered.iterrows():
             late = stages["late"][(stages["late"]["cell"] == row["cell"]) & (stages["late"]["state"] == row["state"])]
             name = cell_label(row["cell"]) + (" c_t" if row["state"] == "c" else "")
             rows.append([name, row_interval(row, format_ratio, log=True),
@@ -256,7 +264,22 @@ def build_findings(
         evidence.append(gather(label, part, sweep_config=sweep_config(data, sweep), n_resamples=n_resamples, seed=seed))
     checks = [check for e in evidence for check in checks_of(e)]
     decide_checks(checks)
-    return Findings(data=data, evidence=evidence, checks=checks, tuning=tuning, figures=dict(figures or {}))
+    return Findings(data=data, evidence=evidence, checks=checks, tuning=tuning, figures=dict(figures or {}),
+                    lengths=_length_sweeps(data))
+
+
+def _length_sweeps(data: RunData) -> list[tuple[str, pd.DataFrame]]:
+    """(label, first-to-last ratios at initialisation) of each configuration run at several lengths."""
+    if data.summary.empty or data.gradients.empty:
+        return []
+    found = []
+    for label, runs in config_groups(data.summary, exclude=("seq_len",)):
+        part = data.select(runs)
+        if part.summary["seq_len"].nunique() > 1:
+            ratios = first_to_last_ratio(part.gradients, part.summary, stage="init")
+            if not ratios.empty:
+                found.append((label, ratios))
+    return found
 
 
 def findings_report(

@@ -23,7 +23,7 @@ from gradlab.analysis.report.format import (
     with_interval,
 )
 from gradlab.analysis.stats import interval_label, length_fit, mean_interval, select_stages
-from gradlab.analysis.style import cell_label
+from gradlab.analysis.style import cell_label, cell_order
 
 GATED = ("LSTM", "GRU")
 
@@ -89,8 +89,9 @@ def _verdict(check: Check | None) -> str:
             f"{c.seeds_first} vs {c.seeds_second} seeds, Holm-corrected).")
 
 
-def answer_vanishing(evidence: Sequence[Evidence], checks: Sequence[Check], figures: Mapping[str, Sequence[str]]
-                     ) -> list[str]:
+def answer_vanishing(evidence: Sequence[Evidence], checks: Sequence[Check], figures: Mapping[str, Sequence[str]],
+                     length_sweeps: Sequence[tuple[str, pd.DataFrame]] = ()) -> list[str]:
+    """Answer (a); ``length_sweeps`` holds (label, first-to-last ratios at initialisation) of sequence-length sweeps."""
     e = pick([item for item in evidence if not item.ratios.empty], ("RNN_TANH", "LSTM", "GRU"),
              lambda item: float(not item.data.jacobian.empty))
     if e is None:
@@ -118,7 +119,7 @@ def answer_vanishing(evidence: Sequence[Evidence], checks: Sequence[Check], figu
     association = _association(e)
     if association:
         lines.append(association)
-    length = _length_sentence(evidence)
+    length = _length_sentence(length_sweeps)
     if length:
         lines.append(length)
     lines.append(_limits(e, "; association is not cause"))
@@ -158,15 +159,13 @@ def _association(e: Evidence) -> str | None:
             f"validation accuracy are associated with Spearman r = {interval}.")
 
 
-def _length_sentence(evidence: Sequence[Evidence]) -> str | None:
-    for e in evidence:
-        ratios = e.ratios[(e.ratios["stage"] == "init") & (e.ratios["state"] == "h")]
-        if ratios["seq_len"].nunique() > 1:
-            fit = length_fit(ratios.assign(ratio=10.0 ** ratios["log10_ratio"])).set_index("cell")
-            parts = [f"{cell_label(cell)} {fit.loc[cell, 'slope']:.3g}" for cell in e.cells if cell in fit.index]
-            if parts:
-                return (f"Over T = {ratios['seq_len'].min()}-{ratios['seq_len'].max()} ({e.label}), log10 ratio falls "
-                        "linearly with T, in decades per step: " + ", ".join(parts) + ".")
+def _length_sentence(lengths: Sequence[tuple[str, pd.DataFrame]]) -> str | None:
+    for label, ratios in lengths:
+        fit = length_fit(ratios).set_index("cell")
+        parts = [f"{cell_label(cell)} {fit.loc[cell, 'slope']:.3g}" for cell in cell_order(fit.index)]
+        if parts:
+            return (f"Over T = {ratios['seq_len'].min()}-{ratios['seq_len'].max()} ({label}), log10 ratio at "
+                    "initialisation falls linearly with T, in decades per step: " + ", ".join(parts) + ".")
     return None
 
 
@@ -218,7 +217,7 @@ def _curve_shape(row: pd.Series, epochs: int) -> str:
         text += " (bimodal: the other seeds stay at chance; the mean curve hides two groups)"
     speed = with_interval(row["epochs_to_learn"], row["epochs_to_learn_low"], row["epochs_to_learn_high"])
     final = with_interval(row["final"], row["final_low"], row["final_high"], format_percent)
-    return f"{text}; learners reach 90% of their gain by epoch {speed} of {epochs}; final level {final}, {row['trend']}"
+    return f"{text}, 90% of the gain by epoch {speed} of {epochs}, final level {final} and {row['trend']}"
 
 
 def answer_curves(evidence: Sequence[Evidence], checks: Sequence[Check], figures: Mapping[str, Sequence[str]]
@@ -255,7 +254,8 @@ def answer_choice(evidence: Sequence[Evidence], checks: Sequence[Check], figures
     if best is None:
         lines.append("No cell is above chance here, so none can be recommended from these runs.")
     else:
-        tied = accuracy[accuracy["ci_high"].fillna(accuracy["mean"]) >= best["ci_low"]]
+        floor = best["ci_low"] if pd.notna(best["ci_low"]) else best["mean"]
+        tied = accuracy[accuracy["ci_high"].fillna(accuracy["mean"]) >= floor]
         cheapest = size.loc[[cell for cell in tied.index if cell in size.index], "time_per_epoch"].idxmin()
         lines.append(f"Most accurate above chance: {cell_label(best['cell'])}.")
         if cheapest != best["cell"]:

@@ -19,7 +19,7 @@ from gradlab.analysis.compare import MUCH_SMALLER_DECADES, Comparison, compare, 
 from gradlab.analysis.learning import chance_level, learning_table, run_learning
 from gradlab.analysis.load import RunData
 from gradlab.analysis.stats import accuracy_table, first_to_last_ratio, log10, select_stages, summarise
-from gradlab.analysis.style import cell_label
+from gradlab.analysis.style import cell_label, cell_order
 
 
 @dataclass
@@ -53,8 +53,6 @@ class Evidence:
 
     @property
     def cells(self) -> list[str]:
-        from gradlab.analysis.style import cell_order
-
         return cell_order(set(self.data.summary["cell"]) | set(self.ratios["cell"]))
 
     def ratio(self, cell: str, stage: str = "init", state: str = "h") -> np.ndarray:
@@ -69,6 +67,8 @@ class Evidence:
         """One row per run: log10 ratio at initialisation (h), best validation and test accuracy."""
         init = self.ratios[(self.ratios["stage"] == "init") & (self.ratios["state"] == "h")]
         keys = ["sweep", "run_id"]
+        if init.empty or self.learning_runs.empty or self.data.summary.empty:
+            return pd.DataFrame(columns=[*keys, "cell", "log10_ratio", "best", "test_accuracy"])
         merged = init[[*keys, "cell", "log10_ratio"]].merge(
             self.learning_runs[[*keys, "best"]], on=keys, how="inner")
         return merged.merge(self.data.summary[[*keys, "test_accuracy"]], on=keys, how="left")
@@ -111,8 +111,12 @@ def gather(label: str, data: RunData, *, sweep_config: dict | None = None, n_res
            seed: int = 0) -> Evidence:
     """Compute the :class:`Evidence` of one configuration."""
     ratios = _ratios(data)
-    runs = run_learning(data.history, data.summary, data.predictions) if not data.summary.empty else pd.DataFrame()
+    recorded = not data.summary.empty and not data.history.empty
+    runs = run_learning(data.history, data.summary, data.predictions) if recorded else pd.DataFrame()
     learning = learning_table(runs) if not runs.empty else pd.DataFrame()
+    if not learning.empty:
+        order = {cell: k for k, cell in enumerate(cell_order(learning["cell"]))}
+        learning = learning.sort_values("cell", key=lambda cells: cells.map(order)).reset_index(drop=True)
     accuracy = accuracy_table(data.summary) if not data.summary.empty else pd.DataFrame()
     aggregate = None
     if not data.predictions.empty and (data.predictions["split"] == "test").any():
@@ -120,6 +124,9 @@ def gather(label: str, data: RunData, *, sweep_config: dict | None = None, n_res
             aggregate = accuracy_aggregate(data.predictions, n_resamples=n_resamples, seed=seed)
         except ValueError:
             aggregate = None  # runs evaluated on different examples: no pooled aggregate
+        if aggregate is not None:
+            order = {cell: k for k, cell in enumerate(cell_order(aggregate["cell"]))}
+            aggregate = aggregate.sort_values("cell", key=lambda cells: cells.map(order)).reset_index(drop=True)
     chances = chance_level(data.summary).dropna().unique() if not data.summary.empty else []
     return Evidence(label=label, data=data, ratios=ratios, learning_runs=runs, learning=learning, accuracy=accuracy,
                     aggregate=aggregate, steps=_step_factors(data, ratios),
@@ -147,6 +154,8 @@ def _values(evidence: Evidence, cell: str, quantity: str) -> np.ndarray:
         column = evidence.data.summary.loc[evidence.data.summary["cell"] == cell, "test_accuracy"]
         return column.dropna().to_numpy(dtype=float)
     runs = evidence.learning_runs
+    if runs.empty:
+        return np.array([])
     return runs.loc[runs["cell"] == cell, "epochs_to_learn"].dropna().to_numpy(dtype=float)
 
 
