@@ -51,3 +51,17 @@ def test_accuracy_aggregate_per_cell():
     assert table.loc["GRU", "solved_of"] == "5 of 5" and table.loc["RNN_TANH", "solved"] == 0
     assert table.loc["RNN_TANH", "solved_high"] < 0.6  # Clopper-Pearson upper bound of 0 of 5
     assert "bootstrap over seeds and test examples" in table.loc["GRU", "interval"]
+
+
+def test_stratified_statistic_equals_a_loop_over_resamples():
+    from gradlab.analysis.aggregate import _stratified_statistic
+
+    rng = np.random.default_rng(2)
+    correct = (rng.random((5, 20)) < 0.6).astype(float)
+    seeds, examples = rng.integers(0, 5, (4, 5)), rng.integers(0, 20, (4, 20))
+    statistic = _stratified_statistic(correct)
+    expected = [interquartile_mean(correct[seeds[b]][:, examples[b]].mean(axis=1)) for b in range(4)]
+    assert statistic(seeds, examples) == pytest.approx(expected)
+    # One sample resampled, the other held whole (as in BCa's jackknife).
+    assert statistic(seeds, np.arange(20)) == pytest.approx(
+        [interquartile_mean(correct[seeds[b]].mean(axis=1)) for b in range(4)])

@@ -18,6 +18,7 @@ from gradlab.analysis import (
     select_by_validation,
     selected_runs,
 )
+from gradlab.analysis.learning import smallest_denominator
 from gradlab.analysis.stats import mean_interval
 
 
@@ -69,12 +70,17 @@ def test_a_run_that_never_learns_has_no_epochs_to_learn():
     assert table["epochs_to_learn"] == 4.0 and np.isnan(table["epochs_to_learn_low"])  # one learning run
 
 
-def test_validation_size_from_predictions_when_the_summary_lacks_it():
+def test_validation_size_from_predictions_or_the_accuracies_themselves():
     history = _history("a", "GRU", 0, [0.2] * 10)
     summary = _summary([("a", "GRU", 0)]).drop(columns=["n_validation"])
-    assert run_learning(history, summary)["learns"].isna().all()  # unknown: no size to test against
+    # 0.2 alone is 1 of 5: at n = 5, 0.2 does not beat chance 0.1.
+    assert not run_learning(history, summary)["learns"].iloc[0]
     predictions = pd.DataFrame({"run_id": ["a"] * 100, "split": ["validation"] * 100})
     assert bool(run_learning(history, summary, predictions)["learns"].iloc[0])
+    # Accuracies of an old run on 90 clips: 17/90, 23/90, 31/90 have no smaller common denominator.
+    assert smallest_denominator(np.array([17, 23, 31]) / 90) == 90
+    assert bool(run_learning(_history("a", "GRU", 0, list(np.array([17, 23, 31]) / 90)), summary)["learns"].iloc[0])
+    assert np.isnan(smallest_denominator([np.pi / 10], largest=1000))
 
 
 def test_trend_says_rising_only_when_the_slope_interval_is_above_zero():

@@ -58,9 +58,11 @@ def _stratified_statistic(correct: np.ndarray):
     def statistic(seed_index: np.ndarray, example_index: np.ndarray, axis: int = -1) -> np.ndarray:
         seed_index = np.asarray(seed_index, dtype=np.intp)
         example_index = np.asarray(example_index, dtype=np.intp)
-        batch = example_index.shape[:-1]
+        # scipy may resample one sample while holding the other (BCa's jackknife): broadcast the two.
+        batch = np.broadcast_shapes(seed_index.shape[:-1], example_index.shape[:-1])
         flat = example_index.reshape(-1, example_index.shape[-1])
-        per_run = by_example[flat].mean(axis=1).reshape(*batch, correct.shape[0])  # (..., runs)
+        per_run = by_example[flat].mean(axis=1).reshape(*example_index.shape[:-1], correct.shape[0])  # (..., runs)
+        per_run = np.broadcast_to(per_run, (*batch, correct.shape[0]))
         seed_index = np.broadcast_to(seed_index, (*batch, seed_index.shape[-1]))
         chosen = np.take_along_axis(per_run, seed_index, axis=-1)
         return interquartile_mean(chosen, axis=-1)

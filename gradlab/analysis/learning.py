@@ -65,6 +65,26 @@ def epoch_accuracy(history: pd.DataFrame, split: str = "validation") -> pd.DataF
             .last().reset_index())
 
 
+def smallest_denominator(accuracies: np.ndarray, *, largest: int = 100_000) -> float:
+    """The smallest n for which every accuracy is a whole number of correct answers out of n (NaN if none).
+
+    gradlab's accuracies are exact fractions correct / examples, so this is
+    the validation set's size or a divisor of it: a binomial test at it is at
+    worst conservative. Used only for runs that did not record their size.
+    """
+    values = np.asarray(accuracies, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan")
+    for start in range(1, largest + 1, 4096):
+        sizes = np.arange(start, min(start + 4096, largest + 1), dtype=np.float64)[:, None]
+        scaled = values[None, :] * sizes
+        whole = (np.abs(scaled - np.round(scaled)) < 1e-6).all(axis=1)
+        if whole.any():
+            return float(sizes[np.argmax(whole), 0])
+    return float("nan")
+
+
 def _validation_size(summary: pd.DataFrame, predictions: pd.DataFrame | None) -> pd.Series:
     sizes = pd.Series(np.nan, index=summary.index, dtype="float64")
     if "n_validation" in summary.columns:
@@ -84,7 +104,8 @@ def run_learning(history: pd.DataFrame, summary: pd.DataFrame, predictions: pd.D
     Args:
         history: history table (validation accuracy per epoch).
         summary: summary table; ``n_validation`` and ``num_classes`` are used
-            where present (else the validation predictions' count and
+            where present (else the validation predictions' count, or
+            :func:`smallest_denominator` of the run's accuracies, and
             :data:`KNOWN_CLASSES`).
         predictions: optional predictions table.
 
@@ -114,7 +135,8 @@ def run_learning(history: pd.DataFrame, summary: pd.DataFrame, predictions: pd.D
             last = values[-tail:]
             row.update(best=best, final=float(last.mean()), epochs=len(values),
                        slope=float(np.polyfit(np.arange(len(last)), last, 1)[0]) if len(last) > 1 else np.nan)
-            learns = beats_chance(best, record.examples, record.chance, tries=len(values))
+            examples = record.examples if np.isfinite(record.examples) else smallest_denominator(values)
+            learns = beats_chance(best, examples, record.chance, tries=len(values))
             if learns is not None:
                 row["learns"] = learns
                 if learns:

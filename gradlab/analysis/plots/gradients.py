@@ -178,7 +178,7 @@ def plot_gradient_heatmap(
         ax.set_xlabel("timestep t (input frame)")
     axes[0].set_ylabel("training step (optimiser updates)")
     name = f"|dL/d{state}_t| / |dL/d{state}_last|" if value == "ratio_to_last" else f"{value} of {state}_t"
-    fig.colorbar(mesh, ax=list(axes), label=f"log10 {name}\n(layer {layer}, {direction}; mean over seeds)")
+    fig.colorbar(mesh, ax=list(axes), label=f"log10 {name}\nlayer {layer}, {direction}, seed mean")
     if underflow:
         fig.legend(handles=[Patch(facecolor=UNDERFLOW_COLOUR, label="underflowed to 0 in a seed (no log10)")],
                    loc="outside lower center", frameon=False, fontsize="small")

@@ -98,24 +98,24 @@ def answer_vanishing(evidence: Sequence[Evidence], checks: Sequence[Check], figu
         return ["No gradient tables were recorded: this question cannot be answered from these runs."]
     lengths = sorted(set(e.ratios["seq_len"]))
     parts = [f"{cell_label(cell)} {text}" for cell in e.cells if (text := _ratio_text(e, cell)) is not None]
-    lines = [f"In {e.label} ({dataset_of(e.data)}, T = {', '.join(map(str, lengths))}), the gradient reaching the "
-             f"first step at initialisation, as a fraction of the last step's ({interval_label()}): "
-             + "; ".join(parts) + "."]
-    lines.append("Backpropagation multiplies it by one Jacobian per step, dh_t/dh_(t-1) = diag(f'(a_t)) W_hh, "
-                 "of norm at most ||W_hh|| max|f'| (tanh' <= 1, equal to 1 only at 0; relu' is 0 or 1): "
-                 "below 1 per step, the product shrinks geometrically.")
+    lines = [f"In {e.label} ({dataset_of(e.data)}, T = {', '.join(map(str, lengths))}), at initialisation the first "
+             f"step gets this fraction of the last step's gradient ({interval_label()}): " + "; ".join(parts) + "."]
+    lines.append("Backpropagation multiplies it by one Jacobian per step, diag(f'(a_t)) W_hh, of norm at most "
+                 "||W_hh|| max|f'| (tanh' <= 1; relu' is 0 or 1): below 1 per step, the product shrinks geometrically.")
     steps = e.steps[e.steps["cell"] == "RNN_TANH"] if "cell" in e.steps.columns else e.steps.iloc[:0]
     jacobian, gradient = (_step_text(steps[column]) if column in steps else None
                           for column in ("jacobian_step", "gradient_step"))
     if jacobian and gradient:
         lines.append(f"gradlab's Jacobian measurements show it for the tanh RNN: ||dh_T/dh_t|| shrinks by "
-                     f"{jacobian} per step (fit over distance), and the gradient by {gradient} per step.")
+                     f"{jacobian} per step, the gradient by {gradient}.")
     saturated = _saturated(e)
     if saturated:
         lines.append(saturated)
-    learned = [f"{cell_label(cell)} {text}" for cell in e.cells if (text := _learned(e, cell))]
-    if learned:
-        lines.append("Learning: " + "; ".join(learned) + ".")
+    learned = {cell: text for cell in e.cells if (text := _learned(e, cell))}
+    if len(set(learned.values())) == 1 and len(learned) > 1:
+        lines.append(f"Learning: {next(iter(learned.values()))} in every cell.")
+    elif learned:
+        lines.append("Learning: " + "; ".join(f"{cell_label(cell)} {text}" for cell, text in learned.items()) + ".")
     association = _association(e)
     if association:
         lines.append(association)
