@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_helpers import N_EXAMPLES, predictions_frame, run_id_of
+
 from gradlab.analysis import accuracy_aggregate, interquartile_mean, iqm_interval
 from gradlab.analysis.aggregate import correct_matrix
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_helpers import CELLS, FACTOR, write_sweep
+
 from gradlab import schema
 from gradlab.__main__ import main
 from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs, mean_interval
@@ -30,14 +30,19 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def loaded(runs):
+    return load_runs(runs)
+
+
+@pytest.fixture(scope="module")
 def regenerated(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
     status = main(["figures", str(runs), "--out", str(out), "--resamples", "200", "--dpi", "40", "--formats", "png"])
     return status, out
 
 
-def test_load_runs_adds_sweep_column(runs):
-    data = load_runs(runs)
+def test_load_runs_adds_sweep_column(loaded):
+    data = loaded
     assert sorted(data.sweeps) == ["lengths", "main"]
     for kind in ("summary", "history", "gradients", "gates", "jacobian", "predictions"):
         assert "sweep" in data.table(kind).columns
@@ -51,7 +56,7 @@ def test_load_runs_adds_sweep_column(runs):
 def test_load_several_sweeps_and_one_sweep(runs):
     both = load_runs([runs / "main", runs / "lengths"])
     assert sorted(both.sweeps) == ["lengths", "main"]
-    assert list(load_runs(runs / "main").sweeps) == ["main"]
+    assert list(load_runs(runs / "lengths").sweeps) == ["lengths"]
 
 
 def test_missing_and_empty_runs_dir(tmp_path):
@@ -115,11 +120,11 @@ def test_report_opens_with_four_short_answers(regenerated):
     assert len(report.splitlines()) < 80 and (out / APPENDIX).is_file()
 
 
-def test_report_numbers_equal_the_frames(regenerated, runs):
+def test_report_numbers_equal_the_frames(regenerated, loaded):
     _, out = regenerated
     report = (out / REPORT).read_text()
     answers = _answers(report)
-    data = load_runs(runs)
+    data = loaded
     main_gradients = data.gradients[(data.gradients["sweep"] == "main") & (data.gradients["step"] == 0)
                                      & (data.gradients["state"] == "h")]
     # First-to-last ratio computed independently: norm at t=0 over norm at t=T-1, geometric mean over seeds.
@@ -202,7 +207,7 @@ def test_report_labels_the_split_and_the_tuned_selection(tmp_path):
 
 
 def _damage(sweep):
-    (sweep / "gru-s0" / schema.RUN_FILES["gradients"]).write_bytes(b"")
+    (sweep / "gru-s0" / schema.RUN_FILES["history"]).write_bytes(b"")
     history = sweep / "lstm-s1" / schema.RUN_FILES["history"]
     history.write_bytes(history.read_bytes()[:100])
     (sweep / "rnn_tanh-s0" / schema.RUN_FILES["metrics"]).write_text("{not json")
@@ -212,7 +217,7 @@ def _damage(sweep):
 
 def test_damaged_runs_are_skipped_with_a_warning(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "runs", "hurt", cells=("RNN_TANH", "LSTM", "GRU"), seeds=(0, 1),
-                        tables=("history", "gradients"))
+                        tables=("history",))
     _damage(sweep)
     with pytest.warns(DamagedRunWarning) as caught:
         data = load_runs(sweep)
@@ -220,14 +225,14 @@ def test_damaged_runs_are_skipped_with_a_warning(tmp_path, capsys):
     assert len(messages) == 4 and len(data.skipped) == 4
     # A damaged summary.parquet falls back to each run's metrics.json.
     assert any("summary.parquet" in message and "metrics.json instead" in message for message in messages)
-    for name in ("gru-s0/gradients.parquet", "lstm-s1/history.parquet", "rnn_tanh-s0/metrics.json"):
+    for name in ("gru-s0/history.parquet", "lstm-s1/history.parquet", "rnn_tanh-s0/metrics.json"):
         assert any(name in message for message in messages), name
     # The damaged runs are gone from every table, summary included; the others stay.
     assert sorted(data.runs()["run_id"]) == ["gru-s1", "lstm-s0", "rnn_tanh-s1"]
     assert sorted(data.summary["run_id"]) == ["gru-s1", "lstm-s0", "rnn_tanh-s1"]
     assert main(["figures", str(sweep), "--out", str(tmp_path / "out"), "--formats", "png", "--dpi", "30"]) == 0
     printed = capsys.readouterr().out
-    assert "warning: skipped run" in printed and "gru-s0/gradients.parquet" in printed
+    assert "warning: skipped run" in printed and "gru-s0/history.parquet" in printed
     assert "Runs left out" in (tmp_path / "out" / REPORT).read_text()
     assert main(["inspect", str(sweep)]) == 0
     assert "lstm-s1/history.parquet" in capsys.readouterr().out

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from analysis_helpers import all_frames, summary_row
 from scipy import stats as scipy_stats
 
-from analysis_helpers import all_frames, summary_row
 from gradlab import schema
 from gradlab.analysis import (
     beats_chance,

@@ -6,10 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from analysis_helpers import CELLS, FACTOR, all_frames
 from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 
-from analysis_helpers import CELLS, FACTOR, all_frames
 from gradlab.analysis import (
     cell_colour,
     cell_order,

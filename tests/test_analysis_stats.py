@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_helpers import FACTOR, all_frames, gradients_frame
 from scipy import stats as scipy_stats
 
 from gradlab.analysis import (
     accuracy_table,
-    mean_interval,
     config_groups,
     first_to_last_ratio,
     log_gradient_profile,
+    mean_interval,
     select_stages,
     stage_steps,
     summarise,

@@ -10,7 +10,11 @@ Typical use::
     fig = plot_gradient_profile(data.gradients)
 """
 
-from gradlab.analysis.aggregate import accuracy_aggregate, interquartile_mean, iqm_interval
+from gradlab.analysis.aggregate import (
+    accuracy_aggregate,
+    interquartile_mean,
+    iqm_interval,
+)
 from gradlab.analysis.compare import Comparison, compare, decide, holm, seed_association
 from gradlab.analysis.learning import (
     beats_chance,
@@ -21,7 +25,13 @@ from gradlab.analysis.learning import (
     select_by_validation,
     selected_runs,
 )
-from gradlab.analysis.load import DamagedRunWarning, RunData, RunsDirError, find_sweeps, load_runs
+from gradlab.analysis.load import (
+    DamagedRunWarning,
+    RunData,
+    RunsDirError,
+    find_sweeps,
+    load_runs,
+)
 from gradlab.analysis.plots import (
     data_lines,
     plot_gate_statistics,

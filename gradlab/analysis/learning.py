@@ -43,7 +43,9 @@ def chance_level(summary: pd.DataFrame) -> pd.Series:
     return 1.0 / classes
 
 
-def beats_chance(accuracy: float, examples: float, chance: float, *, tries: int = 1, alpha: float = ALPHA) -> bool | None:
+def beats_chance(
+    accuracy: float, examples: float, chance: float, *, tries: int = 1, alpha: float = ALPHA
+) -> bool | None:
     """Whether ``accuracy`` on ``examples`` examples is above ``chance`` (one-sided binomial test).
 
     ``tries`` is how many accuracies the value was the best of (epochs): the

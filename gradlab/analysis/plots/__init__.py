@@ -13,7 +13,11 @@ from gradlab.analysis.plots.gradients import (
     plot_jacobian_norm,
     plot_vanishing_vs_length,
 )
-from gradlab.analysis.plots.learning import plot_gate_statistics, plot_learning_curves, plot_test_accuracy
+from gradlab.analysis.plots.learning import (
+    plot_gate_statistics,
+    plot_learning_curves,
+    plot_test_accuracy,
+)
 
 __all__ = [
     "data_lines",

@@ -27,8 +27,22 @@ from gradlab.analysis.plots.common import (
     seed_lines,
     stage_title,
 )
-from gradlab.analysis.stats import interval_label, length_fit, log10, log_gradient_profile, select_stages, summarise
-from gradlab.analysis.style import STAGES, STATE_LINESTYLES, cell_colour, cell_label, cell_order, state_label
+from gradlab.analysis.stats import (
+    interval_label,
+    length_fit,
+    log10,
+    log_gradient_profile,
+    select_stages,
+    summarise,
+)
+from gradlab.analysis.style import (
+    STAGES,
+    STATE_LINESTYLES,
+    cell_colour,
+    cell_label,
+    cell_order,
+    state_label,
+)
 
 #: Colour of cells whose value underflowed to exactly 0 (no log exists); outside viridis.
 UNDERFLOW_COLOUR = "#D55E00"
@@ -148,7 +162,8 @@ def plot_gradient_heatmap(
     Returns:
         The figure.
     """
-    chosen = gradients[(gradients["layer"] == layer) & (gradients["direction"] == direction) & (gradients["state"] == state)]
+    where = (gradients["layer"] == layer) & (gradients["direction"] == direction) & (gradients["state"] == state)
+    chosen = gradients[where]
     require(chosen, f"gradient (layer {layer}, {direction}, state {state})")
     logged = chosen.assign(log10_value=log10(chosen[value].astype("float64")))
     means = logged.groupby(["cell", "step", "timestep"], observed=True)["log10_value"].mean().reset_index()

@@ -22,7 +22,12 @@ from gradlab.analysis.report.format import (
     split_note,
     with_interval,
 )
-from gradlab.analysis.stats import interval_label, length_fit, mean_interval, select_stages
+from gradlab.analysis.stats import (
+    interval_label,
+    length_fit,
+    mean_interval,
+    select_stages,
+)
 from gradlab.analysis.style import cell_label, cell_order
 
 GATED = ("LSTM", "GRU")
@@ -37,7 +42,8 @@ def pick(evidence: Sequence[Evidence], cells: Sequence[str], score: Callable[[Ev
 
 
 def _seeds(evidence: Evidence) -> str:
-    counts = sorted(set(evidence.data.summary.groupby("cell", observed=True).size())) if not evidence.data.summary.empty else []
+    summary = evidence.data.summary
+    counts = sorted(set(summary.groupby("cell", observed=True).size())) if not summary.empty else []
     return "/".join(map(str, counts)) or "unknown"
 
 
@@ -70,6 +76,10 @@ def _step_text(values: pd.Series) -> str | None:
     return with_interval(float(values.mean()), low, high, format_ratio, log=True)
 
 
+def _accuracy_text(row: pd.Series) -> str:
+    return with_interval(row["mean"], row["ci_low"], row["ci_high"], format_percent)
+
+
 def _learned(evidence: Evidence, cell: str) -> str | None:
     rows = evidence.learning[evidence.learning["cell"] == cell] if not evidence.learning.empty else evidence.learning
     return None if rows.empty else str(rows.iloc[0]["learned_of"])
@@ -85,7 +95,7 @@ def _verdict(check: Check | None) -> str:
     c = check.comparison
     scale = 100.0 if "accuracy" in check.quantity else 1.0
     interval = with_interval(c.difference * scale, c.ci_low * scale, c.ci_high * scale)
-    return (f" Check \"{check.claim}\": **{check.verdict}** (difference {interval}, "
+    return (f" Check \"{check.claim}\": **{check.verdict}** (difference {interval}, 95% Welch t interval, "
             f"{c.seeds_first} vs {c.seeds_second} seeds, Holm-corrected).")
 
 
@@ -139,7 +149,8 @@ def _saturated(e: Evidence) -> str | None:
         rows = staged[(staged["stage"] == stage) & (staged["cell"] == "RNN_TANH")]
         if not rows.empty:
             per_run = rows.groupby("run_id", observed=True)["value"].mean()
-            parts.append(f"{format_percent(per_run.mean())} {'at initialisation' if stage == 'init' else 'late in training'}")
+            when = "at initialisation" if stage == "init" else "late in training"
+            parts.append(f"{format_percent(per_run.mean())} {when}")
     if not parts:
         return None
     return "Saturated tanh units (derivative near 0): " + ", ".join(parts) + "."
@@ -192,13 +203,14 @@ def answer_activation(evidence: Sequence[Evidence], checks: Sequence[Check], fig
         else:
             lines.append("tanh loses more per step, as the saturation story predicts (tanh' < 1 away from 0).")
     lines.append(_verdict(_check(checks, e.label, "a tanh RNN keeps less gradient than a relu")).strip())
-    verdicts = [check.verdict for check in checks if check.claim.startswith("a tanh RNN keeps less gradient than a relu")]
+    claim = "a tanh RNN keeps less gradient than a relu"
+    verdicts = [check.verdict for check in checks if check.claim.startswith(claim)]
     if len(verdicts) > 1:
         counts = pd.Series(verdicts).value_counts()
         lines.append(f"Over {len(verdicts)} configurations: " + ", ".join(f"{k} {v}" for v, k in counts.items()) + ".")
     accuracy = e.accuracy.set_index("cell") if not e.accuracy.empty else None
     if accuracy is not None and {"RNN_TANH", "RNN_RELU"} <= set(accuracy.index):
-        parts = [f"{cell_label(cell)} {with_interval(*accuracy.loc[cell, ['mean', 'ci_low', 'ci_high']], format_percent)}"
+        parts = [f"{cell_label(cell)} {_accuracy_text(accuracy.loc[cell])}"
                  + (f" ({learned})" if (learned := _learned(e, cell)) else "") for cell in ("RNN_TANH", "RNN_RELU")]
         lines.append("Test accuracy: " + "; ".join(parts) + ".")
     lines.append(_limits(e))
@@ -228,7 +240,8 @@ def answer_curves(evidence: Sequence[Evidence], checks: Sequence[Check], figures
         return ["No validation history was recorded: this question cannot be answered from these runs."]
     epochs = int(e.learning_runs["epochs"].max())
     table = e.learning.set_index("cell")
-    parts = [f"**{cell_label(cell)}** {_curve_shape(table.loc[cell], epochs)}" for cell in e.cells if cell in table.index]
+    parts = [f"**{cell_label(cell)}** {_curve_shape(table.loc[cell], epochs)}"
+             for cell in e.cells if cell in table.index]
     lines = [f"Validation accuracy by epoch in {e.label} ({dataset_of(e.data)}; chance "
              f"{format_percent(e.chance) if np.isfinite(e.chance) else 'unknown'}): " + "; ".join(parts) + "."]
     lines.append(_verdict(_check(checks, e.label, "a GRU learns in fewer epochs")).strip())
@@ -248,7 +261,7 @@ def answer_choice(evidence: Sequence[Evidence], checks: Sequence[Check], figures
     accuracy = e.accuracy.set_index("cell")
     best = choose(e.accuracy, e.chance if np.isfinite(e.chance) else 0.0)
     lines = [f"In {e.label}: " + "; ".join(
-        f"{cell_label(cell)} {with_interval(*accuracy.loc[cell, ['mean', 'ci_low', 'ci_high']], format_percent)} "
+        f"{cell_label(cell)} {_accuracy_text(accuracy.loc[cell])} "
         f"with {size.loc[cell, 'n_params']:,.0f} parameters, {size.loc[cell, 'time_per_epoch']:.3g} s/epoch"
         for cell in e.cells if cell in accuracy.index) + f" (test accuracy, {interval_label()})."]
     if best is None:

@@ -15,10 +15,22 @@ import numpy as np
 import pandas as pd
 
 from gradlab.analysis.aggregate import accuracy_aggregate
-from gradlab.analysis.compare import MUCH_SMALLER_DECADES, Comparison, compare, decide, seed_association
+from gradlab.analysis.compare import (
+    MUCH_SMALLER_DECADES,
+    Comparison,
+    compare,
+    decide,
+    seed_association,
+)
 from gradlab.analysis.learning import chance_level, learning_table, run_learning
 from gradlab.analysis.load import RunData
-from gradlab.analysis.stats import accuracy_table, first_to_last_ratio, log10, select_stages, summarise
+from gradlab.analysis.stats import (
+    accuracy_table,
+    first_to_last_ratio,
+    log10,
+    select_stages,
+    summarise,
+)
 from gradlab.analysis.style import cell_label, cell_order
 
 
@@ -56,7 +68,8 @@ class Evidence:
         return cell_order(set(self.data.summary["cell"]) | set(self.ratios["cell"]))
 
     def ratio(self, cell: str, stage: str = "init", state: str = "h") -> np.ndarray:
-        rows = self.ratios[(self.ratios["cell"] == cell) & (self.ratios["stage"] == stage) & (self.ratios["state"] == state)]
+        ratios = self.ratios
+        rows = ratios[(ratios["cell"] == cell) & (ratios["stage"] == stage) & (ratios["state"] == state)]
         return rows["log10_ratio"].to_numpy()
 
     def ratio_summary(self, stage: str = "init") -> pd.DataFrame:
