@@ -274,3 +274,17 @@ def test_every_flag_has_help():
     for name in ("figures", "inspect"):
         for action in subparsers[name]._actions:
             assert action.help, f"{name} {action.dest} lacks help"
+
+
+def test_old_runs_get_their_classes_from_sweep_json(tmp_path):
+    from gradlab.analysis.report import with_classes
+
+    sweep = write_sweep(tmp_path / "runs", "old", cells=("GRU",), seeds=(0, 1), tables=("history",))
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"]).drop(columns=["num_classes"])
+    summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
+    runs = [{"run_id": run_id, "data": {"dataset": "fsdd", "words": ["one", "two", "three"]}}
+            for run_id in summary["run_id"]]
+    (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({"runs": runs}))
+    data = with_classes(load_runs(sweep))
+    assert list(data.summary["num_classes"]) == [3, 3]
+    assert "chance 33.3%" in build_findings(data, n_resamples=50).main()

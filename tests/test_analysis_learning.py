@@ -18,7 +18,7 @@ from gradlab.analysis import (
     select_by_validation,
     selected_runs,
 )
-from gradlab.analysis.learning import smallest_denominator
+from gradlab.analysis.learning import classes_from_configs, smallest_denominator
 from gradlab.analysis.stats import mean_interval
 
 
@@ -47,9 +47,11 @@ def test_beats_chance_is_a_one_sided_binomial_test():
 
 def test_chance_from_num_classes_or_known_dataset():
     summary = pd.DataFrame({"dataset": ["fsdd", "distance", "other", "fsdd"], "num_classes": [np.nan, np.nan, np.nan, 5]})
-    assert list(chance_level(summary)[:2]) == [0.1, pytest.approx(1 / 3)]
-    assert np.isnan(chance_level(summary)[2]) and chance_level(summary)[3] == 0.2
-    assert chance_level(pd.DataFrame({"dataset": ["fsdd"]}))[0] == 0.1  # old runs: no num_classes column
+    chance = chance_level(summary)
+    # FSDD's classes are its configured words: unknown without num_classes (see classes_from_configs).
+    assert np.isnan(chance[0]) and chance[1] == pytest.approx(1 / 3)
+    assert np.isnan(chance[2]) and chance[3] == 0.2
+    assert chance_level(pd.DataFrame({"dataset": ["distance"]}))[0] == pytest.approx(1 / 3)  # no num_classes column
 
 
 def test_a_run_that_never_learns_has_no_epochs_to_learn():
@@ -125,3 +127,12 @@ def test_select_by_validation_never_reads_test_accuracy():
     assert len(chosen) == 12 and set(chosen.loc[chosen["cell"] == "GRU", "lr"]) == {0.1}
     with pytest.raises(ValueError, match="hidden"):
         select_by_validation(summary, ("cell",), ("hidden",))
+
+
+def test_classes_from_run_configs():
+    configs = [
+        {"run_id": "a", "data": {"dataset": "fsdd", "words": ["one", "two", "three"]}},
+        {"run_id": "b", "data": {"dataset": "speech-commands", "words": ["yes", "no"], "num_classes": 12}},
+        {"run_id": "c", "data": {"dataset": "distance"}},
+    ]
+    assert classes_from_configs(configs) == {"a": 3, "b": 12}

@@ -133,9 +133,9 @@ def figures(
 
     # Agg only here, in the command: plot functions never choose a backend.
     matplotlib.use("Agg")
-    from gradlab.analysis.report import build_findings
+    from gradlab.analysis.report import build_findings, with_classes
 
-    data = _load(runs_dirs, stream)
+    data = with_classes(_load(runs_dirs, stream))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

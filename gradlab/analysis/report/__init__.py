@@ -11,6 +11,7 @@ over all checks of the report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from gradlab import schema
-from gradlab.analysis.learning import most_accurate, select_by_validation, selected_runs
+from gradlab.analysis.learning import (
+    classes_from_configs,
+    most_accurate,
+    select_by_validation,
+    selected_runs,
+)
 from gradlab.analysis.load import RunData
 from gradlab.analysis.report import answers
 from gradlab.analysis.report.evidence import (
@@ -57,6 +63,29 @@ def sweep_config(data: RunData, sweep: str) -> dict:
         return json.loads((path / schema.SWEEP_FILES["sweep"]).read_text()) if path is not None else {}
     except (OSError, ValueError):
         return {}
+
+
+def with_classes(data: RunData) -> RunData:
+    """Fill the summary's ``num_classes`` where runs did not record it.
+
+    From each sweep's sweep.json (the configured words) or, failing that, the
+    length of the runs' predicted probabilities; chance accuracy is 1 / classes.
+    """
+    summary = data.summary.copy()
+    if "num_classes" not in summary.columns:
+        summary["num_classes"] = pd.array([pd.NA] * len(summary), dtype="Int64")
+    summary["num_classes"] = pd.to_numeric(summary["num_classes"], errors="coerce").astype("Int64")
+    for sweep in data.sweeps:
+        classes = classes_from_configs(sweep_config(data, sweep).get("runs") or [])
+        rows = (summary["sweep"] == sweep) & summary["num_classes"].isna()
+        summary.loc[rows, "num_classes"] = summary.loc[rows, "run_id"].map(classes).astype("Int64")
+    if not data.predictions.empty and summary["num_classes"].isna().any():
+        lengths = (data.predictions.drop_duplicates(["sweep", "run_id"])
+                   .assign(classes=lambda frame: frame["probabilities"].map(len))[["sweep", "run_id", "classes"]])
+        merged = summary[["sweep", "run_id"]].merge(lengths, on=["sweep", "run_id"], how="left")["classes"]
+        summary["num_classes"] = summary["num_classes"].fillna(pd.Series(merged.to_numpy(), index=summary.index)
+                                                               .astype("Int64"))
+    return dataclasses.replace(data, summary=summary)
 
 
 def _grid_columns(config: dict) -> list[str]:
@@ -268,7 +297,7 @@ def build_findings(
         figures: optional configuration label -> figure file names.
         n_resamples, seed: the stratified bootstrap of the IQM accuracy.
     """
-    data, tuning = tune(data)
+    data, tuning = tune(with_classes(data))
     groups = config_groups(data.summary) if not data.summary.empty else [
         (name, data.runs().loc[lambda runs, n=name: runs["sweep"] == n, ["sweep", "run_id"]]) for name in data.sweeps]
     evidence = []

@@ -95,8 +95,9 @@ def _verdict(check: Check | None) -> str:
     c = check.comparison
     scale = 100.0 if "accuracy" in check.quantity else 1.0
     interval = with_interval(c.difference * scale, c.ci_low * scale, c.ci_high * scale)
+    corrected = ", Holm-corrected" if check.verdict != "too few seeds" else ""
     return (f" Check \"{check.claim}\": **{check.verdict}** (difference {interval}, 95% Welch t interval, "
-            f"{c.seeds_first} vs {c.seeds_second} seeds, Holm-corrected).")
+            f"{c.seeds_first} vs {c.seeds_second} seeds{corrected}).")
 
 
 def answer_vanishing(evidence: Sequence[Evidence], checks: Sequence[Check], figures: Mapping[str, Sequence[str]],
