@@ -288,3 +288,15 @@ def test_old_runs_get_their_classes_from_sweep_json(tmp_path):
     data = with_classes(load_runs(sweep))
     assert list(data.summary["num_classes"]) == [3, 3]
     assert "chance 33.3%" in build_findings(data, n_resamples=50).main()
+
+
+def test_curves_answer_names_seeds_that_never_learn(tmp_path):
+    sweep = write_sweep(tmp_path / "runs", "split", cells=("RNN_TANH", "LSTM"), seeds=MAIN_SEEDS, tables=("history",))
+    for seed in (0, 1):  # two LSTM seeds stay at chance (10 classes, 100 validation examples)
+        path = sweep / f"lstm-s{seed}" / schema.RUN_FILES["history"]
+        history = pd.read_parquet(path)
+        history.loc[(history["split"] == "validation") & (history["metric"] == "accuracy"), "value"] = 0.1
+        history.to_parquet(path)
+    answer = _answers(build_findings(load_runs(sweep), n_resamples=50).main())["c"]
+    assert "**LSTM** 3 of 5 learned (bimodal" in answer
+    assert "**RNN tanh** 5 of 5 learned" in answer
