@@ -300,3 +300,12 @@ def test_curves_answer_names_seeds_that_never_learn(tmp_path):
     answer = _answers(build_findings(load_runs(sweep), n_resamples=50).main())["c"]
     assert "**LSTM** 3 of 5 learned (bimodal" in answer
     assert "**RNN tanh** 5 of 5 learned" in answer
+
+
+def test_split_scheme_from_the_sweep_configuration():
+    from gradlab.analysis.report.format import split_of
+
+    runs = [{"run_id": "a", "data": {"dataset": "fsdd", "split": "speakers"}}]
+    empty = type("Runs", (), {"summary": pd.DataFrame({"dataset": ["fsdd"]})})()
+    assert split_of(empty, {"runs": runs}) == "speakers"
+    assert split_of(empty, {"runs": runs + [{"data": {"split": "takes"}}]}) is None  # mixed: no single label

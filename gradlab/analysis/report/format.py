@@ -63,9 +63,11 @@ def split_of(data: RunData, sweep_config: dict | None = None) -> str | None:
         if len(schemes) == 1:
             return schemes[0]
     if sweep_config:
-        scheme = sweep_config.get("split") or sweep_config.get("config", {}).get("split")
-        if isinstance(scheme, str):
-            return scheme
+        schemes = {(run.get("data") or {}).get("split") for run in sweep_config.get("runs") or []}
+        schemes |= {sweep_config.get("split"), (sweep_config.get("config") or {}).get("split")}
+        schemes = {scheme for scheme in schemes if isinstance(scheme, str)}
+        if len(schemes) == 1:
+            return schemes.pop()
     return None
 
 
