@@ -270,10 +270,12 @@ def plot_vanishing_vs_length(
     # A ratio that underflowed to exactly 0 in some seed has a geometric mean of 0,
     # which a log axis cannot show: mark those lengths on the floor instead.
     finite = stats[np.isfinite(stats["mean"])]
+    fitted = [fit["intercept"] + fit["slope"] * length for cell, fit in fits.iterrows()
+              for length in stats.loc[stats["cell"] == cell, "seq_len"]]
     if finite.empty:
         floor = 1e-300
-    else:  # a tenth of the plotted decades below the lowest point, so markers never touch it
-        low, high = finite["mean"].min(), max(finite["mean"].max(), 0.0)
+    else:  # a tenth of the plotted decades below the lowest point or fitted line, so markers never touch them
+        low, high = min([finite["mean"].min(), *fitted]), max(finite["mean"].max(), 0.0)
         floor = 10.0 ** (low - max(1.0, 0.1 * (high - low)))
     for cell in cell_order(stats["cell"]):
         line = stats[stats["cell"] == cell].sort_values("seq_len")
