@@ -30,6 +30,9 @@ CELLS: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 STEPS: tuple[int, ...] = (0, 4, 8, 12)
 EPOCHS = 3
 STEPS_PER_EPOCH = 4
+NUM_CLASSES = 10
+#: Validation and test examples of the fake dataset.
+N_EXAMPLES = 100
 
 
 def activation(cell: str) -> str:
@@ -108,9 +111,29 @@ def summary_row(run_id: str, cell: str, seed: int, **config) -> dict[str, object
            "diverged_step": None, "best_val_accuracy": accuracy, "best_epoch": EPOCHS - 1,
            "test_accuracy": accuracy, "final_test_accuracy": accuracy - 0.02,
            "n_params": {"RNN_TANH": 100, "RNN_RELU": 100, "LSTM": 400, "GRU": 300}[cell],
+           "num_classes": NUM_CLASSES, "n_validation": N_EXAMPLES, "n_test": N_EXAMPLES,
            "time_per_epoch": {"RNN_TANH": 1.0, "RNN_RELU": 1.0, "LSTM": 3.0, "GRU": 2.0}[cell]}
     row.update(config)
     return row
+
+
+def predictions_frame(run_id: str, cell: str, seed: int, *, examples: int = N_EXAMPLES) -> pd.DataFrame:
+    """Validation and test predictions: exactly ``round(accuracy * examples)`` correct, the rest off by one class."""
+    rows = []
+    accuracy = ACCURACY[cell] + 0.01 * seed
+    for split in ("validation", "test"):
+        correct = round(accuracy * examples)
+        for example in range(examples):
+            label = example % NUM_CLASSES
+            # Which examples are right depends on the seed, as with real runs.
+            right = (example + 7 * seed) % examples < correct
+            predicted = label if right else (label + 1) % NUM_CLASSES
+            probabilities = [0.5 / (NUM_CLASSES - 1)] * NUM_CLASSES
+            probabilities[predicted] = 0.5
+            rows.append({**_keys(run_id, cell, seed), "split": split, "example": example, "label": label,
+                         "predicted": predicted, "correct": right, "label_probability": probabilities[label],
+                         "probabilities": probabilities})
+    return schema.conform(pd.DataFrame(rows), "predictions")
 
 
 def run_id_of(cell: str, seed: int, seq_len: int | None = None) -> str:
@@ -136,7 +159,7 @@ def write_sweep(
     cells=CELLS,
     seeds=(0, 1),
     seq_lens=(6,),
-    tables=("history", "gradients", "gates", "jacobian"),
+    tables=("history", "gradients", "gates", "jacobian", "predictions"),
     summary_parquet: bool = True,
 ) -> Path:
     """Write a fake sweep in the documented layout and return its folder.
@@ -153,12 +176,13 @@ def write_sweep(
                 run_id = run_id_of(cell, seed, seq_len if len(seq_lens) > 1 else None)
                 run = sweep / run_id
                 run.mkdir()
-                (run / schema.RUN_FILES["config"]).write_text(json.dumps({"cell": cell, "seed": seed}))
+                (run / schema.RUN_FILES["config"]).write_text(json.dumps({"cell": cell, "seed": seed, "layout": 2}))
                 makers = {
                     "history": lambda: history_frame(run_id, cell, seed),
                     "gradients": lambda: gradients_frame(run_id, cell, seed, seq_len=seq_len),
                     "gates": lambda: gates_frame(run_id, cell, seed, seq_len=seq_len),
                     "jacobian": lambda: jacobian_frame(run_id, cell, seed, seq_len=seq_len),
+                    "predictions": lambda: predictions_frame(run_id, cell, seed),
                 }
                 for kind in tables:
                     makers[kind]().to_parquet(run / schema.RUN_FILES[kind])

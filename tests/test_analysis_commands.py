@@ -2,42 +2,53 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_helpers import CELLS, FACTOR, write_sweep
+
+from gradlab import schema
 from gradlab.__main__ import main
-from gradlab.analysis import RunsDirError, load_runs
-from gradlab.analysis.commands import FIGURES, REPORT, figures
-from gradlab.analysis.report import format_percent, format_ratio
+from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs, mean_interval
+from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT
+from gradlab.analysis.report import build_findings
+from gradlab.analysis.report.format import format_percent, format_ratio
+
+MAIN_SEEDS = (0, 1, 2, 3, 4)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    write_sweep(root, "main", seeds=(0, 1))
+    write_sweep(root, "main", seeds=MAIN_SEEDS)
     write_sweep(root, "lengths", cells=("RNN_TANH", "LSTM"), seeds=(0, 1), seq_lens=(4, 8), tables=("gradients",),
                 summary_parquet=False)
     return root
 
 
 @pytest.fixture(scope="module")
+def loaded(runs):
+    return load_runs(runs)
+
+
+@pytest.fixture(scope="module")
 def regenerated(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    status = main(["figures", str(runs), "--out", str(out), "--resamples", "200", "--dpi", "60"])
+    status = main(["figures", str(runs), "--out", str(out), "--resamples", "200", "--dpi", "40", "--formats", "png"])
     return status, out
 
 
-def test_load_runs_adds_sweep_column(runs):
-    data = load_runs(runs)
+def test_load_runs_adds_sweep_column(loaded):
+    data = loaded
     assert sorted(data.sweeps) == ["lengths", "main"]
-    for kind in ("summary", "history", "gradients", "gates", "jacobian"):
+    for kind in ("summary", "history", "gradients", "gates", "jacobian", "predictions"):
         assert "sweep" in data.table(kind).columns
     # The lengths sweep has no summary.parquet: its summary comes from metrics.json.
-    assert len(data.summary) == 8 + 8
+    assert len(data.summary) == 4 * len(MAIN_SEEDS) + 8
+    assert str(data.predictions["correct"].dtype) == "bool" and len(data.predictions.loc[0, "probabilities"]) == 10
     assert set(data.gates["sweep"]) == {"main"}
     assert str(data.gradients["seed"].dtype) == "int64" and str(data.summary["diverged_step"].dtype) == "Int64"
 
@@ -45,7 +56,7 @@ def test_load_runs_adds_sweep_column(runs):
 def test_load_several_sweeps_and_one_sweep(runs):
     both = load_runs([runs / "main", runs / "lengths"])
     assert sorted(both.sweeps) == ["lengths", "main"]
-    assert list(load_runs(runs / "main").sweeps) == ["main"]
+    assert list(load_runs(runs / "lengths").sweeps) == ["lengths"]
 
 
 def test_missing_and_empty_runs_dir(tmp_path):
@@ -60,12 +71,11 @@ def test_figures_writes_every_expected_file(regenerated):
     assert status == 0
     names = {path.name for path in out.iterdir()}
     for stem in FIGURES[:-1]:
-        for ext in ("png", "pdf"):
-            assert f"{stem}__main.{ext}" in names
+        assert f"{stem}__main.png" in names
     for T in (4, 8):
         assert f"gradient_norm_by_timestep__lengths_seq-len-{T}.png" in names
-    assert "vanishing_vs_length__lengths.png" in names and "vanishing_vs_length__lengths.pdf" in names
-    assert REPORT in names
+    assert "vanishing_vs_length__lengths.png" in names
+    assert REPORT in names and APPENDIX in names
     assert not [name for name in names if name.endswith(".tmp")]
     assert (out / "gradient_norm_by_timestep__main.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -88,10 +98,33 @@ def test_bad_runs_dir_exits_2(tmp_path, capsys):
     assert "holds no runs" in capsys.readouterr().err
 
 
-def test_report_numbers_equal_the_frames(regenerated, runs):
+def _answers(report: str) -> dict[str, str]:
+    section = report.split("## Answers")[1].split("\n## ")[0]
+    parts = re.split(r"^### \(([a-d])\) .*$", section, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_report_opens_with_four_short_answers(regenerated):
     _, out = regenerated
     report = (out / REPORT).read_text()
-    data = load_runs(runs)
+    headings = re.findall(r"^## .*$", report, flags=re.MULTILINE)
+    assert headings[0] == "## Answers" and "## Evidence" in headings
+    answers = _answers(report)
+    assert sorted(answers) == ["a", "b", "c", "d"]
+    for key, text in answers.items():
+        prose = re.sub(r"!\[.*?\]\(.*?\)", "", text)
+        assert len(prose.split()) <= 210, key
+        assert "*Limits:*" in text and "5 seeds per cell" in text, key
+        assert len(re.findall(r"!\[", text)) == 1, key  # one figure each
+    # Two screens: the main page stays short; the detail is in the appendix.
+    assert len(report.splitlines()) < 80 and (out / APPENDIX).is_file()
+
+
+def test_report_numbers_equal_the_frames(regenerated, loaded):
+    _, out = regenerated
+    report = (out / REPORT).read_text()
+    answers = _answers(report)
+    data = loaded
     main_gradients = data.gradients[(data.gradients["sweep"] == "main") & (data.gradients["step"] == 0)
                                      & (data.gradients["state"] == "h")]
     # First-to-last ratio computed independently: norm at t=0 over norm at t=T-1, geometric mean over seeds.
@@ -101,24 +134,40 @@ def test_report_numbers_equal_the_frames(regenerated, runs):
                   for _, run in runs_of_cell.groupby("run_id")]
         geometric = float(np.exp(np.mean(np.log(ratios))))
         assert geometric == pytest.approx(FACTOR[(cell, "h")] ** 5)
-        assert f"({format_ratio(geometric)})" in report
-    # Test accuracy of the GRU: mean of the summary's values over seeds.
+        assert f"{format_ratio(geometric)} [" in answers["a"]
+    # Mechanism: the Jacobian product and the gradient both shrink by the tanh factor per step.
+    assert f"shrinks by {format_ratio(FACTOR[('RNN_TANH', 'h')])} [" in answers["a"]
+    # (d): the GRU's test accuracy, mean and t interval over its seeds.
     gru = data.summary[(data.summary["sweep"] == "main") & (data.summary["cell"] == "GRU")]["test_accuracy"]
-    assert f"Most accurate: GRU ({format_percent(gru.mean())})" in report
-    assert "dataset `fake_digits`" in report
-    # Overview row of the main sweep: each cell's mean test accuracy / init ratio, in cell order.
-    overview = report.split("## Overview")[1].split("## Q1")[0]
+    low, high = mean_interval(gru)
+    assert f"GRU {format_percent(gru.mean())} [{format_percent(low)}, {format_percent(high)}]" in answers["d"]
+    assert "Most accurate above chance: GRU" in answers["d"]
+    assert "5 of 5 learned" in answers["c"] and "chance 10.0%" in answers["c"]
+    assert "dataset `fake_digits`" not in report or "`fake_digits`" in report
+    # Overview row of the main sweep: each cell's mean test accuracy and seeds that learned.
+    overview = report.split("## Evidence")[1]
     main_row = next(line for line in overview.splitlines() if line.startswith("| main "))
-    summary = data.summary[data.summary["sweep"] == "main"].groupby("cell")["test_accuracy"].mean()
-    assert f"| {format_percent(summary['GRU'])} / " in main_row
-    assert "tanh RNN << LSTM **supported**" in report
-    # Plateau ranks tanh < relu < LSTM < GRU against ratio ranks tanh < LSTM < relu < GRU:
-    # Spearman 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.80.
-    assert "gradient ratio at initialisation is 0.80" in report
-    # Sequence-length sweep: slope of log10 ratio per timestep is log10(FACTOR).
-    slope = re.search(r"RNN tanh (-?[0-9.]+)", report.split("vanishing against sequence length")[1]).group(1)
-    assert float(slope) == pytest.approx(np.log10(FACTOR[("RNN_TANH", "h")]), abs=1e-3)
-    assert "[gradient_norm_by_timestep__main.png](gradient_norm_by_timestep__main.png)" in report
+    assert f"| {format_percent(gru.mean())} (5/5) |" in main_row
+    appendix = (out / APPENDIX).read_text()
+    # Sequence-length sweep: slope of log10 ratio per timestep is log10(FACTOR), in the (a) answer.
+    assert f"RNN tanh {np.log10(FACTOR[('RNN_TANH', 'h')]):.3g}" in answers["a"]
+    assert "[gradient_norm_by_timestep__main.png](gradient_norm_by_timestep__main.png)" in appendix
+    assert "| seeds |" in appendix and "IQM" in appendix
+
+
+def test_report_verdicts_are_symmetric_and_corrected(regenerated):
+    _, out = regenerated
+    report = (out / REPORT).read_text()
+    appendix = (out / APPENDIX).read_text()
+    checks = appendix.split("## All checks")[1].split("\n## ")[0]
+    rows = [line for line in checks.splitlines() if line.startswith("| main ")]
+    # tanh vs LSTM: 0.73 decades apart, short of the one decade a "much smaller" claim needs.
+    much = next(row for row in rows if "much less gradient" in row)
+    assert much.endswith("**not clear** |") and "-0.731" in much
+    assert any("an LSTM is more accurate" in row and row.endswith("**supported** |") for row in rows)
+    # The lengths sweep has 2 seeds per cell: no verdict.
+    assert "too few seeds" in checks and not re.search(r"lengths.*\*\*supported\*\*", checks)
+    assert re.search(r"Holm-corrected over all \d+ checks", report)
 
 
 def test_report_says_when_data_disagrees(tmp_path):
@@ -128,22 +177,82 @@ def test_report_says_when_data_disagrees(tmp_path):
     original = dict(analysis_helpers.FACTOR)
     analysis_helpers.FACTOR.update({("RNN_TANH", "h"): 0.95, ("LSTM", "h"): 0.3})
     try:
-        write_sweep(tmp_path / "runs", "odd", cells=("RNN_TANH", "LSTM"), seeds=(0,), tables=("gradients",))
+        write_sweep(tmp_path / "runs", "odd", cells=("RNN_TANH", "LSTM"), seeds=MAIN_SEEDS,
+                    tables=("gradients",))
+        write_sweep(tmp_path / "runs", "one", cells=("RNN_TANH", "LSTM"), seeds=(0,), tables=("gradients",))
     finally:
         analysis_helpers.FACTOR.update(original)
-    figures(tmp_path / "runs", tmp_path / "out", formats=("png",), n_resamples=50)
-    report = (tmp_path / "out" / REPORT).read_text()
-    assert "tanh RNN << LSTM **not supported**" in report
-    tail = report.split("## Where the data does not support the textbook")[1]
-    assert "odd: a tanh RNN's gradient vanishes faster than an LSTM's (at initialisation)" in tail
+    appendix = build_findings(load_runs(tmp_path / "runs"), n_resamples=50).appendix()
+    odd = next(line for line in appendix.splitlines() if line.startswith("| odd ") and "much less gradient" in line)
+    assert odd.endswith("**contradicted** |")
+    # One seed never supports anything.
+    one = [line for line in appendix.splitlines() if line.startswith("| one ")]
+    assert one and all(line.endswith("**too few seeds** |") for line in one if "**" in line)
+
+
+def test_report_labels_the_split_and_the_tuned_selection(tmp_path):
+    sweep = write_sweep(tmp_path / "runs", "tuned", cells=("GRU", "LSTM"), seeds=(0, 1, 2, 3),
+                        tables=("history",))
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"])
+    # Seeds 0-1 ran at lr 0.1, seeds 2-3 at lr 0.01 (which has the better validation accuracy).
+    summary = summary.assign(lr=np.where(summary["seed"] < 2, 0.1, 0.01), split="takes", dataset="fsdd")
+    summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
+    (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({"select_by": "validation", "grid": {"lr": [0.1, 0.01]}}))
+    report = build_findings(load_runs(tmp_path / "runs"), n_resamples=50).main()
+    assert "speaker-dependent" in report
+    tuned = report.split("### Tuned comparison")[1]
+    assert "{'lr': [0.1, 0.01]}" in tuned and "GRU: lr=0.01" in tuned and "test accuracy never used" in tuned
+    row = next(line for line in report.splitlines() if line.startswith("| tuned "))
+    assert "| 2 |" in row  # two seeds of the selected grid point behind each cell
+
+
+def _damage(sweep):
+    (sweep / "gru-s0" / schema.RUN_FILES["history"]).write_bytes(b"")
+    history = sweep / "lstm-s1" / schema.RUN_FILES["history"]
+    history.write_bytes(history.read_bytes()[:100])
+    (sweep / "rnn_tanh-s0" / schema.RUN_FILES["metrics"]).write_text("{not json")
+    summary = sweep / schema.SWEEP_FILES["summary"]
+    summary.write_bytes(summary.read_bytes()[-200:])
+
+
+def test_damaged_runs_are_skipped_with_a_warning(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "runs", "hurt", cells=("RNN_TANH", "LSTM", "GRU"), seeds=(0, 1),
+                        tables=("history",))
+    _damage(sweep)
+    with pytest.warns(DamagedRunWarning) as caught:
+        data = load_runs(sweep)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 4 and len(data.skipped) == 4
+    # A damaged summary.parquet falls back to each run's metrics.json.
+    assert any("summary.parquet" in message and "metrics.json instead" in message for message in messages)
+    for name in ("gru-s0/history.parquet", "lstm-s1/history.parquet", "rnn_tanh-s0/metrics.json"):
+        assert any(name in message for message in messages), name
+    # The damaged runs are gone from every table, summary included; the others stay.
+    assert sorted(data.runs()["run_id"]) == ["gru-s1", "lstm-s0", "rnn_tanh-s1"]
+    assert sorted(data.summary["run_id"]) == ["gru-s1", "lstm-s0", "rnn_tanh-s1"]
+    assert main(["figures", str(sweep), "--out", str(tmp_path / "out"), "--formats", "png", "--dpi", "30"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: skipped run" in printed and "gru-s0/history.parquet" in printed
+    assert "Runs left out" in (tmp_path / "out" / REPORT).read_text()
+    assert main(["inspect", str(sweep)]) == 0
+    assert "lstm-s1/history.parquet" in capsys.readouterr().out
+
+
+def test_no_readable_run_is_a_clear_error(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "runs", "lost", cells=("GRU",), seeds=(0,), tables=("history",),
+                        summary_parquet=False)
+    (sweep / "gru-s0" / schema.RUN_FILES["history"]).write_bytes(b"")
+    assert main(["figures", str(sweep), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "no readable runs" in error and "gru-s0/history.parquet" in error
 
 
 def test_inspect_prints_summary_and_gradient_head(runs, capsys):
     assert main(["inspect", str(runs / "main"), "--rows", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "== sweep main" in printed and "8 runs" in printed
+    assert "== sweep main" in printed and "20 runs" in printed
     assert "test_accuracy" in printed and "rnn_tanh-s1" in printed
-    gradient_rows = 2 * 4 * 6 * (len(CELLS) + 1)  # seeds x steps x timesteps x (cells + LSTM c)
+    gradient_rows = len(MAIN_SEEDS) * 4 * 6 * (len(CELLS) + 1)  # seeds x steps x timesteps x (cells + LSTM c)
     assert f"gradients: {gradient_rows} rows x 14 columns" in printed
     head = printed.split("gradients:")[1].strip().splitlines()
     assert len(head) == 1 + 1 + 3  # shape line, header, three rows
@@ -153,9 +262,8 @@ def test_analysis_never_imports_torch():
     import subprocess
     import sys
 
-    code = "import sys, gradlab.analysis, gradlab.analysis.commands; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    code = "import gradlab.analysis, gradlab.analysis.commands, gradlab.analysis.report, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_every_flag_has_help():
@@ -168,14 +276,51 @@ def test_every_flag_has_help():
             assert action.help, f"{name} {action.dest} lacks help"
 
 
-def test_overlapping_intervals_are_not_clear_not_supported():
-    from gradlab.analysis.report import _apart, _Checks
+def test_old_runs_get_their_classes_from_sweep_json(tmp_path):
+    from gradlab.analysis.report import with_classes
 
-    low = pd.Series({"mean": 1.0, "ci_low": 0.5, "ci_high": 1.5})
-    high_overlapping = pd.Series({"mean": 2.0, "ci_low": 1.4, "ci_high": 2.6})
-    high_apart = pd.Series({"mean": 2.0, "ci_low": 1.6, "ci_high": 2.4})
-    checks = _Checks()
-    assert checks.add("s", "a", True, _apart(low, high_apart)) == "**supported**"
-    assert checks.add("s", "b", True, _apart(low, high_overlapping)).startswith("**not clear**")
-    assert checks.add("s", "c", False, _apart(low, high_apart)) == "**not supported**"
-    assert [verdict for _, _, verdict in checks.results] == ["supported", "not clear", "not supported"]
+    sweep = write_sweep(tmp_path / "runs", "old", cells=("GRU",), seeds=(0, 1), tables=("history",))
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"]).drop(columns=["num_classes"])
+    summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
+    runs = [{"run_id": run_id, "data": {"dataset": "fsdd", "words": ["one", "two", "three"]}}
+            for run_id in summary["run_id"]]
+    (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({"runs": runs}))
+    data = with_classes(load_runs(sweep))
+    assert list(data.summary["num_classes"]) == [3, 3]
+    assert "chance 33.3%" in build_findings(data, n_resamples=50).main()
+
+
+def test_curves_answer_names_seeds_that_never_learn(tmp_path):
+    sweep = write_sweep(tmp_path / "runs", "split", cells=("RNN_TANH", "LSTM"), seeds=MAIN_SEEDS, tables=("history",))
+    for seed in (0, 1):  # two LSTM seeds stay at chance (10 classes, 100 validation examples)
+        path = sweep / f"lstm-s{seed}" / schema.RUN_FILES["history"]
+        history = pd.read_parquet(path)
+        history.loc[(history["split"] == "validation") & (history["metric"] == "accuracy"), "value"] = 0.1
+        history.to_parquet(path)
+    answer = _answers(build_findings(load_runs(sweep), n_resamples=50).main())["c"]
+    assert "**LSTM** 3 of 5 learned (bimodal" in answer
+    assert "**RNN tanh** 5 of 5 learned" in answer
+
+
+def test_split_scheme_from_the_sweep_configuration():
+    from gradlab.analysis.report.format import split_of
+
+    runs = [{"run_id": "a", "data": {"dataset": "fsdd", "split": "speakers"}}]
+    empty = type("Runs", (), {"summary": pd.DataFrame({"dataset": ["fsdd"]})})()
+    assert split_of(empty, {"runs": runs}) == "speakers"
+    assert split_of(empty, {"runs": runs + [{"data": {"split": "takes"}}]}) is None  # mixed: no single label
+
+
+def test_runs_of_an_older_layout_are_read_with_a_warning_naming_it(tmp_path):
+    import json
+
+    from gradlab.analysis.load import OlderLayoutWarning
+
+    write_sweep(tmp_path / "runs", "old", cells=("GRU",), seeds=(0,), tables=("gradients",))
+    for config in (tmp_path / "runs").rglob("config.json"):
+        values = json.loads(config.read_text())
+        values.pop("layout")
+        config.write_text(json.dumps(values))
+    with pytest.warns(OlderLayoutWarning, match="run-folder layout 1, before 2"):
+        data = load_runs(tmp_path / "runs")
+    assert not data.summary.empty

@@ -5,49 +5,60 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from analysis_helpers import FACTOR, all_frames, gradients_frame
+from scipy import stats as scipy_stats
+
 from gradlab.analysis import (
     accuracy_table,
-    bootstrap_ci,
     config_groups,
     first_to_last_ratio,
     log_gradient_profile,
+    mean_interval,
     select_stages,
     stage_steps,
     summarise,
 )
 
 
-def test_bootstrap_of_two_values():
-    # Resample means of {0, 1} are 0, 0.5, 1 with probability 1/4, 1/2, 1/4.
-    mean, low, high = bootstrap_ci([0.0, 1.0], confidence=0.95, n_resamples=4000)
-    assert (mean, low, high) == (0.5, 0.0, 1.0)
-    # A 40% interval spans quantiles 0.3-0.7, both inside the mass at 0.5.
-    assert bootstrap_ci([0.0, 1.0], confidence=0.4, n_resamples=4000) == (0.5, 0.5, 0.5)
+def test_mean_interval_is_the_student_t_interval():
+    values = [1.0, 2.0, 6.0]
+    # Hand computation: mean 3, s = sqrt(7), t_{0.975, 2} = 4.302653.
+    low, high = mean_interval(values)
+    half = 4.302652729749464 * np.sqrt(7.0) / np.sqrt(3.0)
+    assert (low, high) == pytest.approx((3.0 - half, 3.0 + half), rel=1e-12)
+    # Wider than the sample's range, unlike a bootstrap over three values.
+    assert low < min(values) and high > max(values)
+    assert mean_interval(values, confidence=0.5) == pytest.approx(
+        scipy_stats.t.interval(0.5, 2, loc=3.0, scale=np.sqrt(7.0 / 3.0)), rel=1e-12)
 
 
-def test_bootstrap_degenerate_cases():
-    assert bootstrap_ci([3.0]) == (3.0, 3.0, 3.0)
-    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
-    assert all(np.isnan(bootstrap_ci([])))
-    assert bootstrap_ci([1.0, np.nan, 3.0])[0] == 2.0
+def test_mean_interval_degenerate_cases():
+    assert all(np.isnan(mean_interval([3.0])))  # one seed: no interval, never a zero-width one
+    assert all(np.isnan(mean_interval([])))
+    assert mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert mean_interval([1.0, np.nan, 3.0]) == pytest.approx(mean_interval([1.0, 3.0]))
+    assert all(np.isnan(mean_interval([-np.inf, 1.0, 2.0])))
+    with pytest.raises(ValueError, match="confidence"):
+        mean_interval([1.0, 2.0], confidence=95)
 
 
-def test_bootstrap_is_seeded_and_order_free():
-    values = [0.1, 0.7, 0.3, 0.9, 0.4]
-    assert bootstrap_ci(values, seed=3) == bootstrap_ci(values[::-1], seed=3)
-    mean, low, high = bootstrap_ci(values, seed=3)
-    assert mean == pytest.approx(0.48)
-    assert min(values) <= low < mean < high <= max(values)
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_mean_interval_coverage_is_nominal(n):
+    # 4,000 simulated experiments of n seeds from a normal with known mean.
+    rng = np.random.default_rng(n)
+    samples = rng.normal(loc=2.0, scale=3.0, size=(4000, n))
+    covered = [low <= 2.0 <= high for low, high in map(mean_interval, samples)]
+    assert 0.93 <= np.mean(covered) <= 0.97
 
 
-def test_summarise_groups_match_single_bootstrap():
-    frame = pd.DataFrame({"cell": ["A", "A", "A", "B", "B"], "value": [1.0, 2.0, 6.0, 4.0, 4.0]})
-    result = summarise(frame, "value", ["cell"], seed=1).set_index("cell")
-    assert result.loc["A", "mean"] == 3.0 and result.loc["A", "n"] == 3
+def test_summarise_groups_match_mean_interval():
+    frame = pd.DataFrame({"cell": ["A", "A", "A", "B", "B", "C"], "value": [1.0, 2.0, 6.0, 4.0, 4.0, 7.0]})
+    result = summarise(frame, "value", ["cell"]).set_index("cell")
+    assert list(result.columns) == ["mean", "ci_low", "ci_high", "seeds"]
+    assert result.loc["A", "mean"] == 3.0 and result.loc["A", "seeds"] == 3
+    assert (result.loc["A", "ci_low"], result.loc["A", "ci_high"]) == pytest.approx(mean_interval([1.0, 2.0, 6.0]))
     assert (result.loc["B", "ci_low"], result.loc["B", "ci_high"]) == (4.0, 4.0)
-    assert tuple(result.loc["A", ["mean", "ci_low", "ci_high"]]) == bootstrap_ci([1.0, 2.0, 6.0], seed=1)
+    assert np.isnan(result.loc["C", "ci_low"]) and result.loc["C", "seeds"] == 1
 
 
 def test_summarise_rejects_bad_confidence():
@@ -61,7 +72,8 @@ def test_accuracy_table_by_cell():
     # Seeds 0, 1, 2 add 0.00, 0.01, 0.02 to the base accuracy.
     assert table.loc["GRU", "mean"] == pytest.approx(0.91)
     assert table.loc["RNN_TANH", "mean"] == pytest.approx(0.41)
-    assert table.loc["GRU", "ci_low"] >= 0.90 - 1e-12 and table.loc["GRU", "ci_high"] <= 0.92 + 1e-12
+    assert (table.loc["GRU", "ci_low"], table.loc["GRU", "ci_high"]) == pytest.approx(mean_interval([0.90, 0.91, 0.92]))
+    assert (table["seeds"] == 3).all()
 
 
 @pytest.mark.parametrize(
@@ -93,7 +105,7 @@ def test_log_gradient_profile_is_mean_of_log10():
     # grad_norm = 0.1 * (1 + 0.1 seed) * 0.5 ** 2 at step 0, timestep 0.
     expected = np.mean([np.log10(0.1 * 1.0 * 0.25), np.log10(0.1 * 1.1 * 0.25)])
     assert row["mean"] == pytest.approx(expected)
-    assert row["n"] == 2
+    assert row["seeds"] == 2
 
 
 def test_first_to_last_ratio_closed_form():
@@ -132,16 +144,17 @@ def test_underflowed_norm_gives_minus_infinity_not_nan():
     frame = pd.DataFrame({"cell": ["A"] * 3 + ["B"] * 3, "value": [0.0, 1e-3, 1e-2, 1e-3, 1e-2, 1e-1]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no divide-by-zero or invalid-value warnings
-        stats = summarise(frame.assign(log=log10(frame["value"])), "log", ["cell"], n_resamples=200)
+        stats = summarise(frame.assign(log=log10(frame["value"])), "log", ["cell"])
     a, b = stats.set_index("cell").loc["A"], stats.set_index("cell").loc["B"]
-    assert a["mean"] == -np.inf and a["ci_low"] == -np.inf  # any resample holding the 0 is -inf
-    assert np.isfinite(a["ci_high"]) and a["ci_high"] <= -2.0 + 1e-12  # a resample of the two others only
+    assert a["mean"] == -np.inf and np.isnan(a["ci_low"]) and np.isnan(a["ci_high"])
     assert b["mean"] == pytest.approx(-2.0)
 
 
 def test_length_slopes_leave_out_underflowed_ratios():
-    from gradlab.analysis.report import length_slopes, underflowed_lengths
+    from gradlab.analysis.stats import length_fit, length_slopes, underflowed_lengths
 
     ratios = pd.DataFrame({"cell": ["RNN_TANH"] * 3, "seq_len": [10, 20, 40], "ratio": [1e-2, 1e-4, 0.0]})
     assert length_slopes(ratios)["RNN_TANH"] == pytest.approx(-0.2)  # two decades per 10 steps
     assert underflowed_lengths(ratios) == {"RNN_TANH": [40]}
+    fit = length_fit(ratios).iloc[0]
+    assert fit["intercept"] == pytest.approx(0.0) and fit["seeds"] == 2

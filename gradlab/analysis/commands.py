@@ -7,6 +7,7 @@ writes files or selects a matplotlib backend.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -14,7 +15,8 @@ from typing import TextIO
 import pandas as pd
 
 from gradlab import schema
-from gradlab.analysis.load import RunData, load_runs
+from gradlab.analysis.learning import chance_level
+from gradlab.analysis.load import DamagedRunWarning, RunData, load_runs
 from gradlab.analysis.stats import config_groups, first_to_last_ratio
 from gradlab.atomic import write_atomic
 
@@ -29,6 +31,7 @@ FIGURES: tuple[str, ...] = (
     "vanishing_vs_length",
 )
 REPORT = "findings.md"
+APPENDIX = "findings_appendix.md"
 # The table each figure draws from, to skip a figure once when no run has it.
 _FIGURE_TABLES: dict[str, str] = {
     "gradient_norm_by_timestep": "gradients",
@@ -49,7 +52,12 @@ def slug(label: str) -> str:
     return safe.strip("_") or "runs"
 
 
-def _figure_jobs(data: RunData, bootstrap: dict[str, float | int]) -> list[tuple[str, str, Callable[[], object]]]:
+def _chance(data: RunData) -> float | None:
+    levels = chance_level(data.summary).dropna().unique() if not data.summary.empty else []
+    return float(levels[0]) if len(levels) == 1 else None
+
+
+def _figure_jobs(data: RunData) -> list[tuple[str, str, Callable[[], object]]]:
     """(group label, figure stem, draw) for every figure the data allows."""
     from gradlab.analysis import plots
 
@@ -60,21 +68,34 @@ def _figure_jobs(data: RunData, bootstrap: dict[str, float | int]) -> list[tuple
     for label, runs in groups:
         part = data.select(runs)
         jobs += [
-            (label, "gradient_norm_by_timestep", lambda p=part: plots.plot_gradient_profile(p.gradients, **bootstrap)),
+            (label, "gradient_norm_by_timestep", lambda p=part: plots.plot_gradient_profile(p.gradients)),
             (label, "gradient_norm_heatmap", lambda p=part: plots.plot_gradient_heatmap(p.gradients)),
-            (label, "learning_curves", lambda p=part: plots.plot_learning_curves(p.history, **bootstrap)),
-            (label, "test_accuracy", lambda p=part: plots.plot_test_accuracy(p.summary, **bootstrap)),
-            (label, "gate_statistics", lambda p=part: plots.plot_gate_statistics(p.gates, **bootstrap)),
-            (label, "jacobian_spectral_norm", lambda p=part: plots.plot_jacobian_norm(p.jacobian, **bootstrap)),
+            (label, "learning_curves", lambda p=part: plots.plot_learning_curves(p.history, chance=_chance(p))),
+            (label, "test_accuracy", lambda p=part: plots.plot_test_accuracy(p.summary)),
+            (label, "gate_statistics", lambda p=part: plots.plot_gate_statistics(p.gates)),
+            (label, "jacobian_spectral_norm", lambda p=part: plots.plot_jacobian_norm(p.jacobian)),
         ]
-    # Sequence-length sweeps: one figure per configuration other than seq_len.
+    # Sequence-length sweeps: one figure per configuration other than seq_len, at initialisation.
     if not data.summary.empty:
         for label, runs in config_groups(data.summary, exclude=("seq_len",)):
             part = data.select(runs)
             if part.summary["seq_len"].nunique() > 1:
                 jobs.append((label, "vanishing_vs_length", lambda p=part: plots.plot_vanishing_vs_length(
-                    first_to_last_ratio(p.gradients, p.summary), **bootstrap)))
+                    first_to_last_ratio(p.gradients, p.summary, stage="init"))))
     return jobs
+
+
+def _load(runs_dirs, stream: TextIO) -> RunData:
+    """:func:`load_runs`, printing each damaged run it left out as a warning line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedRunWarning)
+        data = load_runs(runs_dirs)
+    for warning in caught:
+        if issubclass(warning.category, DamagedRunWarning):
+            print(f"warning: {warning.message}", file=stream)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return data
 
 
 def figures(
@@ -96,32 +117,33 @@ def figures(
         out: output folder, created if needed.
         formats: file formats of each figure (``png``, ``pdf``, ``svg``).
         dpi: resolution of raster formats.
-        n_resamples, seed: bootstrap intervals.
-        stream: where notes and written paths are printed (default: standard output).
+        n_resamples, seed: the stratified bootstrap of the report's IQM accuracies
+            (every other interval is a t interval over seeds).
+        stream: where notes, warnings about damaged runs (left out) and written
+            paths are printed (default: standard output).
 
     Returns:
-        The files written, report last.
+        The files written, report and its appendix last.
 
     Raises:
-        RunsDirError: if a runs directory is missing or holds no runs.
+        RunsDirError: if a runs directory is missing or holds no readable run.
     """
     stream = stream or sys.stdout
     import matplotlib
 
     # Agg only here, in the command: plot functions never choose a backend.
     matplotlib.use("Agg")
-    from gradlab.analysis.report import findings_report
+    from gradlab.analysis.report import build_findings, with_classes
 
-    data = load_runs(runs_dirs)
+    data = with_classes(_load(runs_dirs, stream))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    bootstrap = {"n_resamples": n_resamples, "seed": seed}
     written: list[Path] = []
     linked: dict[str, list[str]] = {}
     missing = {stem: kind for stem, kind in _FIGURE_TABLES.items() if data.table(kind).empty}
     for stem, kind in missing.items():
         print(f"skipped {stem}: no run recorded {kind} ({_TABLE_FILES[kind]})", file=stream)
-    for label, stem, draw in _figure_jobs(data, bootstrap):
+    for label, stem, draw in _figure_jobs(data):
         if stem in missing:
             continue
         try:
@@ -135,18 +157,19 @@ def figures(
             written.append(path)
             print(f"wrote {path}", file=stream)
         linked.setdefault(label, []).append(f"{stem}__{slug(label)}.{formats[0]}")
-    text = findings_report(data, figures=linked, n_resamples=n_resamples, seed=seed)
-    report = out / REPORT
-    write_atomic(report, lambda temporary: temporary.write_text(text))
-    written.append(report)
-    print(f"wrote {report}", file=stream)
+    findings = build_findings(data, figures=linked, n_resamples=n_resamples, seed=seed)
+    for name, text in ((REPORT, findings.main()), (APPENDIX, findings.appendix())):
+        path = out / name
+        write_atomic(path, lambda temporary, t=text: temporary.write_text(t))
+        written.append(path)
+        print(f"wrote {path}", file=stream)
     return written
 
 
 #: Summary columns shown by ``inspect``, in order, where present.
 INSPECT_COLUMNS: tuple[str, ...] = (
-    "run_id", "cell", "seed", "dataset", "readout", "normalise", "seq_len", "status",
-    "best_val_accuracy", "test_accuracy", "final_test_accuracy", "n_params", "time_per_epoch",
+    "run_id", "cell", "seed", "dataset", "split", "readout", "normalise", "seq_len", "num_classes", "n_validation",
+    "status", "best_val_accuracy", "test_accuracy", "final_test_accuracy", "n_params", "time_per_epoch",
 )
 
 
@@ -162,7 +185,7 @@ def inspect(runs_dirs: str | Path | Sequence[str | Path], *, rows: int = 5, stre
         RunsDirError: if a runs directory is missing or holds no runs.
     """
     stream = stream or sys.stdout
-    data = load_runs(runs_dirs)
+    data = _load(runs_dirs, stream)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
         for sweep, path in data.sweeps.items():
             summary = data.summary[data.summary["sweep"] == sweep]

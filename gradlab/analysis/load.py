@@ -7,7 +7,7 @@ because run ids are only unique within a sweep.
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from gradlab import schema
-
-#: Tables stored per run, in the order they are loaded.
-RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian")
+from gradlab.io import LAYOUT, RUN_TABLES, RunFolder, RunFolderError
 
 # Files whose presence marks a folder as one run's folder.
 _RUN_MARKERS: tuple[str, ...] = ("config", "metrics", *RUN_TABLES)
@@ -33,6 +31,14 @@ class RunsDirError(ValueError):
     """A runs directory is missing or holds no runs."""
 
 
+class DamagedRunWarning(UserWarning):
+    """A run's file could not be read; the run is left out of the analysis."""
+
+
+class OlderLayoutWarning(UserWarning):
+    """Runs were written by an older gradlab; they are read as they are."""
+
+
 @dataclass(frozen=True)
 class RunData:
     """Every table of one or several sweeps, each with an extra ``sweep`` column.
@@ -44,6 +50,9 @@ class RunData:
         gates: gate statistics (:data:`gradlab.schema.GATES`).
         jacobian: Jacobian spectral norms (:data:`gradlab.schema.JACOBIAN`).
         sweeps: sweep name -> the folder it was read from.
+        predictions: per-example predictions (:data:`gradlab.schema.PREDICTIONS`).
+        lyapunov: Lyapunov exponents recorded during training (:data:`gradlab.schema.LYAPUNOV`).
+        skipped: one message per run left out because a file of it could not be read.
     """
 
     summary: pd.DataFrame
@@ -52,9 +61,12 @@ class RunData:
     gates: pd.DataFrame
     jacobian: pd.DataFrame
     sweeps: dict[str, Path] = field(default_factory=dict)
+    predictions: pd.DataFrame = field(default_factory=lambda: _empty("predictions"))
+    lyapunov: pd.DataFrame = field(default_factory=lambda: _empty("lyapunov"))
+    skipped: tuple[str, ...] = ()
 
     def table(self, kind: str) -> pd.DataFrame:
-        """The table of ``kind`` (``summary``, ``history``, ``gradients``, ``gates`` or ``jacobian``)."""
+        """The table of ``kind``: ``summary`` or one of :data:`RUN_TABLES`."""
         schema.columns(kind)  # raises ValueError naming the allowed kinds
         return getattr(self, kind)
 
@@ -74,7 +86,8 @@ class RunData:
 
         tables = {kind: keep(self.table(kind)) for kind in ("summary", *RUN_TABLES)}
         names = set(runs["sweep"])
-        return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in names})
+        return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in names},
+                       skipped=self.skipped)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -143,24 +156,62 @@ def _concat(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
     return schema.conform(combined, kind)
 
 
-def _load_summary(sweep: str, path: Path, run_dirs: list[Path]) -> pd.DataFrame:
-    """The sweep's summary.parquet, plus metrics.json rows of runs it does not list."""
-    frames = []
+def _read_summary_file(sweep: str, path: Path, skipped: list[str]) -> pd.DataFrame | None:
+    """The sweep's summary.parquet, or None (with a warning) when it cannot be read."""
     summary_file = path / schema.SWEEP_FILES["summary"]
-    if summary_file.is_file():
-        frames.append(_with_sweep(pd.read_parquet(summary_file), "summary", sweep, summary_file))
-    listed = set(frames[0]["run_id"]) if frames else set()
-    for run_dir in run_dirs:
-        metrics_file = run_dir / schema.RUN_FILES["metrics"]
-        if run_dir.name in listed or not metrics_file.is_file():
-            continue
-        row = json.loads(metrics_file.read_text())
-        frames.append(_with_sweep(pd.DataFrame([row]), "summary", sweep, metrics_file))
-    return _concat(frames, "summary")
+    if not summary_file.is_file():
+        return None
+    try:
+        return _with_sweep(pd.read_parquet(summary_file), "summary", sweep, summary_file)
+    except Exception as error:  # noqa: BLE001 - any damage: fall back to each run's metrics.json
+        _warn(skipped, f"could not read {summary_file} ({_reason(error)}); using each run's "
+                       f"{schema.RUN_FILES['metrics']} instead")
+        return None
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+def _warn(skipped: list[str], message: str) -> None:
+    skipped.append(message)
+    warnings.warn(message, DamagedRunWarning, stacklevel=3)
+
+
+def _read_run(sweep: str, run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every table of one run folder, and its metrics.json row as ``metrics`` (when present).
+
+    Raises:
+        ValueError: naming the file that could not be read, and why.
+    """
+    folder = RunFolder(run_dir)
+    tables = {}
+    try:
+        for kind in RUN_TABLES:
+            if folder.has(kind):
+                tables[kind] = _with_sweep(folder.table(kind), kind, sweep, folder.file(kind))
+        if folder.has("metrics"):
+            tables["metrics"] = _with_sweep(pd.DataFrame([folder.metrics()]), "summary", sweep, folder.file("metrics"))
+    except RunFolderError as error:
+        raise ValueError(str(error).split(";")[0]) from None
+    return tables
+
+
+def _older_layout(run_dir: Path) -> int | None:
+    """The layout of a run folder written by an older gradlab, or None (current, or unreadable config)."""
+    try:
+        layout = RunFolder(run_dir).layout
+    except (RunFolderError, OSError):
+        return None
+    return layout if layout < LAYOUT else None
 
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> RunData:
     """Load every table of one or several runs directories.
+
+    A run with a file that cannot be read (a truncated or empty Parquet file,
+    a broken metrics.json) is left out with a :class:`DamagedRunWarning`
+    naming the file; the messages are kept in :attr:`RunData.skipped`.
 
     Args:
         paths: a sweep folder, a folder of sweeps, or several of either.
@@ -170,24 +221,44 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> RunData:
         ``sweep`` column. A table no run wrote is an empty frame.
 
     Raises:
-        RunsDirError: if a path does not exist or no run is found.
-        ValueError: if a stored table lacks documented columns.
+        RunsDirError: if a path does not exist or no readable run is found.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     sweep_paths = [sweep for path in paths for sweep in find_sweeps(path)]
     sweeps = _sweep_names(sweep_paths)
     tables: dict[str, list[pd.DataFrame]] = {kind: [] for kind in ("summary", *RUN_TABLES)}
+    skipped: list[str] = []
     for sweep, path in sweeps.items():
-        run_dirs = sorted(child for child in path.iterdir() if _is_run_dir(child))
-        tables["summary"].append(_load_summary(sweep, path, run_dirs))
-        for run_dir in run_dirs:
-            for kind in RUN_TABLES:
-                table_file = run_dir / schema.RUN_FILES[kind]
-                if table_file.is_file():
-                    tables[kind].append(_with_sweep(pd.read_parquet(table_file), kind, sweep, table_file))
-    data = RunData(**{kind: _concat(frames, kind) for kind, frames in tables.items()}, sweeps=sweeps)
+        summary = _read_summary_file(sweep, path, skipped)
+        listed = set(summary["run_id"]) if summary is not None else set()
+        damaged, unlisted, older = set(), [], []
+        for run_dir in sorted(child for child in path.iterdir() if _is_run_dir(child)):
+            if _older_layout(run_dir) is not None:
+                older.append(run_dir.name)
+            try:
+                run = _read_run(sweep, run_dir)
+            except ValueError as error:
+                _warn(skipped, f"skipped run {run_dir}: {error}")
+                damaged.add(run_dir.name)
+                continue
+            metrics = run.pop("metrics", None)
+            if metrics is not None and run_dir.name not in listed:
+                unlisted.append(metrics)
+            for kind, frame in run.items():
+                tables[kind].append(frame)
+        if older:
+            warnings.warn(f"{len(older)} runs of {path} (e.g. {older[0]}) were written by an older gradlab "
+                          f"(run-folder layout {_older_layout(path / older[0])}, before {LAYOUT}): read as they are, "
+                          "without the tables that layout lacked (predictions); re-run them for those",
+                          OlderLayoutWarning, stacklevel=2)
+        if summary is not None:
+            tables["summary"].append(summary[~summary["run_id"].isin(damaged)])
+        tables["summary"] += unlisted
+    data = RunData(**{kind: _concat(frames, kind) for kind, frames in tables.items()}, sweeps=sweeps,
+                   skipped=tuple(skipped))
     if data.runs().empty:
         where = ", ".join(repr(str(path)) for path in sweeps.values())
-        raise RunsDirError(f"no runs found in {where}; {_LAYOUT_HINT}")
+        reason = f" ({len(skipped)} damaged: {'; '.join(skipped)})" if skipped else ""
+        raise RunsDirError(f"no readable runs found in {where}{reason}; {_LAYOUT_HINT}")
     return data
