@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -66,8 +67,9 @@ def local_sweep(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with pytest.MonkeyPatch.context() as patch:  # Ray's workers inherit it: they import this checkout's gradlab
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -136,6 +138,31 @@ def test_ray_failed_run_is_named_with_its_log_and_resume_redoes_only_it(local_sw
     assert not (sweep / "logs" / "GRU-s0.log").exists()  # not run again
     assert (sweep / "GRU-s0" / "metrics.json").read_bytes() == kept
     assert_same_results(local_sweep, sweep, ["GRU-s0", "GRU-s1"])
+
+
+def test_submitit_job_killed_mid_run_is_named_with_its_log(tmp_path):
+    pytest.importorskip("submitit")
+    sweep = tmp_path / "submitit"
+    long_run = replace(RUNS[0], train=replace(RUNS[0].train, epochs=10_000))
+    executor = SubmititExecutor(sweep, progress=False)
+
+    def kill() -> None:  # what the out-of-memory killer or a lost node does to a job: no warning, no result
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for log in (sweep / "logs").glob("*_log.out") if (sweep / "logs").exists() else []:
+                started = [line for line in log.read_text().splitlines() if line.startswith(f"run {long_run.run_id}")]
+                if started:
+                    os.kill(int(started[0].split("(pid ")[1].split(")")[0]), signal.SIGKILL)
+                    return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    with pytest.raises(SweepFailed, match=rf"{long_run.run_id}: TaskFailed: job \d+ ended without a result "
+                                          r"\(its process was killed.*\(log: .*_log\.err\)"):
+        run_sweep([long_run], sweep, executor=executor, figures=False, progress=False)
+    thread.join()
+    assert not RunFolder(sweep / long_run.run_id).ended
 
 
 def _compare_cells(argv):

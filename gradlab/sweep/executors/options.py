@@ -65,8 +65,9 @@ def _sbatch(items: list[str] | None) -> dict[str, str]:
 def executor_from_args(args: argparse.Namespace, sweep_dir: str | Path) -> Any:
     """The executor the flags of :func:`add_executor_arguments` describe; None for ``--executor local``.
 
-    With ``--resume`` or ``--overwrite`` on an existing sweep folder, first
-    refuses while runs an earlier command left running may still write to it.
+    With ``--resume``, ``--overwrite`` or ``--dry-run`` (which replaces its
+    folder), first refuses while runs an earlier command left running may
+    still write to the sweep folder.
 
     Raises:
         ValueError: a flag another executor reads, a bad value, an engine that
@@ -96,7 +97,7 @@ def executor_from_args(args: argparse.Namespace, sweep_dir: str | Path) -> Any:
     if kind != "local" and importlib.util.find_spec(kind) is None:
         raise ValueError(f"--executor {kind} needs the {kind!r} engine, which is not installed; install it with: "
                          f"pip install 'gradlab[{EXTRAS[kind]}]'")
-    if args.resume or args.overwrite:
+    if args.resume or args.overwrite or args.dry_run:
         check_no_live_jobs(sweep_dir)
     common = {"cpus_per_task": args.cpus_per_task or args.threads, "gpus_per_task": args.gpus_per_task or 0,
               "on_interrupt": args.on_interrupt, "progress": not args.no_progress}

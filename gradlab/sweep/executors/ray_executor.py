@@ -83,8 +83,9 @@ class RayExecutor:
 
     def _run(self, ray: Any, tasks: Sequence[RunTask], report: Report) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        remote = ray.remote(run_remote).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task)
-        pending = {remote.options(name=f"gradlab {task.run_id}").remote(task, str(self.log_path(task))): task
+        remote = ray.remote(run_remote)
+        pending = {remote.options(name=f"gradlab {task.run_id}", num_cpus=self.cpus_per_task,
+                                  num_gpus=self.gpus_per_task).remote(task, str(self.log_path(task))): task
                    for task in tasks}
         failed = done = 0
         status = StatusLine("ray", len(tasks), enabled=self.progress, stream=self.stream)

@@ -118,7 +118,7 @@ class SubmititExecutor:
                 for run_id, (task, job) in list(active.items()):
                     if job.done():
                         del active[run_id]
-                        error = _job_error(task, job)
+                        error = _job_error(task, job, local)
                         failed, done = failed + (error is not None), done + 1
                         report(task, job.result() if error is None else None, error)
                 running = sum(job.state == "RUNNING" for _, job in active.values())
@@ -157,16 +157,20 @@ class SubmititExecutor:
                   "until they end", file=self.stream)
 
 
-def _job_error(task: RunTask, job: Any) -> TaskFailed | None:
-    """Why ``job`` ended without a result (its Python error, or the job's state), or None."""
+def _job_error(task: RunTask, job: Any, local: bool) -> TaskFailed | None:
+    """Why ``job`` ended without a result (its Python error, or how the job ended), or None."""
+    from submitit.core.utils import FailedJobError
+
     error = job.exception()
     if error is None:
         return None
-    text = str(error)
-    if "----------------------" in text:  # a Python error: the trace sits between two rules; keep its last line
-        trace = text.split("----------------------")[1]
+    if isinstance(error, FailedJobError):  # the run raised: its trace sits between two rules; keep its last line
+        trace = str(error).split("----------------------")[1]
         reason = [line for line in trace.splitlines() if line.strip()][-1].strip()
+    elif local:
+        reason = f"job {job.job_id} ended without a result (its process was killed: out of memory, time limit or " \
+                 "a signal)"
     else:
-        reason = f"job {job.job_id} ended without a result (state {job.state}: time limit, out of memory, " \
+        reason = f"job {job.job_id} ended without a result (Slurm state {job.state}: time limit, out of memory, " \
                  "node lost or cancelled)"
     return TaskFailed(task.run_id, reason, job.paths.stderr)
