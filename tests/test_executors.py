@@ -84,6 +84,7 @@ def _job_logs(sweep: Path) -> dict[str, str]:
     return logs
 
 
+@pytest.mark.slow
 def test_submitit_sweep_equals_local(local_sweep, tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
@@ -94,6 +95,7 @@ def test_submitit_sweep_equals_local(local_sweep, tmp_path):
     assert not (sweep / RECORD_FILE).exists()  # every job ended: nothing left to wait for
 
 
+@pytest.mark.slow
 def test_ray_sweep_equals_local(local_sweep, tmp_path, ray_cluster):
     sweep = tmp_path / "ray"
     run_sweep(RUNS, sweep, executor=RayExecutor(sweep, progress=False), figures=False, progress=False)
@@ -101,6 +103,7 @@ def test_ray_sweep_equals_local(local_sweep, tmp_path, ray_cluster):
     assert sorted(path.stem for path in (sweep / "logs").glob("*.log")) == sorted(run.run_id for run in RUNS)
 
 
+@pytest.mark.slow
 @no_cuda
 def test_submitit_failed_run_is_named_with_its_log_and_resume_redoes_only_it(local_sweep, tmp_path):
     pytest.importorskip("submitit")
@@ -140,6 +143,7 @@ def test_ray_failed_run_is_named_with_its_log_and_resume_redoes_only_it(local_sw
     assert_same_results(local_sweep, sweep, ["GRU-s0", "GRU-s1"])
 
 
+@pytest.mark.slow
 def test_submitit_job_killed_mid_run_is_named_with_its_log(tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
@@ -172,6 +176,7 @@ def _compare_cells(argv):
     return module.main(argv)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("choice", ["detach", "cancel"])
 def test_interrupted_submitit_sweep_detaches_or_cancels_and_resume_waits(tmp_path, capsys, choice):
     pytest.importorskip("submitit")
