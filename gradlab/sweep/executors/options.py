@@ -37,7 +37,8 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus-per-task", type=int, default=None, metavar="N",
                        help="CPUs per run on submitit or ray (default: --threads)")
     group.add_argument("--gpus-per-task", type=int, default=None, metavar="N",
-                       help="GPUs per run on submitit or ray (default: 0; a run with --device cuda needs 1)")
+                       help="GPUs per run on submitit or ray (default: 0, so --device auto trains on the CPU and "
+                            "--device cuda fails at once)")
     group.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
     group.add_argument("--time-limit", type=int, default=None, metavar="MINUTES",
                        help=f"minutes each run may take before Slurm stops it (default: {DEFAULT_TIME_LIMIT}; "

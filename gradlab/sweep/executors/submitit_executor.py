@@ -110,7 +110,12 @@ class SubmititExecutor:
             while queue or active:
                 if queue and len(active) < window:
                     batch, queue = queue[:window - len(active)], queue[window - len(active):]
-                    for task, job in zip(batch, engine.map_array(run_remote, batch)):
+                    try:
+                        jobs = engine.map_array(run_remote, batch)
+                    except (RuntimeError, OSError) as error:  # sbatch refused: partition, account, limits
+                        raise ValueError(f"submitting {len(batch)} runs to {engine.cluster} failed: {error}") \
+                            from error
+                    for task, job in zip(batch, jobs):
                         active[task.run_id] = (task, job)
                         submitted[task.run_id] = job.job_id
                     write_record(self.sweep_dir, "submitit", submitted, cluster=engine.cluster,
