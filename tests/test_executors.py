@@ -231,3 +231,20 @@ def test_executor_flags_are_checked_before_anything_runs(tmp_path, capsys, argv,
 def test_a_missing_engine_names_the_extra_to_install():
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'gradlab\[slurm\]'"):
         require_engine("gradlab_engine_that_is_not_installed", "slurm")
+
+
+def test_slurm_script_carries_every_option(tmp_path, monkeypatch):
+    """The sbatch script submitit writes for these options (no Slurm here: only the script is checked, not sent)."""
+    pytest.importorskip("submitit")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for srun before it writes scripts
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    executor = SubmititExecutor(tmp_path / "sweep", cluster="slurm", partition="gpu", time_limit=120, cpus_per_task=4,
+                                gpus_per_task=1, mem_gb=8, array_parallelism=32, sbatch={"account": "lab"})
+    engine = executor._engine()
+    script = engine._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
+    for line in ("--partition=gpu", "--time=120", "--cpus-per-task=4", "--gpus-per-node=1", "--mem=8GB",
+                 "--account=lab", f"--output={tmp_path / 'sweep' / 'logs'}/"):
+        assert f"#SBATCH {line}" in script, line
+    assert engine._executor.parameters["array_parallelism"] == 32
