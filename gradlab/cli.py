@@ -277,9 +277,10 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
     executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
     if args.plan:
         check_sweep_dir(sweep_dir, runs, resume=args.resume, overwrite=args.overwrite)
-        check_devices(runs)
+        if executor is None:  # a cluster's runs check their device where they run
+            check_devices(runs)
         load_datasets(runs, progress=False)
-        print(plan_text(runs, sweep_dir, workers=args.workers))
+        print(plan_text(runs, sweep_dir, workers=args.workers, executor=executor))
         return 0
     command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     try:
@@ -299,12 +300,14 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
     return 0
 
 
-def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int) -> str:
+def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, executor: Any = None) -> str:
     """The expanded grid as text: one line per run with the options that vary, and how the runs execute."""
     from gradlab.sweep.plan import varying_options
 
     varying = varying_options(runs)
-    lines = [f"sweep {sweep_dir}: {len(runs)} runs, executed {'in this process' if workers == 1 else f'by {workers} local worker processes'}, "
+    how = ("in this process" if workers == 1 else f"by {workers} local worker processes") if executor is None \
+        else getattr(executor, "description", executor.name)
+    lines = [f"sweep {sweep_dir}: {len(runs)} runs, executed {how}, "
              f"one run per task", f"options that vary: {', '.join(varying) or 'none'} (and train.seed)"]
     for run in runs:
         flat = {f"{part}.{key}": value for part in CONFIG_PARTS for key, value in run.to_dict()[part].items()}

@@ -248,3 +248,15 @@ def test_slurm_script_carries_every_option(tmp_path, monkeypatch):
                  "--account=lab", f"--output={tmp_path / 'sweep' / 'logs'}/"):
         assert f"#SBATCH {line}" in script, line
     assert engine._executor.parameters["array_parallelism"] == 32
+
+
+@no_cuda
+def test_plan_names_the_executor_and_leaves_the_device_to_the_workers(tmp_path, capsys):
+    argv = ["--dataset", "distance", "--cells", "GRU", "--seeds", "0", "--device", "cuda", "--plan", "--out",
+            str(tmp_path)]
+    assert _compare_cells([*argv, "--executor", "submitit"]) == 0  # no GPU here, but the run's node may have one
+    assert "executed as submitit jobs" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _compare_cells(argv)  # run here: checked here
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -47,6 +47,7 @@ class RayExecutor:
     """
 
     name = "ray"
+    description = "as Ray tasks"
 
     def __init__(self, sweep_dir: str | os.PathLike, *, address: str | None = None, cpus_per_task: float = 1,
                  gpus_per_task: float = 0, on_interrupt: str = "cancel", poll_s: float = 1.0, progress: bool = True,

@@ -57,6 +57,7 @@ class SubmititExecutor:
     """
 
     name = "submitit"
+    description = "as submitit jobs (a Slurm job array, or local processes where there is no Slurm)"
 
     def __init__(self, sweep_dir: str | os.PathLike, *, cluster: str | None = None, partition: str | None = None,
                  time_limit: int = 60, cpus_per_task: int = 1, gpus_per_task: int = 0, mem_gb: float | None = None,
