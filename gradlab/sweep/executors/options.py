@@ -37,8 +37,9 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus-per-task", type=int, default=None, metavar="N",
                        help="CPUs per run on submitit or ray (default: --threads)")
     group.add_argument("--gpus-per-task", type=int, default=None, metavar="N",
-                       help="GPUs per run on submitit or ray (default: 0, so --device auto trains on the CPU and "
-                            "--device cuda fails at once)")
+                       help="GPUs per run on submitit or ray (default: 0: submitit's jobs then see no GPU, so "
+                            "--device auto trains on the CPU and --device cuda fails at once; Ray does not hide "
+                            "GPUs it did not reserve, so ask for them whenever runs use one)")
     group.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
     group.add_argument("--time-limit", type=int, default=None, metavar="MINUTES",
                        help=f"minutes each run may take before Slurm stops it (default: {DEFAULT_TIME_LIMIT}; "
