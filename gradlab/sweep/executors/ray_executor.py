@@ -4,7 +4,9 @@ Each task calls :func:`gradlab.sweep.executors.common.run_remote` on whichever
 node Ray places it, with the CPUs and GPUs it asks for; its output and
 traceback go to ``<sweep>/logs/<run id>.log``. Every node needs gradlab
 installed (the same version as the driver) and the sweep folder at the same
-path.
+path. A task whose worker dies (out of memory, a lost node) is retried by Ray
+(three times by default), each retry continuing the run from its last epoch
+checkpoint, before it is reported as failed.
 
 Ray tasks belong to the driver that submitted them: when the driver exits,
 Ray stops them. So an interrupted Ray sweep can only cancel (``--on-interrupt
