@@ -24,6 +24,7 @@ from typing import Any
 
 from gradlab.config import ACTIVATION_NAMES, CONFIG_PARTS, DataConfig, RunConfig
 from gradlab.locking import SweepLockedError
+from gradlab.sweep.executors.options import add_executor_arguments, executor_from_args
 from gradlab.sweep.plan import DEFAULT_ACTIVATIONS, DEFAULT_CELLS, DEFAULT_SEEDS, expand_cells, plan_runs
 
 #: Settings of ``--preset coursework``: the coursework notebook's training setup.
@@ -148,6 +149,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
                           "write nothing")
     run.add_argument("--dry-run", action="store_true",
                      help="smoke test: one batch per run, tiny model and data, one seed, CPU, into <name>-dry-run")
+    add_executor_arguments(parser)
 
 
 def option_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -273,20 +275,25 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
     from gradlab.sweep.runner import SweepFailed, check_devices, load_datasets, run_sweep
     from gradlab.analysis.summary_table import cell_table, format_table
 
+    executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
     if args.plan:
         check_sweep_dir(sweep_dir, runs, resume=args.resume, overwrite=args.overwrite)
-        check_devices(runs)
+        if executor is None:  # a cluster's runs check their device where they run
+            check_devices(runs)
         load_datasets(runs, progress=False)
-        print(plan_text(runs, sweep_dir, workers=args.workers))
+        print(plan_text(runs, sweep_dir, workers=args.workers, executor=executor))
         return 0
     command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     try:
         result = run_sweep(runs, sweep_dir, resume=args.resume, overwrite=args.overwrite or (args.dry_run and not args.resume),
-                           workers=args.workers, threads=args.threads, command=command,
+                           workers=args.workers, threads=args.threads, command=command, executor=executor,
                            figures=not (args.no_figures or args.dry_run), progress=not args.no_progress, extra=extra)
     except SweepFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; ended runs are saved in {sweep_dir}, and --resume continues the sweep", file=sys.stderr)
+        return 130
     print(f"\nsweep {result.sweep_dir}: {len(result.summary)} runs")
     if args.dry_run:
         print("(dry run: one batch per run and per evaluation; the numbers mean nothing)")
@@ -294,12 +301,14 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
     return 0
 
 
-def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int) -> str:
+def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, executor: Any = None) -> str:
     """The expanded grid as text: one line per run with the options that vary, and how the runs execute."""
     from gradlab.sweep.plan import varying_options
 
     varying = varying_options(runs)
-    lines = [f"sweep {sweep_dir}: {len(runs)} runs, executed {'in this process' if workers == 1 else f'by {workers} local worker processes'}, "
+    how = ("in this process" if workers == 1 else f"by {workers} local worker processes") if executor is None \
+        else getattr(executor, "description", executor.name)
+    lines = [f"sweep {sweep_dir}: {len(runs)} runs, executed {how}, "
              f"one run per task", f"options that vary: {', '.join(varying) or 'none'} (and train.seed)"]
     for run in runs:
         flat = {f"{part}.{key}": value for part in CONFIG_PARTS for key, value in run.to_dict()[part].items()}

@@ -197,6 +197,8 @@ RUN_FILES: dict[str, str] = {
 SWEEP_FILES: dict[str, str] = {
     "sweep": "sweep.json",  # the sweep's configuration and command line
     "summary": "summary.parquet",  # SUMMARY rows of every run
+    "executor": "executor.json",  # cluster jobs a detached sweep left running (while any may run)
+    "logs": "logs",  # a folder: one log per cluster task
 }
 
 #: Lyapunov exponents of each layer's recurrence (natural log per step), along

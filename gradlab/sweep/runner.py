@@ -101,6 +101,7 @@ def run_sweep(
 
     from gradlab.atomic import clean_orphaned_temporaries
     from gradlab.locking import SweepLock
+    from gradlab.sweep.executors.common import check_no_live_jobs
 
     stream = stream or sys.stderr
     for name, value in (("workers", workers), ("threads", threads)):
@@ -120,6 +121,7 @@ def run_sweep(
     executor = executor or LocalExecutor(workers, datasets=datasets, progress=progress)
     with SweepLock(sweep_dir):
         check_sweep_dir(sweep_dir, runs, resume=resume, overwrite=overwrite)  # again, now that it is ours
+        check_no_live_jobs(sweep_dir)  # cluster jobs an earlier, detached command left running
         if resume and sweep_dir.is_dir():
             removed = clean_orphaned_temporaries(sweep_dir)  # a killed sweep's half-written files
             if removed:

@@ -1,0 +1,182 @@
+"""Runs as Slurm jobs through submitit, or as submitit's local processes where there is no Slurm.
+
+submitit's ``AutoExecutor`` picks the engine: a Slurm job array (one array
+element per run, at most ``array_parallelism`` at once) when Slurm is
+present, else one local process per run (at most ``array_parallelism`` at
+once, submitted as earlier ones end). Either way each run is pickled into
+``<sweep>/logs/``, unpickled by a fresh Python process, and trained by
+:func:`gradlab.sweep.executors.common.run_remote`; that process's standard
+output and error are ``<sweep>/logs/<job id>_0_log.out`` and ``.err``.
+
+The jobs are recorded in ``<sweep>/executor.json`` while any may run, so a
+driver that dies or detaches leaves enough behind for ``--resume`` to ask
+Slurm (or this machine) whether they still run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gradlab.sweep.execute import Report, RunTask
+from gradlab.sweep.executors.common import (
+    EXTRAS,
+    LOG_FOLDER,
+    StatusLine,
+    TaskFailed,
+    forget_record,
+    require_engine,
+    run_remote,
+    write_record,
+)
+
+ON_INTERRUPT: tuple[str, ...] = ("cancel", "detach")
+
+
+class SubmititExecutor:
+    """Runs each task as a submitit job: a Slurm array element, or a local process without Slurm.
+
+    Args:
+        sweep_dir: the sweep folder (on a filesystem the workers share); logs go to ``<sweep>/logs/``.
+        cluster: ``None`` (Slurm when present, else local), ``"slurm"`` or ``"local"``.
+        partition: Slurm partition (default: the cluster's).
+        time_limit: minutes each run may take before Slurm (or submitit locally) stops it.
+        cpus_per_task: CPUs per run.
+        gpus_per_task: GPUs per run (locally: the first N visible GPUs; 0 hides them).
+        mem_gb: memory per run in GB (Slurm; default: the cluster's).
+        array_parallelism: runs at once (default: Slurm's 256; locally the number of CPUs).
+        sbatch: more ``#SBATCH`` settings, e.g. ``{"account": "lab", "qos": "short"}``.
+        on_interrupt: on Ctrl-C, ``cancel`` the submitted jobs or ``detach`` (leave them running).
+        poll_s: seconds between checks on the jobs (default 0.2 locally, 10 on Slurm).
+        progress: print ``done / running / queued / failed`` as they change.
+        stream: where notes are printed (default standard error).
+    """
+
+    name = "submitit"
+    description = "as submitit jobs (a Slurm job array, or local processes where there is no Slurm)"
+
+    def __init__(self, sweep_dir: str | os.PathLike, *, cluster: str | None = None, partition: str | None = None,
+                 time_limit: int = 60, cpus_per_task: int = 1, gpus_per_task: int = 0, mem_gb: float | None = None,
+                 array_parallelism: int | None = None, sbatch: Mapping[str, str] | None = None,
+                 on_interrupt: str = "cancel", poll_s: float | None = None, progress: bool = True,
+                 stream: Any = None) -> None:
+        if cluster not in (None, "slurm", "local"):
+            raise ValueError(f"cluster must be None (automatic), 'slurm' or 'local', got {cluster!r}")
+        if on_interrupt not in ON_INTERRUPT:
+            raise ValueError(f"on_interrupt must be one of {ON_INTERRUPT}, got {on_interrupt!r}")
+        for label, value, least in (("time_limit", time_limit, 1), ("cpus_per_task", cpus_per_task, 1),
+                                    ("gpus_per_task", gpus_per_task, 0),
+                                    ("array_parallelism", array_parallelism or 1, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{label} must be an integer >= {least}, got {value!r}")
+        if mem_gb is not None and not mem_gb > 0:
+            raise ValueError(f"mem_gb must be positive, got {mem_gb!r}")
+        self.sweep_dir = Path(sweep_dir)
+        self.log_dir = self.sweep_dir / LOG_FOLDER
+        self.cluster, self.partition, self.time_limit = cluster, partition, time_limit
+        self.cpus_per_task, self.gpus_per_task, self.mem_gb = cpus_per_task, gpus_per_task, mem_gb
+        self.array_parallelism, self.sbatch = array_parallelism, dict(sbatch or {})
+        self.on_interrupt, self.poll_s, self.progress = on_interrupt, poll_s, progress
+        self.stream = stream or sys.stderr
+
+    def _engine(self) -> Any:
+        """submitit's AutoExecutor with this executor's settings (creates ``<sweep>/logs/``)."""
+        submitit = require_engine("submitit", EXTRAS["submitit"])
+        engine = submitit.AutoExecutor(folder=self.log_dir, cluster=self.cluster)
+        slurm = {"slurm_partition": self.partition, "slurm_array_parallelism": self.array_parallelism,
+                 "slurm_additional_parameters": self.sbatch or None}
+        engine.update_parameters(name=f"gradlab-{self.sweep_dir.name}", timeout_min=self.time_limit,
+                                 cpus_per_task=self.cpus_per_task, gpus_per_node=self.gpus_per_task,
+                                 mem_gb=self.mem_gb, **{key: value for key, value in slurm.items() if value is not None})
+        return engine
+
+    def run(self, tasks: Sequence[RunTask], report: Report) -> None:
+        """Submit every task, then report each as its job ends; see the class docstring."""
+        if not tasks:
+            return
+        engine = self._engine()
+        local = engine.cluster != "slurm"
+        # Slurm takes the whole array at once and throttles it itself; submitit's local
+        # executor would start every process at once, so it is fed as slots free up.
+        window = (self.array_parallelism or os.cpu_count() or 1) if local else len(tasks)
+        poll = self.poll_s if self.poll_s is not None else (0.2 if local else 10.0)
+        queue, active, submitted = list(tasks), {}, {}
+        failed = done = 0
+        status = StatusLine(f"submitit ({engine.cluster})", len(tasks), enabled=self.progress, stream=self.stream)
+        try:
+            while queue or active:
+                if queue and len(active) < window:
+                    batch, queue = queue[:window - len(active)], queue[window - len(active):]
+                    try:
+                        jobs = engine.map_array(run_remote, batch)
+                    except (RuntimeError, OSError) as error:  # sbatch refused: partition, account, limits
+                        raise ValueError(f"submitting {len(batch)} runs to {engine.cluster} failed: {error}") \
+                            from error
+                    for task, job in zip(batch, jobs):
+                        active[task.run_id] = (task, job)
+                        submitted[task.run_id] = job.job_id
+                    write_record(self.sweep_dir, "submitit", submitted, cluster=engine.cluster,
+                                 log_dir=str(self.log_dir))
+                for run_id, (task, job) in list(active.items()):
+                    if job.done():
+                        del active[run_id]
+                        error = _job_error(task, job, local)
+                        failed, done = failed + (error is not None), done + 1
+                        report(task, job.result() if error is None else None, error)
+                running = sum(job.state == "RUNNING" for _, job in active.values())
+                status.update(done, running, len(active) - running + len(queue), failed)
+                if active:
+                    time.sleep(poll)
+        except KeyboardInterrupt:
+            self._interrupted(engine.cluster, {run_id: job for run_id, (_, job) in active.items()}, len(queue))
+            raise
+        forget_record(self.sweep_dir)
+
+    def _interrupted(self, cluster: str, jobs: Mapping[str, Any], never_submitted: int) -> None:
+        """Cancel or leave running what was submitted, and say which."""
+        later = f"; {never_submitted} runs were never submitted" if never_submitted else ""
+        if not jobs:
+            print(f"interrupted: no job was running{later}", file=self.stream)
+            return
+        named = ", ".join(f"{run_id} (job {job.job_id})" for run_id, job in jobs.items())
+        if self.on_interrupt == "cancel":
+            for job in jobs.values():
+                job.cancel(check=False)
+            print(f"interrupted: cancelled {len(jobs)} submitted runs: {named}{later}; --resume retrains them",
+                  file=self.stream)
+            return
+        if cluster != "slurm":
+            time.sleep(1.0)  # a Ctrl-C typed at a terminal reaches local job processes too: see which survived
+            stopped = [run_id for run_id, job in jobs.items() if job.done()]
+            if stopped:
+                print(f"interrupted: runs {', '.join(stopped)} stopped with this command (local jobs share its "
+                      "terminal)", file=self.stream)
+            jobs = {run_id: job for run_id, job in jobs.items() if run_id not in stopped}
+            named = ", ".join(f"{run_id} (job {job.job_id})" for run_id, job in jobs.items())
+        if jobs:
+            print(f"interrupted: left {len(jobs)} runs running on {cluster}: {named}{later}; their logs are in "
+                  f"{self.log_dir}, they are recorded in {self.sweep_dir / 'executor.json'}, and --resume waits "
+                  "until they end", file=self.stream)
+
+
+def _job_error(task: RunTask, job: Any, local: bool) -> TaskFailed | None:
+    """Why ``job`` ended without a result (its Python error, or how the job ended), or None."""
+    from submitit.core.utils import FailedJobError
+
+    error = job.exception()
+    if error is None:
+        return None
+    if isinstance(error, FailedJobError):  # the run raised: its trace sits between two rules; keep its last line
+        trace = str(error).split("----------------------")[1]
+        reason = [line for line in trace.splitlines() if line.strip()][-1].strip()
+    elif local:
+        reason = f"job {job.job_id} ended without a result (its process was killed: out of memory, time limit or " \
+                 "a signal)"
+    else:
+        reason = f"job {job.job_id} ended without a result (Slurm state {job.state}: time limit, out of memory, " \
+                 "node lost or cancelled)"
+    return TaskFailed(task.run_id, reason, job.paths.stderr)
