@@ -120,12 +120,20 @@ def tune(data: RunData) -> tuple[RunData, list[str]]:
         values = config["grid"]
         if not isinstance(values, dict):
             values = {column: sorted(set(runs[column])) for column in grid}
-        chosen = "; ".join(f"{cell_label(row['cell'])}: " + ", ".join(f"{column}={row[column]}" for column in grid)
+        chosen = "; ".join(f"{cell_label(row['cell'])}: " + ", ".join(f"{column}={_value(row[column])}" for column in grid)
                            + f" (validation {format_percent(row['validation_accuracy'])}, {row['seeds']} seeds)"
                            for _, row in selection.iterrows())
+        shown = ", ".join(f"{column} in {{{', '.join(_value(value) for value in axis)}}}"
+                          for column, axis in values.items())
         notes.append(f"{sweep}: per cell, the grid point with the best mean validation accuracy over seeds, from "
-                     f"{values} (test accuracy never used): {chosen}.")
+                     f"{shown} (test accuracy never used): {chosen}.")
     return data.select(pd.concat(keep, ignore_index=True)), notes
+
+
+def _value(value: object) -> str:
+    """A grid value as the command line spells it (None and NaN: ``none``)."""
+    return "none" if value is None or (isinstance(value, float) and value != value) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
 
 
 @dataclass
