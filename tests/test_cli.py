@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,17 +16,12 @@ from gradlab.config import CONFIG_PARTS, DataConfig, ModelConfig, RunConfig, Tra
 from gradlab.models import RNNModel
 from gradlab.sweep.plan import count_parameters, hidden_for_params, plan_runs
 
+from train_helpers import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"cli_{name}", REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-compare_cells = _script("compare_cells")
+compare_cells = load_script("compare_cells")
 
 
 def _values(argv):

@@ -7,7 +7,6 @@ named with its log, and ``--resume`` redoes only it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -26,6 +25,8 @@ from gradlab.io import RUN_TABLES, RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs
 from gradlab.sweep.executors.common import RECORD_FILE, require_engine
+
+from train_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = RunConfig(
@@ -170,10 +171,7 @@ def test_submitit_job_killed_mid_run_is_named_with_its_log(tmp_path):
 
 
 def _compare_cells(argv):
-    spec = importlib.util.spec_from_file_location("executors_compare_cells", REPO / "experiments" / "compare_cells.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_script("compare_cells").main(argv)
 
 
 @pytest.mark.slow
