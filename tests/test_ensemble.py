@@ -16,6 +16,7 @@ from gradlab.ensemble import (
     EnsembleTrainer,
     clip_member_grads_,
     member_grad_norms,
+    streaming,
 )
 from gradlab.instrument import GradientRecorder
 from gradlab.models import RNNModel
@@ -95,8 +96,11 @@ def _assert_close_relative(actual, expected, rtol, what):
 
 
 @pytest.mark.parametrize("readout", ["last", "mean", "sequence"])
-@pytest.mark.parametrize("mode", MODES)
-def test_forward_and_gradients_equal_single_models(mode, readout):
+@pytest.mark.parametrize("mode", MODES + ["LSTM-streaming"])
+def test_forward_and_gradients_equal_single_models(mode, readout, monkeypatch):
+    if mode == "LSTM-streaming":  # the step-by-step LSTM that large ensembles use
+        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
+        mode = "LSTM"
     bias = readout != "mean"  # also cover cells without biases
     members = [_member(mode, seed, readout=readout, bias=bias) for seed in (3, 4, 5)]
     ensemble = EnsembleModel(members)
@@ -127,9 +131,12 @@ def test_members_start_from_their_own_init_and_state_dicts_round_trip():
         ensemble.load_member_state_dict(0, {"fc.weight": members[0].fc.weight})
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_training_equals_single_runs_float64(mode):
+@pytest.mark.parametrize("mode", MODES + ["LSTM-streaming"])
+def test_training_equals_single_runs_float64(mode, monkeypatch):
     """Different seeds, two learning rates, Adam with weight decay and clipping, recording."""
+    if mode == "LSTM-streaming":
+        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
+        mode = "LSTM"
     seeds, lrs = [11, 12, 13, 14], [1e-2, 3e-3, 3e-3, 1e-2]
     batches = _batches(len(seeds), 5, torch.float64)
     options = {"clip": 0.05, "weight_decay": 1e-3}  # clip small enough to act on every step

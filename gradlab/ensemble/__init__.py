@@ -7,7 +7,11 @@ it with :class:`EnsembleTrainer` on one batch per member, (S, B, T, F).
 """
 
 from gradlab.ensemble.model import EnsembleModel
-from gradlab.ensemble.optim import EnsembleOptimiser, clip_member_grads_, member_grad_norms
+from gradlab.ensemble.optim import (
+    EnsembleOptimiser,
+    clip_member_grads_,
+    member_grad_norms,
+)
 from gradlab.ensemble.training import (
     EnsembleGradientRecorder,
     EnsembleTrainer,

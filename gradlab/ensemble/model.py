@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.bptt import KINDS, recurrence
+from gradlab.ensemble.streaming import streaming_lstm, use_streaming
 from gradlab.models import GradientObserver, RNNModel, StateKey
 
 CELL_PARAMETERS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -148,21 +149,19 @@ class EnsembleModel(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """The head's input: (S, B, H), or (S, B, T, H) for the ``sequence`` readout."""
         self._check_input(x)
-        members, batch, steps, _ = x.shape
+        members, batch = x.shape[:2]
         layer_input = x.transpose(1, 2).contiguous()  # (S, T, B, F): time-major per member
-        for layer, cell in enumerate(self.rnn.cells):
-            bias = cell.bias_ih
-            if bias is not None and self.mode != "GRU":
-                bias = cell.bias_ih + cell.bias_hh  # LSTM and RNN add b_hh to the input term
-            flat = layer_input.flatten(1, 2)  # (S, T*B, I)
-            weight_t = cell.weight_ih.transpose(1, 2)  # (S, I, G*H)
-            projected = flat.bmm(weight_t) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, weight_t)
-            x_proj = projected.view(members, steps, batch, -1)  # (S, T, B, G*H)
+        for index, cell in enumerate(self.rnn.cells):
             zeros = x.new_zeros(members, batch, self.hidden_size)
             state = (zeros, zeros) if self.mode == "LSTM" else zeros
-            layer_input, final = recurrence(
-                self.mode, x_proj, state, cell.weight_hh, cell.bias_hh, on_grad=self._on_grad(layer)
-            )  # (S, T, B, H)
+            parameters = (cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh, state)
+            on_grad = self._on_grad(index)
+            if self.mode == "LSTM" and use_streaming(layer_input, self.hidden_size):
+                # A large ensemble's LSTM runs step by step (gradlab.ensemble.streaming).
+                layer_input, final = streaming_lstm(layer_input, *parameters, on_grad=on_grad)
+            else:
+                layer_input, final = recurrence(self.mode, layer_input, *parameters, on_grad=on_grad)
+            # layer_input is now this layer's outputs, (S, T, B, H)
         if self.readout == "sequence":
             return layer_input.transpose(1, 2)  # (S, B, T, H)
         if self.readout == "mean":

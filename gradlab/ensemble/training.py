@@ -26,7 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradlab.ensemble.model import EnsembleModel
-from gradlab.ensemble.optim import EnsembleOptimiser, clip_member_grads_, member_grad_norms
+from gradlab.ensemble.optim import (
+    EnsembleOptimiser,
+    clip_member_grads_,
+    member_grad_norms,
+)
 from gradlab.instrument import gradient_frame, gradient_rows, safe_norm
 from gradlab.models import StateKey, parse_mode
 
