@@ -75,10 +75,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+#: How each way is timed: wall-clock, or this process's CPU time (steadier on a
+#: shared machine, and the same thing with one thread).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def run_sequential(mode: str, members: int, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> float:
     """S single gradlab runs, one after the other; returns seconds."""
     _sync(args.device)
-    start = time.perf_counter()
+    start = CLOCKS[args.clock]()
     for member in range(members):
         model = _member(mode, member, args)
         parameters = list(model.parameters())
@@ -94,13 +99,13 @@ def run_sequential(mode: str, members: int, x: torch.Tensor, y: torch.Tensor, ar
             optimiser.step()
         recorder.frame()
     _sync(args.device)
-    return time.perf_counter() - start
+    return CLOCKS[args.clock]() - start
 
 
 def run_ensemble(mode: str, members: int, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> float:
     """One ensemble of S members; returns seconds (building the members included, as above)."""
     _sync(args.device)
-    start = time.perf_counter()
+    start = CLOCKS[args.clock]()
     model = EnsembleModel([_member(mode, member, args) for member in range(members)])
     optimiser = EnsembleOptimiser(list(model.parameters()), "adam", [args.lr] * members)
     run_infos = [{"run_id": f"r{member}", "seed": member} for member in range(members)]
@@ -111,13 +116,13 @@ def run_ensemble(mode: str, members: int, x: torch.Tensor, y: torch.Tensor, args
     for member in range(members):
         recorder.frame(member)
     _sync(args.device)
-    return time.perf_counter() - start
+    return CLOCKS[args.clock]() - start
 
 
 def run_torch(mode: str, members: int, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> float:
     """S torch.nn runs, no recording; returns seconds."""
     _sync(args.device)
-    start = time.perf_counter()
+    start = CLOCKS[args.clock]()
     for member in range(members):
         torch.manual_seed(member)
         model = TorchClassifier(mode, args.hidden, args.layers).to(args.device)
@@ -129,7 +134,7 @@ def run_torch(mode: str, members: int, x: torch.Tensor, y: torch.Tensor, args: a
             loss.item()
             optimiser.step()
     _sync(args.device)
-    return time.perf_counter() - start
+    return CLOCKS[args.clock]() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,10 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads on the CPU")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall-clock time, or process CPU time (steadier on a shared machine; use with --threads 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    print(f"torch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads; batch {args.batch}, "
+    print(f"torch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads, {args.clock} clock; batch {args.batch}, "
           f"T {args.seq_len}, {FEATURES} features, hidden {args.hidden}, {args.layers} layers, "
           f"{args.train_steps} steps per member; fastest of {args.repeats}; ms per member-step")
     print(f"{'mode':<10}{'S':>4}{'gradlab':>10}{'ensemble':>10}{'torch.nn':>10}"

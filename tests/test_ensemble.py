@@ -270,3 +270,20 @@ def test_unsupported_ensembles_are_refused_clearly():
         model(torch.zeros(3, 2, 4, FEATURES, dtype=torch.float64))
     with pytest.raises(ValueError, match="leading member dimension"):
         EnsembleOptimiser(list(model.parameters()), "adam", [0.1, 0.1, 0.1])
+
+
+def test_benchmark_runs_and_ends_with_the_headline(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ensemble.py"
+    spec = importlib.util.spec_from_file_location("bench_ensemble", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--members", "1", "2", "--modes", "GRU", "LSTM", "--train-steps", "2", "--repeats", "1",
+                "--batch", "3", "--seq-len", "4", "--hidden", "5", "--threads", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 + 4 + 1
+    headline = lines[-1]
+    assert headline.startswith("ensemble speedup over sequential, S=2, LSTM: ") and headline.endswith("x")
+    assert float(headline.split(": ")[1][:-1]) > 0
