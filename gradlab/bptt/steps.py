@@ -19,6 +19,7 @@ TIME = -3
 
 
 def step_order(steps: int, reverse: bool) -> list[int]:
+    """The timesteps in the order a loop visits them."""
     return list(range(steps - 1, -1, -1)) if reverse else list(range(steps))
 
 
@@ -44,11 +45,9 @@ def member_major(buffer: Tensor) -> Tensor:
     return buffer if buffer.dim() == 3 else buffer.transpose(0, 1).contiguous()
 
 
-def affine(bias: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+def affine(bias: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """``bias + a @ b``, per member when the operands carry a member dimension."""
-    if a.dim() == 2:
-        return torch.addmm(bias, a, b, out=out)
-    return torch.baddbmm(bias, a, b, out=out)
+    return torch.addmm(bias, a, b) if a.dim() == 2 else torch.baddbmm(bias, a, b)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ on, the single model's names with an ``S`` in front, so member ``s``'s
 Each member reads its own batch: input (S, B, T, F) -> logits (S, B, C). The
 layers are :func:`gradlab.bptt.recurrence` with the member dimension, so every
 matmul is one batched matmul over members and the hand-written backward is the
-single model's. Members never mix: every operation is per member, so a member
+single model's (a large ensemble's LSTM runs the same per-step maths step by
+step, :mod:`gradlab.ensemble.streaming`). Members never mix: every operation is per member, so a member
 whose numbers turn non-finite leaves the others' results untouched.
 
 Supported: modes LSTM, GRU, RNN_TANH, RNN_RELU; any number of layers; with or
