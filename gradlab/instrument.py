@@ -200,15 +200,7 @@ class GradientRecorder:
 
     def frame(self) -> pd.DataFrame:
         """All recorded steps so far, one row per observation (:data:`gradlab.schema.GRADIENTS`)."""
-        if not self._chunks:
-            frame = schema.empty("gradients")
-            for key, value in self.run_info.items():
-                if key not in frame.columns:
-                    frame[key] = pd.Series([], dtype=object if isinstance(value, str) else None)
-            return frame
-        columns = {name: np.concatenate([chunk[name] for chunk in self._chunks]) for name in self._chunks[0]}
-        rows = len(columns["step"])
-        return schema.conform(with_run_columns(columns, self.run_info, rows), "gradients")
+        return gradient_frame(self._chunks, self.run_info)
 
     def clear(self) -> None:
         """Forget the recorded steps (for example after saving them)."""
@@ -241,41 +233,63 @@ class GradientRecorder:
                 "a state's gradient arrived twice in one recorded step; run one forward and one "
                 "backward per `record` block"
             )
-        keys = list(sample_norms)
         stacked = torch.stack(list(sample_norms.values())).to(torch.float64)  # (N, B)
         norms = torch.stack((safe_norm(stacked, dim=1), stacked.sum(dim=1)), dim=1)
         values = norms.cpu().numpy()  # the one device-to-host copy of the step; (N, 2)
-        grad_norm, per_sample = values[:, 0], values[:, 1]
+        self._chunks.append(gradient_rows(list(sample_norms), values[:, 0], values[:, 1], step=step, epoch=epoch))
 
-        layer = np.fromiter((k.layer for k in keys), dtype=np.int64, count=len(keys))
-        direction = np.array([k.direction for k in keys], dtype=object)
-        state = np.array([k.state for k in keys], dtype=object)
-        timestep = np.fromiter((k.timestep for k in keys), dtype=np.int64, count=len(keys))
 
-        # The last state of each direction: T-1 forward, 0 backward (input time).
-        last_time = {"forward": int(timestep.max()), "backward": 0}
-        last_norm = {
-            (k.layer, k.direction, k.state): grad_norm[i]
-            for i, k in enumerate(keys)
-            if k.timestep == last_time[k.direction]
-        }
-        denominator = np.array([last_norm.get((k.layer, k.direction, k.state), np.nan) for k in keys])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = grad_norm / denominator
+def gradient_rows(
+    keys: list[StateKey], grad_norm: np.ndarray, per_sample: np.ndarray, *, step: int, epoch: int
+) -> dict[str, np.ndarray]:
+    """The columns of one recorded step (no run columns yet), rows in reading order.
 
-        rows = len(keys)
-        # Rows in reading order: layer, forward before backward, h before c, time.
-        order = np.lexsort((timestep, state == "c", direction == "backward", layer))
-        self._chunks.append(
-            {
-                "epoch": np.full(rows, epoch, dtype=np.int64),
-                "step": np.full(rows, step, dtype=np.int64),
-                "layer": layer[order],
-                "direction": direction[order],
-                "state": state[order],
-                "timestep": timestep[order],
-                "grad_norm": grad_norm[order],
-                "grad_norm_per_sample": per_sample[order],
-                "ratio_to_last": ratio[order],
-            }
-        )
+    Args:
+        keys: the states recorded.
+        grad_norm: (N,) L2 norm of each state's dL/d(state) over the batch.
+        per_sample: (N,) sum over samples of each sample's own norm (B times the mean).
+        step, epoch: the step's coordinates.
+    """
+    layer = np.fromiter((k.layer for k in keys), dtype=np.int64, count=len(keys))
+    direction = np.array([k.direction for k in keys], dtype=object)
+    state = np.array([k.state for k in keys], dtype=object)
+    timestep = np.fromiter((k.timestep for k in keys), dtype=np.int64, count=len(keys))
+
+    # The last state of each direction: T-1 forward, 0 backward (input time).
+    last_time = {"forward": int(timestep.max()), "backward": 0}
+    last_norm = {
+        (k.layer, k.direction, k.state): grad_norm[i]
+        for i, k in enumerate(keys)
+        if k.timestep == last_time[k.direction]
+    }
+    denominator = np.array([last_norm.get((k.layer, k.direction, k.state), np.nan) for k in keys])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = grad_norm / denominator
+
+    rows = len(keys)
+    # Rows in reading order: layer, forward before backward, h before c, time.
+    order = np.lexsort((timestep, state == "c", direction == "backward", layer))
+    return {
+        "epoch": np.full(rows, epoch, dtype=np.int64),
+        "step": np.full(rows, step, dtype=np.int64),
+        "layer": layer[order],
+        "direction": direction[order],
+        "state": state[order],
+        "timestep": timestep[order],
+        "grad_norm": grad_norm[order],
+        "grad_norm_per_sample": per_sample[order],
+        "ratio_to_last": ratio[order],
+    }
+
+
+def gradient_frame(chunks: list[dict[str, np.ndarray]], run_info: Mapping[str, object]) -> pd.DataFrame:
+    """Recorded steps (from :func:`gradient_rows`) as one table with ``run_info`` columns."""
+    if not chunks:
+        frame = schema.empty("gradients")
+        for key, value in run_info.items():
+            if key not in frame.columns:
+                frame[key] = pd.Series([], dtype=object if isinstance(value, str) else None)
+        return frame
+    columns = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
+    rows = len(columns["step"])
+    return schema.conform(with_run_columns(columns, run_info, rows), "gradients")

@@ -1,0 +1,108 @@
+"""The LSTM layer of large ensembles, step by step (see :class:`StreamingLSTMFunction`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gradlab.bptt.steps import (
+    lstm_factors,
+    lstm_grad_step,
+    lstm_scale,
+    lstm_step,
+    step_order,
+)
+
+#: Above this many elements in an (S, T, B, H) tensor, an ensemble's LSTM
+#: works step by step (:class:`StreamingLSTMFunction`) instead of in
+#: whole-sequence passes (:func:`gradlab.bptt.recurrence`) that stream
+#: through memory.
+WHOLE_SEQUENCE_LIMIT = 2**18
+
+
+class StreamingLSTMFunction(torch.autograd.Function):
+    """:class:`LSTMFunction` for many members: every sequence tensor time-major, (T, S, B, ...).
+
+    With members, whole-sequence tensors outgrow the caches, and a pass over
+    one costs more than the per-step work it saves. So this variant does all
+    its work step by step on (S, B, ...) blocks: the input projection, the
+    backward factors (:func:`lstm_factors` on one step), and the gradients of
+    the inputs and weights (accumulated with one batched matmul each per
+    step). The bias rides along as a column of ones on the inputs.
+    Same arguments and results as :class:`LSTMFunction` with members.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs, weight_ih, bias, h0, c0, weight_hh, reverse, on_grad):
+        hidden = weight_hh.shape[-1]
+        scale = lstm_scale(hidden, inputs)
+        rows = scale.unsqueeze(1)
+        steps_first = inputs.transpose(0, 1)  # (T, S, B, I)
+        if bias is not None:
+            steps_first = torch.cat([steps_first, steps_first.new_ones(steps_first.shape[:-1] + (1,))], dim=-1)
+            weight_ih = torch.cat([weight_ih, bias.unsqueeze(-1)], dim=-1)  # (S, 4H, I+1)
+        steps_first = steps_first.contiguous()
+        weight_in_t = (weight_ih * rows).transpose(1, 2)  # (S, I(+1), 4H)
+        weight_t = (weight_hh * rows).transpose(1, 2)  # (S, H, 4H)
+        acts = h0.new_empty((steps_first.shape[0], *h0.shape[:-1], 4 * hidden))  # (T, S, B, 4H)
+        cells, tanh_cells, outputs = (h0.new_empty((steps_first.shape[0], *h0.shape)) for _ in range(3))
+        h, c = h0, c0
+        for t in step_order(acts.shape[0], reverse):
+            gates = torch.bmm(steps_first[t], weight_in_t, out=acts[t]).baddbmm_(h, weight_t)
+            h, c = lstm_step(gates, c, cells[t], tanh_cells[t], outputs[t])
+        ctx.save_for_backward(steps_first, weight_ih, acts, cells, tanh_cells, outputs, h0, c0, weight_hh)
+        ctx.reverse, ctx.on_grad, ctx.has_bias = reverse, on_grad, bias is not None
+        ctx.set_materialize_grads(False)
+        return outputs.transpose(0, 1), h.clone(), c.clone()
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_h_last, grad_c_last):
+        steps_first, weight_in, acts, cells, tanh_cells, outputs, h0, c0, weight_hh = ctx.saved_tensors
+        reverse, on_grad = ctx.reverse, ctx.on_grad
+        order = step_order(acts.shape[0], not reverse)
+        incoming = None if grad_outputs is None else grad_outputs.transpose(0, 1).contiguous().unbind(0)
+        dh = torch.zeros_like(h0) if grad_h_last is None else grad_h_last
+        dh = dh if incoming is None else dh + incoming[order[0]]
+        dc = torch.zeros_like(c0) if grad_c_last is None else grad_c_last
+        grad_weight_hh, grad_weight_in = torch.zeros_like(weight_hh), torch.zeros_like(weight_in)
+        grad_steps = torch.empty_like(steps_first)  # (T, S, B, I(+1))
+        step_grad = acts.new_empty(acts.shape[1:])  # (S, B, 4H), reused every step
+        for k, t in enumerate(order):
+            previous = order[k + 1] if k + 1 < len(order) else None
+            c_prev, h_prev = (c0, h0) if previous is None else (cells[previous], outputs[previous])
+            to_c, to_gate = lstm_factors(*acts[t].chunk(4, dim=-1), c_prev, outputs[t], tanh_cells[t])
+            step_grad, dc = lstm_grad_step(dh, dc, to_c, to_gate, step_grad, on_grad, t)
+            transposed = step_grad.transpose(1, 2)  # (S, 4H, B)
+            grad_weight_hh.baddbmm_(transposed, h_prev)
+            grad_weight_in.baddbmm_(transposed, steps_first[t])
+            torch.bmm(step_grad, weight_in, out=grad_steps[t])
+            dh = step_grad.bmm(weight_hh)  # into h_{t-1}
+            if previous is not None and incoming is not None:
+                dh += incoming[previous]
+            dc = dc * acts[t].chunk(4, dim=-1)[1]  # into c_{t-1}, through f
+        inputs_size = grad_steps.shape[-1] - ctx.has_bias
+        grad_inputs = grad_steps[..., :inputs_size].transpose(0, 1)  # (S, T, B, I)
+        grad_bias = grad_weight_in[..., -1] if ctx.has_bias else None
+        return grad_inputs, grad_weight_in[..., :inputs_size], grad_bias, dh, dc, grad_weight_hh, None, None
+
+
+def use_streaming(inputs: Tensor, hidden_size: int) -> bool:
+    """Whether an ensemble LSTM layer on ``inputs`` (S, T, B, I) should run step by step."""
+    members, steps, batch = inputs.shape[:3]
+    return members * steps * batch * hidden_size > WHOLE_SEQUENCE_LIMIT
+
+
+def streaming_lstm(
+    inputs: Tensor,
+    weight_ih: Tensor,
+    bias_ih: Tensor | None,
+    weight_hh: Tensor,
+    bias_hh: Tensor | None,
+    state: tuple[Tensor, Tensor],
+    *,
+    on_grad=None,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """:func:`gradlab.bptt.recurrence` for an ensemble's LSTM layer, step by step (forward direction)."""
+    bias = bias_ih if bias_ih is None else bias_ih + bias_hh
+    outputs, h, c = StreamingLSTMFunction.apply(inputs, weight_ih, bias, state[0], state[1], weight_hh, False, on_grad)
+    return outputs, (h, c)
