@@ -255,5 +255,8 @@ def summary_row(state: TrainState) -> dict[str, Any]:
         "n_validation": len(data.validation),
         "n_test": len(data.test),
         "split": info.get("split"),
+        "pad": config.data.pad if config.data.is_audio else None,
+        "delay": config.data.delay if config.data.is_audio else None,
+        "noise_std": config.data.noise_std if config.data.dataset == "distance" else None,
         "skipped_files": sum(len(names) for names in skipped.values()),  # by reason in sweep.json
     }
