@@ -17,6 +17,7 @@ import pandas as pd
 from gradlab import schema
 from gradlab.analysis.learning import chance_level
 from gradlab.analysis.load import DamagedRunWarning, RunData, load_runs
+from gradlab.analysis.report.dynamics import LABEL as DYNAMICS
 from gradlab.analysis.stats import config_groups, first_to_last_ratio
 from gradlab.atomic import write_atomic
 
@@ -41,6 +42,8 @@ _FIGURE_TABLES: dict[str, str] = {
     "gate_statistics": "gates",
     "jacobian_spectral_norm": "jacobian",
     "vanishing_vs_length": "gradients",
+    "lyapunov_spectra": "lyapunov",
+    "exponent_vs_slope": "lyapunov",
 }
 _TABLE_FILES: dict[str, str] = {**schema.RUN_FILES, "summary": f"{schema.SWEEP_FILES['summary']} or metrics.json"}
 DEFAULT_FORMATS: tuple[str, ...] = ("png", "pdf")
@@ -82,6 +85,16 @@ def _figure_jobs(data: RunData) -> list[tuple[str, str, Callable[[], object]]]:
             if part.summary["seq_len"].nunique() > 1:
                 jobs.append((label, "vanishing_vs_length", lambda p=part: plots.plot_vanishing_vs_length(
                     first_to_last_ratio(p.gradients, p.summary, stage="init"))))
+    if not data.lyapunov.empty:
+        from gradlab.analysis.dynamics import exponent_vs_slope, spectrum_stages
+
+        for sweep in data.sweeps:
+            part = data.lyapunov[data.lyapunov["sweep"] == sweep]
+            if not part.empty:
+                jobs.append((DYNAMICS, f"lyapunov_spectra__{slug(sweep)}",
+                             lambda p=part: plots.plot_lyapunov_spectra(spectrum_stages(p))))
+        jobs.append((DYNAMICS, "exponent_vs_slope", lambda: plots.plot_exponent_vs_slope(
+            exponent_vs_slope(data.lyapunov, data.gradients, data.summary))))
     return jobs
 
 
