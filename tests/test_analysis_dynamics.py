@@ -67,3 +67,43 @@ def test_the_scatter_draws_every_finite_pair_and_the_identity_line():
     offsets = np.concatenate([collection.get_offsets() for collection in ax.collections])
     assert len(offsets) == 2  # the underflowed run has no finite slope
     assert any("identity" in line.get_label() for line in ax.lines)
+
+
+def _sweep(root, name, runs):
+    """A sweep folder with sweep.json and each run's metrics.json (config dicts as gradlab writes them)."""
+    import json
+
+    from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    configs = []
+    for run_id, (readout, lr, seed, accuracy) in runs.items():
+        config = RunConfig(model=ModelConfig("GRU", readout=readout), data=DataConfig("distance"),
+                           train=TrainConfig(lr=lr, seed=seed), run_id=run_id)
+        configs.append(config.to_dict())
+        (folder / run_id).mkdir()
+        (folder / run_id / "config.json").write_text(json.dumps({**config.to_dict(), "layout": 2}))
+        (folder / run_id / "metrics.json").write_text(json.dumps({
+            "run_id": run_id, "cell": "GRU", "activation": "tanh", "seed": seed, "dataset": "distance",
+            "bidirectional": "none", "readout": readout, "normalise": None, "hidden_size": 32, "num_layers": 2,
+            "seq_len": 10, "status": "finished", "diverged_step": None, "best_val_accuracy": accuracy,
+            "best_epoch": 1, "test_accuracy": accuracy, "final_test_accuracy": accuracy, "n_params": 1,
+            "time_per_epoch": 1.0, "lr": lr}))
+    (folder / "sweep.json").write_text(json.dumps({"layout": 2, "runs": configs}))
+
+
+def test_interventions_are_read_against_matched_controls_only(tmp_path):
+    from gradlab.analysis import load_runs
+    from gradlab.analysis.controlled import controlled_comparisons
+
+    _sweep(tmp_path, "control", {"a0": ("last", 0.003, 0, 0.5), "a1": ("last", 0.003, 1, 0.6),
+                                 "b0": ("last", 0.01, 0, 0.9)})
+    _sweep(tmp_path, "mean", {"m0": ("mean", 0.003, 0, 0.8), "m1": ("mean", 0.003, 1, 0.7),
+                              "m2": ("mean", 0.003, 2, 0.1)})  # seed 2 has no control: left out
+    pairs = controlled_comparisons(load_runs([tmp_path / "control", tmp_path / "mean"]))
+    assert len(pairs) == 1
+    row = pairs.iloc[0]
+    assert (row["option"], row["reference"], row["value"], row["seeds"]) == ("readout", "last", "mean", 2)
+    assert row["accuracy_control"] == pytest.approx(0.55) and row["accuracy"] == pytest.approx(0.75)
+    assert row["difference"] == pytest.approx(0.2) and row["ci_low"] < 0.2 < row["ci_high"]

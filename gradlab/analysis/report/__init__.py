@@ -35,6 +35,7 @@ from gradlab.analysis.report.evidence import (
     decide_checks,
     gather,
 )
+from gradlab.analysis.report.controlled import controlled_section
 from gradlab.analysis.report.dynamics import dynamics_section
 from gradlab.analysis.report.format import (
     dataset_of,
@@ -166,6 +167,7 @@ class Findings:
         for (key, question), text in zip(QUESTIONS, texts):
             lines += [f"### ({key}) {question}", "", *text, ""]
         lines += ["## Evidence", "", *self._overview(), *self._check_summary()]
+        lines += controlled_section(self.data)
         lines += dynamics_section(self.data, self.figures)
         if self.tuning:
             lines += ["### Tuned comparison", "", *[f"- {note}" for note in self.tuning], ""]
