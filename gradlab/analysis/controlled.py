@@ -24,7 +24,7 @@ from gradlab.analysis.stats import first_to_last_ratio
 
 #: Interventions and their reference (control) values, by dotted option.
 INTERVENTIONS: dict[str, object] = {"data.delay": 0, "data.pad": "end", "model.readout": "last",
-                                    "model.init": "default"}
+                                    "model.init": "default", "train.omega_weight": 0.0, "train.floss_weight": 0.0}
 #: Options that do not describe the computation (never part of the match).
 UNMATCHED: frozenset[str] = frozenset({"train.seed", "train.device", "data.data_dir", "data.cache_dir",
                                        "data.download"})
