@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated figure formats: png, pdf, svg (default: png,pdf)")
     figures.add_argument("--dpi", type=int, default=200, help="resolution of PNG figures (default: 200)")
     figures.add_argument("--resamples", type=int, default=2000,
-                         help="bootstrap resamples for confidence intervals (default: 2000)")
+                         help="resamples of the stratified bootstrap behind the interquartile-mean accuracies (every other "
+                              "interval is a t interval over seeds; default: 2000)")
     figures.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
     figures.set_defaults(handler=_figures)
 
