@@ -50,15 +50,9 @@ steps cost nothing, and recording does not change which unroll runs, so the
 parameter gradients are bitwise the same with and without it. A recorded step
 adds one small reduction per state (each sample's norm) and one
 device-to-host copy at the end of the step; see
-``benchmarks/bench_recording.py``. For the coursework's Speech
-Commands shapes (T = 32, 2 layers) the worst case, a bidirectional LSTM,
-writes 2 * 2 * 2 * 32 = 256 rows per recorded step: recording every 10th of
-850 steps an epoch (85k clips, batch 100) for 50 epochs gives 4,250 recorded
-steps, 1.09 M rows: 26 MB as zstd Parquet (measured with :func:`save_frame`
-on norms with random mantissas; the three float64 columns are nearly
-incompressible and are almost all of it, the rest compresses to nothing) and
-about 150 MB as a DataFrame in memory. A unidirectional LSTM halves that, a
-GRU or RNN halves it again.
+``benchmarks/bench_recording.py``. Each recorded step
+stores layers x directions x states x T rows; ``benchmarks/bench_recording.py``
+prints what a row costs on disk and what a long Speech Commands run stores.
 """
 
 from __future__ import annotations
