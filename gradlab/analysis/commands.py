@@ -181,7 +181,8 @@ def figures(
 
 #: Summary columns shown by ``inspect``, in order, where present.
 INSPECT_COLUMNS: tuple[str, ...] = (
-    "run_id", "cell", "seed", "dataset", "split", "readout", "normalise", "seq_len", "num_classes", "n_validation",
+    "run_id", "cell", "seed", "dataset", "split", "readout", "normalise", "seq_len", "pad", "delay", "hidden_size",
+    "init", "lr", "clip_grad_norm", "num_classes", "n_validation",
     "status", "best_val_accuracy", "test_accuracy", "final_test_accuracy", "n_params", "time_per_epoch",
 )
 
