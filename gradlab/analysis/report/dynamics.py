@@ -29,7 +29,7 @@ def dynamics_section(data: RunData, figures: Mapping[str, Sequence[str]]) -> lis
     lines = ["## Dynamics: Lyapunov exponents and gradient decay", "",
              "The largest Lyapunov exponent of a layer's recurrence (natural log per step, first layer) sets the rate "
              "at which gradients shrink (below 0) or grow over many steps. Mean over seeds "
-             f"[{interval_label()}], at initialisation and after training:", ""]
+             f"[{interval_label()}], at initialisation and at each run's last recorded step (the end of training):", ""]
     largest = _largest(spectrum_stages(data.lyapunov))
     rows = []
     for (sweep, cell), part in largest.groupby(["sweep", "cell"], observed=True, sort=True):
@@ -38,7 +38,7 @@ def dynamics_section(data: RunData, figures: Mapping[str, Sequence[str]]) -> lis
                  for stage in ("initialisation", "trained") for row in [stages.loc[stage]] if stage in stages.index]
         shown += ["-"] * (2 - len(shown))
         rows.append([sweep, cell_label(cell), int(part["seeds"].max()), *shown])
-    lines += table(["sweep", "cell", "runs", "largest exponent at init", "after training"], rows)
+    lines += table(["sweep", "cell", "runs", "largest exponent at init", "at the last recorded step"], rows)
     pairs = exponent_vs_slope(data.lyapunov, data.gradients, data.summary)
     if not pairs.empty:
         fit = agreement(pairs)
