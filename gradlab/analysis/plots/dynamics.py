@@ -74,7 +74,7 @@ def plot_exponent_vs_slope(pairs: pd.DataFrame, *, ax: Axes | None = None) -> Fi
     require(pairs, "exponent and slope")
     finite = pairs[np.isfinite(pairs["measured"]) & np.isfinite(pairs["predicted"])]
     if ax is None:
-        ax = Figure(figsize=(PANEL_WIDTH * 1.5, PANEL_HEIGHT * 1.5), layout="constrained").subplots()
+        ax = Figure(figsize=(PANEL_WIDTH * 2.4, PANEL_HEIGHT * 1.6), layout="constrained").subplots()
     markers = dict(zip(sorted(finite["seq_len"].unique()), "os^Dv<>"))
     for cell in cell_order(finite["cell"].unique()):
         for length, marker in markers.items():
@@ -89,5 +89,5 @@ def plot_exponent_vs_slope(pairs: pd.DataFrame, *, ax: Axes | None = None) -> Fi
     ax.set_xlabel("measured: log10(first-to-last ratio) / (T - 1)")
     ax.set_ylabel(f"predicted: largest exponent / ln 10 (= / {math.log(10):.3f})")
     ax.set_title("gradient decay per step at initialisation")
-    ax.legend(fontsize="x-small", frameon=False, ncols=2)
+    ax.legend(fontsize="x-small", frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax.figure
