@@ -121,7 +121,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
                        help=f"activations the RNN cell is swept over, from {', '.join(ACTIVATION_NAMES)} "
                             "(default: tanh,relu)")
     cells.add_argument("--seeds", type=comma_list(int), default=list(DEFAULT_SEEDS),
-                       help="comma-separated seeds (default: 0,1,2)")
+                       help="comma-separated seeds (default: 0,1,...,9; the report calls a comparison only from 5 seeds)")
     cells.add_argument("--match-params", type=comma_list(int), default=[],
                        help="choose each cell's hidden size so its parameter count is closest to N (comma list: "
                             "one comparison per N; overrides --hidden-size)")

@@ -28,7 +28,7 @@ from gradlab.config import (
 
 DEFAULT_CELLS: tuple[str, ...] = ("RNN", "LSTM", "GRU")
 DEFAULT_ACTIVATIONS: tuple[str, ...] = ("tanh", "relu")
-DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
+DEFAULT_SEEDS: tuple[int, ...] = tuple(range(10))  # a verdict needs at least 5 seeds
 #: Short names of grid options in run ids (others use their field name).
 SHORT_NAMES: dict[str, str] = {"hidden_size": "h", "num_layers": "L", "clip_grad_norm": "clip", "delay": "K",
                                "weight_decay": "wd", "batch_size": "b", "readout": "", "init": ""}
