@@ -48,7 +48,8 @@ def recorded_configs(data: RunData) -> pd.DataFrame:
         except (OSError, ValueError):
             continue
         for run in record.get("runs", []):
-            rows.append({"sweep": sweep, "run_id": run["run_id"], "seed": run["train"]["seed"], **_flat(run)})
+            if isinstance(run, dict) and "run_id" in run and "seed" in run.get("train", {}):
+                rows.append({"sweep": sweep, "run_id": run["run_id"], "seed": run["train"]["seed"], **_flat(run)})
     return pd.DataFrame(rows)
 
 
