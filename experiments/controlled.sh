@@ -61,7 +61,6 @@ sweep fsdd-matched compare_cells $FSDD --match-params 4000,16000
 # 6. Synthetic, float64: the distance task over T at default init, IRNN and chrono init.
 DIST="--dataset distance --n-train 1000 --epochs 10 --lr 0.01 --dtype float64 --seeds $SEEDS --workers 2 --no-progress --no-figures --out $OUT --lengths 50,100,200"
 sweep length-distance sequence_length $DIST
-sweep length-distance-irnn sequence_length $DIST --cells RNN --init identity
 sweep length-distance-chrono sequence_length $DIST --cells LSTM,GRU --init chrono
 
 # 7. Remedies at T = 200 against the default runs of sweep 6: Pascanu's Omega, and gradient flossing
@@ -69,3 +68,4 @@ sweep length-distance-chrono sequence_length $DIST --cells LSTM,GRU --init chron
 REMEDY="--dataset distance --n-train 1000 --epochs 10 --lr 0.01 --dtype float64 --seeds $SEEDS --workers 2 --no-progress --no-figures --out $OUT --lengths 200 --cells RNN_TANH,LSTM,GRU"
 sweep remedy-omega sequence_length $REMEDY --omega-weight 1
 sweep remedy-floss sequence_length $REMEDY --floss-weight 1 --floss-every 10
+sweep length-distance-irnn sequence_length $DIST --cells RNN --init identity
