@@ -11,6 +11,7 @@ if none).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 import math
 import os
 from dataclasses import dataclass
@@ -24,9 +25,6 @@ from gradlab.config import RunConfig
 from gradlab.data import TASK_SEQUENCE_CLASSIFICATION, DataSplits
 from gradlab.data.from_config import load_data
 from gradlab.io import DIVERGED, FINISHED, RUN_TABLES, RunFolder, write_json, write_table
-
-#: The tables a RunResult holds (every run table; empty where a run has none).
-RESULT_TABLES = RUN_TABLES
 from gradlab import schema
 from gradlab.models import RNNModel
 from gradlab.training.callbacks import (
@@ -139,7 +137,7 @@ def train_run(
     run_dir: str | os.PathLike | None = None,
     resume: bool = True,
     command: list[str] | None = None,
-    callbacks: list[Callback] = (),
+    callbacks: Sequence[Callback] = (),
     progress: bool = False,
 ) -> RunResult:
     """Train one configuration; write its run folder when ``run_dir`` is given.
@@ -175,7 +173,7 @@ def train_run(
             write_table(frame, folder.file(kind), kind=kind)
         write_json(folder.file("metrics"), metrics)
     return RunResult(metrics=metrics, run_dir=folder.path if folder else None,
-                     **{kind: tables.get(kind, schema.empty(kind)) for kind in RESULT_TABLES})
+                     **{kind: tables.get(kind, schema.empty(kind)) for kind in RUN_TABLES})
 
 
 def _best(state: TrainState) -> dict[str, Any]:
