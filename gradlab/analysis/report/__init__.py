@@ -232,6 +232,7 @@ class Findings:
                              cell_label(row.scope) if row.scope != "pooled" else "pooled across cells",
                              with_interval(row.r, row.ci_low, row.ci_high, lambda v: f"{v:.2f}"), row.seeds]
                             for row in association.itertuples()])
+        lines += dynamics_section(self.data, {}, detail=True)
         for e in self.evidence:
             lines += [f"## {e.label}", "", f"Data: {dataset_of(e.data)}; {split_note(e.data, e.sweep_config)}.", ""]
             lines += _configuration_tables(e)

@@ -22,8 +22,14 @@ def _largest(spectra: pd.DataFrame) -> pd.DataFrame:
     return summarise(top, "exponent", by)
 
 
-def dynamics_section(data: RunData, figures: Mapping[str, Sequence[str]]) -> list[str]:
-    """Markdown lines of the dynamics section (empty when no run recorded a Lyapunov spectrum)."""
+def dynamics_section(data: RunData, figures: Mapping[str, Sequence[str]], *, detail: bool = False) -> list[str]:
+    """Markdown lines of the dynamics section (empty when no run recorded a Lyapunov spectrum).
+
+    Args:
+        data: the loaded runs.
+        figures: label -> figure files, for the links.
+        detail: the per-cell and per-length agreement table (the appendix) instead of its summary.
+    """
     if data.lyapunov.empty:
         return []
     lines = ["## Dynamics: Lyapunov exponents and gradient decay", "",
@@ -40,7 +46,16 @@ def dynamics_section(data: RunData, figures: Mapping[str, Sequence[str]]) -> lis
         rows.append([sweep, cell_label(cell), int(part["seeds"].max()), *shown])
     lines += table(["sweep", "cell", "runs", "largest exponent at init", "at the last recorded step"], rows)
     pairs = exponent_vs_slope(data.lyapunov, data.gradients, data.summary)
-    if not pairs.empty:
+    if not pairs.empty and not detail:
+        fit = agreement(pairs)
+        worst = fit.loc[fit["difference"].abs().idxmax()]
+        lines += [f"At initialisation the largest exponent predicts the gradient's measured decay per step (log10 "
+                  f"first-to-last ratio / (T - 1)) to within {abs(worst['difference']):.3g} decades per step in "
+                  f"every cell and length ({len(fit)} cell-length pairs, {int(fit['seeds'].sum())} runs; the largest "
+                  f"gap: {cell_label(worst['cell'])} at T = {int(worst['seq_len'])}, predicted "
+                  f"{format_number(worst['predicted'])}, measured {format_number(worst['measured'])}). Table by cell "
+                  "and length in the appendix.", ""]
+    if not pairs.empty and detail:
         fit = agreement(pairs)
         lines += ["Prediction against measurement at initialisation, in decades per step: the largest exponent / "
                   "ln 10 against log10(first-to-last gradient ratio) / (T - 1), run by run (difference: measured "
