@@ -144,7 +144,8 @@ def run_sweep(
                 print(f"run {task.run_id} {metrics['status']} at step {metrics['diverged_step']}", file=stream)
             write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
             bar.update(1)
-            bar.set_postfix(failed=len(failed)) if failed else None
+            if failed:
+                bar.set_postfix(failed=len(failed))
 
         command_list = list(command) if command is not None else None
         tasks = [RunTask(run.run_id, run.to_dict(), str(sweep_dir / run.run_id), command_list, threads)
