@@ -161,6 +161,8 @@ class ModelConfig:
     init: str = option("default", f"init scheme from {', '.join(INIT_SCHEMES)}, several joined with '+'")
     forget_bias: float = option(1.0, "LSTM forget-gate bias of the forget_bias init scheme")
     bias: bool = option(True, "bias terms in the cells")
+    param_target: int | None = option(None, "the parameter count hidden_size was chosen to match "
+                                            "(--match-params sets it; it changes nothing else)", cli=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", normalise_mode(self.mode))
@@ -169,6 +171,7 @@ class ModelConfig:
         check_choice("bidirectional choice", self.bidirectional, BIDIRECTIONAL_CHOICES)
         check_choice("readout", self.readout, READOUTS)
         check_number("ModelConfig.forget_bias", self.forget_bias, positive=None)
+        check_positive_int("ModelConfig.param_target", self.param_target, allow_none=True)
         check_scheme_applies(self.init, self.mode)
         if not self.bias and any(part in ("forget_bias", "chrono", "identity") for part in parse_scheme(self.init)):
             raise ValueError(f"init scheme {self.init!r} sets gate biases, but bias is off; drop --no-bias or the scheme")

@@ -164,7 +164,7 @@ def plan_runs(
                 model = config.model
                 hidden, _ = hidden_for_params(target, model.mode, shapes[0], model.num_layers, shapes[1],
                                               bidirectional=model.bidirectional, bias=model.bias)
-                config = set_option(config, "hidden_size", hidden)
+                config = set_option(set_option(config, "hidden_size", hidden), "param_target", target)
             runs.append(set_option(config, "seed", seed))
         except (ValueError, TypeError) as error:
             raise ValueError(f"run {run_id}: {error}") from None
