@@ -146,7 +146,7 @@ def figures(
 
     # Agg only here, in the command: plot functions never choose a backend.
     matplotlib.use("Agg")
-    from gradlab.analysis.report import build_findings, with_classes
+    from gradlab.analysis.report import build_findings, tune, with_classes
 
     data = with_classes(_load(runs_dirs, stream))
     out = Path(out)
@@ -156,7 +156,7 @@ def figures(
     missing = {stem: kind for stem, kind in _FIGURE_TABLES.items() if data.table(kind).empty}
     for stem, kind in missing.items():
         print(f"skipped {stem}: no run recorded {kind} ({_TABLE_FILES[kind]})", file=stream)
-    for label, stem, draw in _figure_jobs(data):
+    for label, stem, draw in _figure_jobs(tune(data)[0]):  # tuned sweeps at their selected points
         if stem in missing:
             continue
         try:

@@ -32,6 +32,16 @@ CONFIG_COLUMNS: tuple[str, ...] = (
     "hidden_size",
     "num_layers",
     "seq_len",
+    "init",
+    "lr",
+    "clip_grad_norm",
+    "pad",
+    "delay",
+    "param_target",
+    "noise_std",
+    "omega_weight",
+    "floss_weight",
+    "dtype",
 )
 
 
@@ -271,7 +281,7 @@ def first_to_last_ratio(
 
 
 def config_groups(summary: pd.DataFrame, *, exclude: Sequence[str] = ()) -> list[tuple[str, pd.DataFrame]]:
-    """Split each sweep's runs by the configuration columns that vary within it.
+    """Split each sweep's runs by the configuration columns that vary within one of its cells.
 
     Seeds of one configuration belong together; runs that differ in readout,
     normalisation, size or length must not share a seed band.
@@ -288,11 +298,16 @@ def config_groups(summary: pd.DataFrame, *, exclude: Sequence[str] = ()) -> list
     """
     groups = []
     for sweep, runs in summary.groupby("sweep", sort=True, observed=True):
+        # A column splits a sweep when it varies within a cell: cells tuned to different learning
+        # rates, or sized to one parameter target, still belong to one comparison.
         varying = [
             column
             for column in CONFIG_COLUMNS
-            if column in runs.columns and column not in exclude and runs[column].nunique(dropna=False) > 1
+            if column in runs.columns and column not in exclude
+            and runs.groupby("cell", observed=True)[column].nunique(dropna=False).max() > 1
         ]
+        if "param_target" in varying and "hidden_size" in varying:
+            varying.remove("hidden_size")  # chosen per cell from the target
         if not varying:
             groups.append((str(sweep), runs[["sweep", "run_id"]].reset_index(drop=True)))
             continue
