@@ -35,10 +35,11 @@ GATED = ("LSTM", "GRU")
 
 def pick(evidence: Sequence[Evidence], cells: Sequence[str], score: Callable[[Evidence], float] = lambda e: 0.0
          ) -> Evidence | None:
-    """The configuration holding most of ``cells``, then the best ``score``, then the most runs."""
+    """The configuration holding most of ``cells``, then the best ``score``, then a tuned one, then the most runs."""
     if not evidence:
         return None
-    return max(evidence, key=lambda e: (len(set(cells) & set(e.cells)), score(e), len(e.data.summary)))
+    return max(evidence, key=lambda e: (len(set(cells) & set(e.cells)), score(e),
+                                        bool((e.sweep_config or {}).get("select_by")), len(e.data.summary)))
 
 
 def _seeds(evidence: Evidence) -> str:

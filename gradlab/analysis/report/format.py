@@ -63,7 +63,9 @@ def split_of(data: RunData, sweep_config: dict | None = None) -> str | None:
         if len(schemes) == 1:
             return schemes[0]
     if sweep_config:
-        schemes = {(run.get("data") or {}).get("split") for run in sweep_config.get("runs") or []}
+        # a split scheme belongs to recorded speech; synthetic tasks carry the field unused
+        schemes = {(run.get("data") or {}).get("split") for run in sweep_config.get("runs") or []
+                   if (run.get("data") or {}).get("dataset") not in ("adding", "copy-memory", "distance")}
         schemes |= {sweep_config.get("split"), (sweep_config.get("config") or {}).get("split")}
         schemes = {scheme for scheme in schemes if isinstance(scheme, str)}
         if len(schemes) == 1:
