@@ -107,3 +107,10 @@ def test_interventions_are_read_against_matched_controls_only(tmp_path):
     assert (row["option"], row["reference"], row["value"], row["seeds"]) == ("readout", "last", "mean", 2)
     assert row["accuracy_control"] == pytest.approx(0.55) and row["accuracy"] == pytest.approx(0.75)
     assert row["difference"] == pytest.approx(0.2) and row["ci_low"] < 0.2 < row["ci_high"]
+
+
+def test_an_interventions_own_schedule_options_do_not_block_its_match():
+    from gradlab.analysis.controlled import COMPANIONS, INTERVENTIONS
+
+    assert set(COMPANIONS) <= set(INTERVENTIONS)
+    assert "train.floss_every" in COMPANIONS["train.floss_weight"]

@@ -25,6 +25,9 @@ from gradlab.analysis.stats import first_to_last_ratio
 #: Interventions and their reference (control) values, by dotted option.
 INTERVENTIONS: dict[str, object] = {"data.delay": 0, "data.pad": "end", "model.readout": "last",
                                     "model.init": "default", "train.omega_weight": 0.0, "train.floss_weight": 0.0}
+#: Options that only say how an intervention acts: not matched when that intervention is compared.
+COMPANIONS: dict[str, tuple[str, ...]] = {"train.floss_weight": ("train.floss_k", "train.floss_every",
+                                                                 "train.floss_until")}
 #: Options that do not describe the computation (never part of the match).
 UNMATCHED: frozenset[str] = frozenset({"train.seed", "train.device", "data.data_dir", "data.cache_dir",
                                        "data.download"})
@@ -80,7 +83,7 @@ def controlled_comparisons(data: RunData) -> pd.DataFrame:
         if option not in configs.columns:
             continue
         control_value = json.dumps(reference)
-        others = [column for column in matched if column != option]
+        others = [column for column in matched if column != option and column not in COMPANIONS.get(option, ())]
         controls = configs[configs[option] == control_value].drop_duplicates(subset=[*others, "seed"])
         treated = configs[configs[option] != control_value]
         pairs = treated.merge(controls[[*others, "seed", "test_accuracy", "log10_ratio"]], on=[*others, "seed"],
