@@ -12,14 +12,7 @@ SEEDS=0,1,2,3,4,5,6,7,8,9
 FSDD="--dataset fsdd --data-dir ${GRADLAB_FSDD:-../shared/data/fsdd} --seeds $SEEDS --workers 2 --no-progress --no-figures --out $OUT"
 mkdir -p "$OUT"
 
-sweep() {  # sweep NAME SCRIPT ARGS...: run one sweep (resuming it if it exists) and log its wall time
-  local name=$1 script=$2 start=$SECONDS
-  shift 2
-  local resume=()
-  [ -f "$OUT/$name/sweep.json" ] && resume=(--resume)
-  python "experiments/$script.py" "$@" --name "$name" "${resume[@]}"
-  printf '%s\t%s\n' "$name" "$((SECONDS - start))" >> "$OUT/wall_times.tsv"
-}
+source experiments/sweep.sh
 
 tuned() {  # tuned CELL: "--lr X --clip-grad-norm Y" of CELL's grid point with the best mean validation accuracy
   python - "$OUT/fsdd-tuned" "$1" <<'PY'

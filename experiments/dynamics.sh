@@ -12,14 +12,7 @@ SEEDS=0,1,2,3,4,5,6,7,8,9
 COMMON="--seeds $SEEDS --no-progress --no-figures --out $OUT --lyapunov-every 1000000"
 mkdir -p "$OUT"
 
-sweep() {  # sweep NAME SCRIPT ARGS...
-  local name=$1 script=$2 start=$SECONDS
-  shift 2
-  local resume=()
-  [ -f "$OUT/$name/sweep.json" ] && resume=(--resume)
-  python "experiments/$script.py" "$@" --name "$name" "${resume[@]}"
-  printf '%s\t%s\n' "$name" "$((SECONDS - start))" >> "$OUT/wall_times.tsv"
-}
+source experiments/sweep.sh
 
 # FSDD at the default settings: the spectrum at initialisation and after 30 epochs.
 sweep fsdd-lyapunov compare_cells --dataset fsdd --data-dir "${GRADLAB_FSDD:-../shared/data/fsdd}" $COMMON
