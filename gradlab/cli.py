@@ -25,6 +25,7 @@ from typing import Any
 from gradlab.config import ACTIVATION_NAMES, CONFIG_PARTS, DataConfig, RunConfig
 from gradlab.locking import SweepLockedError
 from gradlab.sweep.executors.options import add_executor_arguments, executor_from_args
+from gradlab.sweep.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES, group_runs
 from gradlab.sweep.plan import DEFAULT_ACTIVATIONS, DEFAULT_CELLS, DEFAULT_SEEDS, expand_cells, plan_runs
 
 #: Settings of ``--preset coursework``: the coursework notebook's training setup.
@@ -139,6 +140,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
     run.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1: small recurrent "
                                                             "models gain little from more, and oversubscribed "
                                                             "threads slow a shared machine by orders of magnitude)")
+    run.add_argument("--ensemble", choices=ENSEMBLE_CHOICES, default="auto",
+                     help="auto: runs that differ only in seed and learning rate train together as one batched "
+                          "model, each writing its own run folder (same results); off: every run alone "
+                          "(default: auto)")
+    run.add_argument("--ensemble-max", type=int, default=DEFAULT_MAX_MEMBERS,
+                     help=f"most runs in one ensemble (default: {DEFAULT_MAX_MEMBERS})")
     run.add_argument("--resume", action="store_true", help="continue an existing sweep folder: skip ended runs, "
                                                            "resume interrupted ones from their checkpoint")
     run.add_argument("--overwrite", action="store_true", help="delete an existing sweep folder first")
@@ -227,9 +234,9 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
     try:
         from gradlab.sweep.folder import check_output_path, check_sweep_name
 
-        for flag in ("workers", "threads"):
+        for flag in ("workers", "threads", "ensemble_max"):
             if getattr(args, flag) < 1:
-                raise ValueError(f"--{flag} must be an integer >= 1, got {getattr(args, flag)}")
+                raise ValueError(f"--{flag.replace('_', '-')} must be an integer >= 1, got {getattr(args, flag)}")
         values, grid = option_values(args)
         modes = expand_cells(args.cells, args.activations)
         base = _template(values, grid, modes)
@@ -243,7 +250,8 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
         shapes = _shapes(base) if args.match_params else None
         runs = plan_runs(base, modes=modes, seeds=args.seeds[:1] if args.dry_run else args.seeds, grid=grid,
                          data_variants=data_variants, match_params=args.match_params, shapes=shapes)
-        extra = {"grid": grid, "select_by": args.select_by, "match_params": args.match_params}
+        extra = {"grid": grid, "select_by": args.select_by, "match_params": args.match_params,
+                 "ensemble": args.ensemble}
         return _execute(args, runs, sweep_dir, argv, extra)
     except (ValueError, FileNotFoundError, FileExistsError, OSError, SweepLockedError) as error:
         parser.error(str(error))
@@ -281,12 +289,14 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
         if executor is None:  # a cluster's runs check their device where they run
             check_devices(runs)
         load_datasets(runs, progress=False)
-        print(plan_text(runs, sweep_dir, workers=args.workers, executor=executor))
+        print(plan_text(runs, sweep_dir, workers=args.workers, executor=executor, ensemble=args.ensemble,
+                        max_members=args.ensemble_max))
         return 0
     command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     try:
         result = run_sweep(runs, sweep_dir, resume=args.resume, overwrite=args.overwrite or (args.dry_run and not args.resume),
-                           workers=args.workers, threads=args.threads, command=command, executor=executor,
+                           workers=args.workers, threads=args.threads, ensemble=args.ensemble,
+                           max_members=args.ensemble_max, command=command, executor=executor,
                            figures=not (args.no_figures or args.dry_run), progress=not args.no_progress, extra=extra)
     except SweepFailed as error:
         print(f"error: {error}", file=sys.stderr)
@@ -301,15 +311,21 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
     return 0
 
 
-def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, executor: Any = None) -> str:
+def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, executor: Any = None,
+              ensemble: str = "auto", max_members: int = DEFAULT_MAX_MEMBERS) -> str:
     """The expanded grid as text: one line per run with the options that vary, and how the runs execute."""
     from gradlab.sweep.plan import varying_options
 
     varying = varying_options(runs)
     how = ("in this process" if workers == 1 else f"by {workers} local worker processes") if executor is None \
         else getattr(executor, "description", executor.name)
-    lines = [f"sweep {sweep_dir}: {len(runs)} runs, executed {how}, "
-             f"one run per task", f"options that vary: {', '.join(varying) or 'none'} (and train.seed)"]
+    units = group_runs(runs, ensemble=ensemble, workers=workers if executor is None else 1, max_members=max_members)
+    sizes = sorted((len(unit) for unit in units if len(unit) > 1), reverse=True)
+    singles = sum(len(unit) == 1 for unit in units)
+    grouped = f"{len(sizes)} ensembles (of {', '.join(map(str, sizes))} runs) and {singles} single runs" if sizes \
+        else "one run per task"
+    lines = [f"sweep {sweep_dir}: {len(runs)} runs, executed {how}, {grouped}",
+             f"options that vary: {', '.join(varying) or 'none'} (and train.seed)"]
     for run in runs:
         flat = {f"{part}.{key}": value for part in CONFIG_PARTS for key, value in run.to_dict()[part].items()}
         lines.append(f"  {run.run_id}: " + ", ".join(f"{key.split('.', 1)[1]}={flat[key]}" for key in varying)

@@ -61,6 +61,14 @@ def assert_same_results(expected: Path, actual: Path, run_ids) -> None:
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory) -> Path:
     sweep = tmp_path_factory.mktemp("local") / "sweep"
+    run_sweep(RUNS, sweep, ensemble="off", figures=False, progress=False)
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def local_ensembles(tmp_path_factory) -> Path:
+    """RUNS trained here as two ensembles (one per cell)."""
+    sweep = tmp_path_factory.mktemp("local") / "ensembles"
     run_sweep(RUNS, sweep, figures=False, progress=False)
     return sweep
 
@@ -90,18 +98,29 @@ def test_submitit_sweep_equals_local(local_sweep, tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
     executor = SubmititExecutor(sweep, array_parallelism=2, progress=False)
-    run_sweep(RUNS, sweep, executor=executor, figures=False, progress=False)
+    run_sweep(RUNS, sweep, executor=executor, ensemble="off", figures=False, progress=False)
     assert_same_results(local_sweep, sweep, [run.run_id for run in RUNS])
     assert sorted(_job_logs(sweep).values()) == sorted(run.run_id for run in RUNS)  # one job (and log) per run
     assert not (sweep / RECORD_FILE).exists()  # every job ended: nothing left to wait for
 
 
 @pytest.mark.slow
-def test_ray_sweep_equals_local(local_sweep, tmp_path, ray_cluster):
+def test_submitit_trains_one_job_per_ensemble(local_ensembles, tmp_path):
+    pytest.importorskip("submitit")
+    sweep = tmp_path / "submitit"
+    run_sweep(RUNS, sweep, executor=SubmititExecutor(sweep, array_parallelism=2, progress=False), figures=False,
+              progress=False)
+    assert_same_results(local_ensembles, sweep, [run.run_id for run in RUNS])
+    assert sorted(_job_logs(sweep).values()) == ["GRU-s0+1", "RNN_TANH-s0+1"]  # one job per ensemble of 2
+    assert {RunFolder(sweep / run.run_id).metrics()["ensemble_size"] for run in RUNS} == {2}
+
+
+@pytest.mark.slow
+def test_ray_sweep_equals_local(local_ensembles, tmp_path, ray_cluster):
     sweep = tmp_path / "ray"
     run_sweep(RUNS, sweep, executor=RayExecutor(sweep, progress=False), figures=False, progress=False)
-    assert_same_results(local_sweep, sweep, [run.run_id for run in RUNS])
-    assert sorted(path.stem for path in (sweep / "logs").glob("*.log")) == sorted(run.run_id for run in RUNS)
+    assert_same_results(local_ensembles, sweep, [run.run_id for run in RUNS])
+    assert sorted(path.stem for path in (sweep / "logs").glob("*.log")) == ["GRU-s0+1", "RNN_TANH-s0+1"]
 
 
 @pytest.mark.slow

@@ -106,6 +106,12 @@ class EnsembleGradientRecorder:
         """Member ``member``'s recorded steps (:data:`gradlab.schema.GRADIENTS`), with its run columns."""
         return gradient_frame(self._chunks[member], self.run_infos[member])
 
+    def take(self, member: int) -> pd.DataFrame:
+        """Member ``member``'s recorded steps (as :meth:`frame`), forgotten here once taken."""
+        frame = self.frame(member)
+        self._chunks[member].clear()
+        return frame
+
     def clear(self) -> None:
         """Forget the recorded steps (for example after saving them)."""
         for chunks in self._chunks:
@@ -145,6 +151,7 @@ class EnsembleTrainer:
         model: the ensemble.
         optimiser: its per-member optimiser.
         clip_grad_norm: clip each member's total gradient norm to this; None: no clipping.
+        clip_grad_value: then clamp every gradient element to [-v, v]; None: no clamping.
         loss_fn: ``loss_fn(logits, y)`` for one member's batch, mean-reduced
             (the single run's loss; default :func:`cross_entropy_loss`).
         recorder: records gradients on its steps, for members active then.
@@ -159,12 +166,14 @@ class EnsembleTrainer:
         optimiser: EnsembleOptimiser,
         *,
         clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
         loss_fn: LossFunction = cross_entropy_loss,
         recorder: EnsembleGradientRecorder | None = None,
     ) -> None:
         if optimiser.num_members != model.num_members:
             raise ValueError(f"optimiser has {optimiser.num_members} members, the model {model.num_members}")
         self.model, self.optimiser, self.clip_grad_norm = model, optimiser, clip_grad_norm
+        self.clip_grad_value = clip_grad_value
         self.loss_fn, self.recorder = loss_fn, recorder
         self.active = [True] * model.num_members
         self.diverged_step: list[int | None] = [None] * model.num_members
@@ -191,5 +200,7 @@ class EnsembleTrainer:
                 self.active[member], self.diverged_step[member] = False, step + 1
         if self.clip_grad_norm is not None:
             clip_member_grads_(self.optimiser.parameters, self.clip_grad_norm, norms)
+        if self.clip_grad_value is not None:  # elementwise, so per member by construction
+            torch.nn.utils.clip_grad_value_(self.optimiser.parameters, self.clip_grad_value)
         self.optimiser.step(self.active)
         return StepResult(loss_values, norm_values, diverged, logits.detach())

@@ -6,12 +6,13 @@
 - :mod:`~gradlab.sweep.runner`: :func:`run_sweep`, which ties them together.
 """
 
-from gradlab.sweep.execute import LocalExecutor, RunTask, run_task
+from gradlab.sweep.execute import EnsembleTask, LocalExecutor, RunTask, run_task, run_work
 from gradlab.sweep.plan import expand_cells, hidden_for_params, plan_runs
 from gradlab.sweep.runner import SweepFailed, SweepResult, draw_figures, run_sweep
 
 __all__ = [
     "LocalExecutor",
+    "EnsembleTask",
     "RunTask",
     "SweepFailed",
     "SweepResult",
@@ -21,4 +22,5 @@ __all__ = [
     "plan_runs",
     "run_sweep",
     "run_task",
+    "run_work",
 ]

@@ -1,9 +1,11 @@
 """Executing a sweep's runs: one picklable task per run, and executors that run tasks somewhere.
 
 A :class:`RunTask` says everything a process needs to train one run into its
-folder: :func:`run_task` does it in whatever process it is called (this one,
-a local worker, a cluster job). An executor takes the pending tasks and calls
-``report(task, metrics, error)`` as each one ends, from the driver's thread,
+folder, an :class:`EnsembleTask` the same for runs that train together as one
+ensemble: :func:`run_work` trains either in whatever process it is called (this
+one, a local worker, a cluster job). An executor takes the pending tasks and calls
+``report(task, metrics, error)`` as each one ends (one metrics row per run of
+the task), from the driver's thread,
 so the driver can update the summary and its progress. Every executor writes
 the same run folders.
 
@@ -24,7 +26,7 @@ from typing import Any, Protocol
 
 from gradlab.config import DataConfig, RunConfig
 
-Report = Callable[["RunTask", "dict[str, Any] | None", "BaseException | None"], None]
+Report = Callable[["Task", "list[dict[str, Any]] | None", "BaseException | None"], None]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,43 @@ class RunTask:
     run_dir: str
     command: list[str] | None = None
     threads: int = 1
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        """The runs this task trains (one)."""
+        return (self.run_id,)
+
+
+@dataclass(frozen=True)
+class EnsembleTask:
+    """Runs that train together as one ensemble (:func:`gradlab.training.train_ensemble`), each into its folder."""
+
+    members: tuple[RunTask, ...]
+
+    @property
+    def run_id(self) -> str:
+        """A label for logs and job names: the first member's id and how many more there are."""
+        return f"{self.members[0].run_id}+{len(self.members) - 1}"
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        return tuple(member.run_id for member in self.members)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The first member's config (members share everything but seed and learning rate)."""
+        return self.members[0].config
+
+    @property
+    def run_dir(self) -> str:
+        return self.members[0].run_dir
+
+    @property
+    def threads(self) -> int:
+        return self.members[0].threads
+
+
+Task = RunTask | EnsembleTask
 
 
 @lru_cache(maxsize=4)
@@ -67,13 +106,33 @@ def run_task(task: RunTask, data: Any = None, *, progress: bool = False) -> dict
         torch.set_num_threads(previous)
 
 
+def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[dict[str, Any]]:
+    """Train a task (one run, or an ensemble of runs) in this process; one summary row per run, in order."""
+    if isinstance(task, RunTask):
+        return [run_task(task, data, progress=progress)]
+    import torch
+
+    from gradlab.training.ensemble_run import train_ensemble
+
+    configs = [RunConfig.from_dict(member.config) for member in task.members]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(task.threads)
+    try:
+        data = data if data is not None else _worker_data(configs[0].data)
+        results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in task.members],
+                                 command=task.members[0].command, progress=progress)
+        return [result.metrics for result in results]
+    finally:
+        torch.set_num_threads(previous)
+
+
 class Executor(Protocol):
     """Runs tasks and reports each one's end; see the module docstring."""
 
     name: str
 
-    def run(self, tasks: Sequence[RunTask], report: Report) -> None:
-        """Run every task; call ``report`` once per task as it ends (metrics, or the error it raised)."""
+    def run(self, tasks: Sequence[Task], report: Report) -> None:
+        """Run every task; call ``report`` once per task as it ends (its runs' metrics, or the error it raised)."""
 
 
 class LocalExecutor:
@@ -93,12 +152,12 @@ class LocalExecutor:
         self.datasets = dict(datasets or {})
         self.progress = progress
 
-    def run(self, tasks: Sequence[RunTask], report: Report) -> None:
+    def run(self, tasks: Sequence[Task], report: Report) -> None:
         if self.workers == 1:
             for task in tasks:
                 data = self.datasets.get(RunConfig.from_dict(task.config).data)
                 try:
-                    metrics = run_task(task, data, progress=self.progress)
+                    metrics = run_work(task, data, progress=self.progress)
                 except Exception as error:  # noqa: BLE001 - one failed run must not stop the others
                     report(task, None, error)
                 else:
@@ -109,7 +168,7 @@ class LocalExecutor:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(run_task, task): task for task in tasks}
+            futures = {pool.submit(run_work, task): task for task in tasks}
             try:
                 for future in as_completed(futures):
                     error = future.exception()

@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 
 from gradlab.config import DataConfig, RunConfig
-from gradlab.sweep.execute import Executor, LocalExecutor, RunTask
+from gradlab.sweep.execute import EnsembleTask, Executor, LocalExecutor, RunTask, Task
 from gradlab.sweep.folder import check_sweep_dir, finished_run, open_sweep_dir, write_summary
+from gradlab.sweep.grouping import DEFAULT_MAX_MEMBERS, group_runs
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ def run_sweep(
     overwrite: bool = False,
     workers: int = 1,
     threads: int = 1,
+    ensemble: str = "auto",
+    max_members: int = DEFAULT_MAX_MEMBERS,
     executor: Executor | None = None,
     datasets: Mapping[DataConfig, Any] | None = None,
     command: Sequence[str] | None = None,
@@ -84,7 +87,11 @@ def run_sweep(
         resume: continue a sweep folder that exists.
         overwrite: delete an existing sweep folder first.
         workers: runs in parallel on this machine (with the default executor).
-        threads: torch threads per run.
+        threads: torch threads per run (per ensemble).
+        ensemble: ``auto``: runs that differ only in seed and learning rate
+            train together as one batched ensemble, each still writing its own
+            folder (:mod:`gradlab.sweep.grouping`); ``off``: every run alone.
+        max_members: most runs in one ensemble.
         executor: where runs execute (default: :class:`LocalExecutor` with ``workers``).
         datasets: datasets already loaded, by DataConfig (the rest are loaded here).
         command: the command line, stored in ``sweep.json`` and each ``config.json``.
@@ -109,6 +116,7 @@ def run_sweep(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not runs:
         raise ValueError("the sweep has no runs")
+    group_runs(runs, ensemble=ensemble, max_members=max_members)  # checks both before anything is written
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
         raise ValueError("run ids repeat")
@@ -136,20 +144,29 @@ def run_sweep(
         bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="sweep", unit="run",
                    disable=not progress, dynamic_ncols=True)
 
-        def report(task: RunTask, metrics: dict[str, Any] | None, error: BaseException | None) -> None:
+        def report(task: Task, results: list[dict[str, Any]] | None, error: BaseException | None) -> None:
             if error is not None:
-                failed[task.run_id] = f"{type(error).__name__}: {error}"
-                print(f"run {task.run_id} failed: {failed[task.run_id]}", file=stream)
-            elif metrics["status"] != "finished":
-                print(f"run {task.run_id} {metrics['status']} at step {metrics['diverged_step']}", file=stream)
+                failed.update(dict.fromkeys(task.run_ids, f"{type(error).__name__}: {error}"))
+                runs_named = "run" if len(task.run_ids) == 1 else f"ensemble of {len(task.run_ids)} runs"
+                print(f"{runs_named} {', '.join(task.run_ids)} failed: {type(error).__name__}: {error}", file=stream)
+            else:
+                for run_id, metrics in zip(task.run_ids, results):
+                    if metrics["status"] != "finished":
+                        print(f"run {run_id} {metrics['status']} at step {metrics['diverged_step']}", file=stream)
             write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
-            bar.update(1)
+            bar.update(len(task.run_ids))
             if failed:
                 bar.set_postfix(failed=len(failed))
 
         command_list = list(command) if command is not None else None
-        tasks = [RunTask(run.run_id, run.to_dict(), str(sweep_dir / run.run_id), command_list, threads)
-                 for run in pending]
+
+        def as_task(run: RunConfig) -> RunTask:
+            return RunTask(run.run_id, run.to_dict(), str(sweep_dir / run.run_id), command_list, threads)
+
+        units = group_runs(pending, ensemble=ensemble, workers=getattr(executor, "workers", workers),
+                           max_members=max_members)
+        tasks: list[Task] = [as_task(unit[0]) if len(unit) == 1 else EnsembleTask(tuple(map(as_task, unit)))
+                             for unit in units]
         try:
             executor.run(tasks, report)
         finally:

@@ -1,8 +1,10 @@
 """Training: one run's loop (:mod:`~gradlab.training.loop`), its callbacks, evaluation and assembly.
 
 ``train_run(config, run_dir=...)`` trains one :class:`gradlab.config.RunConfig`
-and writes its run folder; :func:`fit` is the loop, for code that assembles
-its own state and callbacks.
+and writes its run folder; ``train_ensemble(configs, run_dirs=...)`` trains runs
+that differ only in seed and learning rate as one batched model, each writing
+the folder its single run would; :func:`fit` is the loop, for code that
+assembles its own state and callbacks.
 """
 
 from gradlab.training.callbacks import (
@@ -17,6 +19,7 @@ from gradlab.training.callbacks import (
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, predictions
 from gradlab.training.loop import Callback, TrainState, fit
 from gradlab.training.run import RunResult, build_model, read_run, train_run
+from gradlab.training.ensemble_run import train_ensemble
 
 __all__ = [
     "BestCheckpoint",
@@ -36,5 +39,6 @@ __all__ = [
     "fit",
     "predictions",
     "read_run",
+    "train_ensemble",
     "train_run",
 ]

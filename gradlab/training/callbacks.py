@@ -259,7 +259,7 @@ class EpochCheckpoint(Callback):
             "config": state.config.to_dict(),
             "epochs_done": state.epochs_done,
             "step": state.step,
-            "model": state.model.state_dict(),
+            "model": state_copy(state.model),  # a copy: an ensemble member's weights are views of the whole ensemble
             "optimiser": state.optimiser.state_dict(),
             "callbacks": {type(callback).__name__: callback.state_dict() for callback in state.callbacks},
             "rng": rng_state(state.generators),

@@ -56,6 +56,7 @@ class TrainState:
     last_validated: int = -1
     batch: tuple[Tensor, Tensor] | None = None  # the training batch of the step in progress
     train_time: float = 0.0  # seconds inside training epochs (without set-up and testing)
+    ensemble_size: int = 1  # runs trained together as one batched model (gradlab.training.ensemble_run)
     started: float = field(default_factory=time.perf_counter)
     callbacks: list[Callback] = field(default_factory=list)
 

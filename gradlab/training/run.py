@@ -166,13 +166,19 @@ def train_run(
             return read_run(folder.path)
     state = prepare(config, data, folder.path if folder else None, progress=progress)
     fit(state, standard_callbacks(state, command, progress) + list(callbacks))
+    return finish_run(state)
+
+
+def finish_run(state: TrainState) -> RunResult:
+    """Summarise a run whose training ended; write its tables and metrics into ``state.run_dir`` if it has one."""
     metrics = summary_row(state)
     tables = {**collect_tables(state.callbacks), "predictions": best_predictions(state)}
-    if folder is not None:
+    if state.run_dir is not None:
+        folder = RunFolder(state.run_dir)
         for kind, frame in tables.items():
             write_table(frame, folder.file(kind), kind=kind)
         write_json(folder.file("metrics"), metrics)
-    return RunResult(metrics=metrics, run_dir=folder.path if folder else None,
+    return RunResult(metrics=metrics, run_dir=state.run_dir,
                      **{kind: tables.get(kind, schema.empty(kind)) for kind in RUN_TABLES})
 
 
@@ -211,6 +217,7 @@ def summary_row(state: TrainState) -> dict[str, Any]:
     test_loss, test_accuracy = _test(state, best["state"])
     final_test_loss, final_test_accuracy = (math.nan, math.nan) if diverged else _test(state, state.model.state_dict())
     epochs = max(state.epochs_done, 1)
+    share = 1 / state.ensemble_size  # an ensemble's time is shared by its members
     info = data.info if isinstance(getattr(data, "info", None), dict) else {}
     skipped = getattr(data, "skipped", None) or {}
     return {
@@ -229,7 +236,7 @@ def summary_row(state: TrainState) -> dict[str, Any]:
         "test_accuracy": test_accuracy,
         "final_test_accuracy": final_test_accuracy,
         "n_params": sum(parameter.numel() for parameter in state.model.parameters()),
-        "time_per_epoch": state.wall() / epochs,
+        "time_per_epoch": state.wall() * share / epochs,
         # extra configuration and results, after the schema's columns
         "task": data.task,
         "init": config.model.init,
@@ -245,9 +252,9 @@ def summary_row(state: TrainState) -> dict[str, Any]:
         "best_val_loss": best["loss"] if best["state"] is not None else math.nan,
         "test_loss": test_loss,
         "final_test_loss": final_test_loss,
-        "train_time_per_epoch": state.train_time / epochs,
+        "train_time_per_epoch": state.train_time * share / epochs,
         "steps": state.step,
-        "wall_time": state.wall(),
+        "wall_time": state.wall() * share,
         "num_classes": len(data.class_names),
         "n_train": len(data.train),
         "n_validation": len(data.validation),
@@ -260,4 +267,5 @@ def summary_row(state: TrainState) -> dict[str, Any]:
         "delay": config.data.delay if config.data.is_audio else None,
         "noise_std": config.data.noise_std if config.data.dataset == "distance" else None,
         "skipped_files": sum(len(names) for names in skipped.values()),  # by reason in sweep.json
+        "ensemble_size": state.ensemble_size,
     }

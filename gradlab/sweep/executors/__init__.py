@@ -4,7 +4,7 @@
 - :class:`RayExecutor`: one Ray task per run, on an existing Ray cluster or a local one.
 - :func:`add_executor_arguments` / :func:`executor_from_args`: ``--executor`` and its options.
 
-Each worker trains its run with :func:`gradlab.sweep.run_task` and writes the
+Each worker trains its task (a run, or an ensemble of runs) with :func:`gradlab.sweep.run_work` and writes the
 run folder itself, atomically, exactly as a local run does; the driver only
 waits, reports and summarises. The engines are optional extras
 (``pip install 'gradlab[slurm]'``, ``pip install 'gradlab[ray]'``), imported

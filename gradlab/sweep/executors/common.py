@@ -2,7 +2,7 @@
 
 A worker (a Slurm job, a submitit local process, a Ray task) runs
 :func:`run_remote`, which checks the run's device on the machine that will
-train it before anything else, then calls :func:`gradlab.sweep.run_task`, so
+train it before anything else, then calls :func:`gradlab.sweep.execute.run_work`, so
 the run folder is written there exactly as a local run writes it.
 
 A sweep whose jobs may outlive the command that submitted them records them
@@ -28,7 +28,7 @@ from typing import Any
 from gradlab import schema
 from gradlab.config import RunConfig
 from gradlab.io import RunFolder, read_json, write_json
-from gradlab.sweep.execute import RunTask, run_task
+from gradlab.sweep.execute import Task, run_work
 
 #: Where a sweep records jobs that may outlive the command that submitted them.
 RECORD_FILE = schema.SWEEP_FILES["executor"]
@@ -68,7 +68,7 @@ def require_engine(module: str, extra: str) -> ModuleType:
         ) from None
 
 
-def run_remote(task: RunTask, log_path: str | None = None) -> dict[str, Any]:
+def run_remote(task: Task, log_path: str | None = None) -> list[dict[str, Any]]:
     """Train ``task`` in this (worker) process; its device is checked here first.
 
     Args:
@@ -78,7 +78,7 @@ def run_remote(task: RunTask, log_path: str | None = None) -> dict[str, Any]:
             standard output and error alone.
 
     Returns:
-        The run's summary row.
+        The summary row of each run of the task.
     """
     if log_path is None:
         return _run_checked(task)
@@ -92,7 +92,7 @@ def run_remote(task: RunTask, log_path: str | None = None) -> dict[str, Any]:
             raise
 
 
-def _run_checked(task: RunTask) -> dict[str, Any]:
+def _run_checked(task: Task) -> list[dict[str, Any]]:
     from gradlab.training.seeding import resolve_device
 
     host = socket.gethostname()
@@ -103,9 +103,10 @@ def _run_checked(task: RunTask) -> dict[str, Any]:
     except ValueError as error:
         raise ValueError(f"run {task.run_id} on {host}: {error}, or give each task a GPU (--gpus-per-task 1)") \
             from None
-    metrics = run_task(task)
-    print(f"run {task.run_id} ended: {metrics['status']}", flush=True)
-    return metrics
+    results = run_work(task)
+    for run_id, metrics in zip(task.run_ids, results):
+        print(f"run {run_id} ended: {metrics['status']}", flush=True)
+    return results
 
 
 def write_record(sweep_dir: Path, engine: str, jobs: Mapping[str, str], **details: Any) -> Path:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradlab.sweep.execute import Report, RunTask
+from gradlab.sweep.execute import Report, Task
 from gradlab.sweep.executors.common import EXTRAS, LOG_FOLDER, StatusLine, TaskFailed, require_engine, run_remote
 
 #: Why ``--on-interrupt detach`` is refused for Ray.
@@ -66,11 +66,11 @@ class RayExecutor:
         self.poll_s, self.progress = poll_s, progress
         self.stream = stream or sys.stderr
 
-    def log_path(self, task: RunTask) -> Path:
+    def log_path(self, task: Task) -> Path:
         """The log file of ``task``'s Ray task."""
         return self.log_dir / f"{task.run_id}.log"
 
-    def run(self, tasks: Sequence[RunTask], report: Report) -> None:
+    def run(self, tasks: Sequence[Task], report: Report) -> None:
         """Submit every task, then report each as it ends; see the class docstring."""
         if not tasks:
             return
@@ -84,7 +84,7 @@ class RayExecutor:
             if connected_here:
                 ray.shutdown()  # stops a Ray started here; only disconnects from an existing cluster
 
-    def _run(self, ray: Any, tasks: Sequence[RunTask], report: Report) -> None:
+    def _run(self, ray: Any, tasks: Sequence[Task], report: Report) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         remote = ray.remote(run_remote)
         pending = {remote.options(name=f"gradlab {task.run_id}", num_cpus=self.cpus_per_task,

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradlab.sweep.execute import Report, RunTask
+from gradlab.sweep.execute import Report, Task
 from gradlab.sweep.executors.common import (
     EXTRAS,
     LOG_FOLDER,
@@ -94,7 +94,7 @@ class SubmititExecutor:
                                  mem_gb=self.mem_gb, **{key: value for key, value in slurm.items() if value is not None})
         return engine
 
-    def run(self, tasks: Sequence[RunTask], report: Report) -> None:
+    def run(self, tasks: Sequence[Task], report: Report) -> None:
         """Submit every task, then report each as its job ends; see the class docstring."""
         if not tasks:
             return
@@ -118,7 +118,7 @@ class SubmititExecutor:
                             from error
                     for task, job in zip(batch, jobs):
                         active[task.run_id] = (task, job)
-                        submitted[task.run_id] = job.job_id
+                        submitted.update(dict.fromkeys(task.run_ids, job.job_id))
                     write_record(self.sweep_dir, "submitit", submitted, cluster=engine.cluster,
                                  log_dir=str(self.log_dir))
                 for run_id, (task, job) in list(active.items()):
@@ -163,7 +163,7 @@ class SubmititExecutor:
                   "until they end", file=self.stream)
 
 
-def _job_error(task: RunTask, job: Any, local: bool) -> TaskFailed | None:
+def _job_error(task: Task, job: Any, local: bool) -> TaskFailed | None:
     """Why ``job`` ended without a result (its Python error, or how the job ended), or None."""
     from submitit.core.utils import FailedJobError
 

@@ -1,0 +1,344 @@
+"""Training several runs as one ensemble: each member a full run with its own folder, computed together.
+
+Runs that differ only in seed and learning rate (:mod:`gradlab.sweep.grouping`)
+share every shape, so their training steps can be one batched model
+(:class:`gradlab.ensemble.EnsembleModel`). Everything else stays per run:
+each member is the :class:`TrainState` its single run would have (model built
+from its own seed, its own data order, its own callbacks writing its own
+folder: history, gradients, gates, Jacobian, predictions, metrics,
+checkpoints). The member's model is a window onto the ensemble: its
+parameters share storage with the ensemble's stacked parameters, so
+validation, diagnostics, checkpoints and testing see the member's current
+weights without copying, and a checkpoint loaded into it lands in the
+ensemble.
+
+What differs from a single run is only how each training step is computed:
+one batched forward and hand-written backward for all members
+(:class:`gradlab.ensemble.EnsembleTrainer`), per-member clipping, divergence
+and optimiser update. Validation runs batched too, each member's loss reduced
+exactly as :func:`gradlab.training.evaluate.evaluate` reduces it. Results
+equal the single runs' up to the rounding of batched matmuls (1e-9 relative
+in float64; tested). A member that diverges is finished and written at once;
+the others go on. Times in the summary (``time_per_epoch``, ``wall_time``)
+are the ensemble's divided by its ``ensemble_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from gradlab.config import RunConfig
+from gradlab.data import DataSplits, SplitTensors, iterate_batches
+from gradlab.data.from_config import load_data
+from gradlab.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser, EnsembleTrainer
+from gradlab.io import RunFolder
+from gradlab.models import RNNModel
+from gradlab.sweep.grouping import ensemble_blocker, ensemble_key
+from gradlab.training.callbacks import GradientRecording
+from gradlab.training.evaluate import batch_correct, batch_loss, scored_targets
+from gradlab.training.loop import TrainState
+from gradlab.training.run import RunResult, finish_run, prepare, read_run, standard_callbacks
+
+
+class MemberOptimiser:
+    """One member's part of an :class:`EnsembleOptimiser`, as a run's callbacks use a torch optimiser.
+
+    Its ``state_dict`` is the one a single run's ``torch.optim.Adam``/``SGD``
+    would have, so checkpoints move freely between ensembles and single runs.
+    """
+
+    def __init__(self, shared: EnsembleOptimiser, member: int, model: nn.Module) -> None:
+        self.shared, self.member, self.model = shared, member, model
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [{"lr": self.shared.lrs[self.member], "params": list(self.model.parameters())}]
+
+    def state_dict(self) -> dict:
+        return self.shared.member_state_dict(self.member)
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.shared.load_member_state_dict(self.member, saved)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for parameter in self.model.parameters():
+            parameter.grad = None
+
+    def step(self) -> None:
+        raise RuntimeError("an ensemble member is updated by its ensemble (EnsembleTrainer.step)")
+
+
+class MemberRecording(GradientRecording):
+    """A member's ``gradients`` table: training steps from the ensemble's recorder, the final batch from its own."""
+
+    def __init__(self, state: TrainState, every: int, shared: EnsembleGradientRecorder, member: int) -> None:
+        super().__init__(state, every)
+        self.shared, self.member = shared, member
+
+    def step_context(self, state: TrainState) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # the ensemble's recorder listens to the batched backward
+
+    def tables(self):
+        self.frames.append(self.shared.take(self.member))
+        return super().tables()
+
+
+def share_parameters(ensemble: EnsembleModel, member: int, model: RNNModel) -> None:
+    """Make ``model``'s parameters views of member ``member``'s slice of the ensemble's (same storage)."""
+    stacked = dict(ensemble.named_parameters())
+    for name, parameter in list(model.named_parameters()):
+        owner, _, attribute = name.rpartition(".")
+        view = stacked[name].detach()[member]
+        setattr(model.get_submodule(owner), attribute, nn.Parameter(view, requires_grad=parameter.requires_grad))
+
+
+@torch.no_grad()
+def evaluate_members(ensemble: EnsembleModel, split: SplitTensors, task: str, *, batch_size: int,
+                     class_names: tuple[str, ...], max_batches: int | None) -> list[tuple[float, float]]:
+    """(loss, accuracy) of every member on a whole split: :func:`~gradlab.training.evaluate.evaluate`, batched."""
+    was_training = ensemble.training
+    ensemble.eval()
+    members = ensemble.num_members
+    scored = scored_targets(task, class_names)
+    totals = torch.zeros(members, 3, dtype=torch.float64, device=split.x.device)
+    elements = 0
+    for index, (x, y) in enumerate(iterate_batches(split, batch_size, shuffle=False)):
+        if max_batches is not None and index >= max_batches:
+            break
+        logits = ensemble(x.unsqueeze(0).expand(members, *x.shape))
+        for member in range(members):  # each member's reduction exactly as a single run's
+            totals[member, 0] += batch_loss(logits[member], y, task, reduction="sum").double()
+            hits, count = batch_correct(logits[member], y, scored)
+            totals[member, 1] += hits
+            totals[member, 2] += count
+        elements += y.numel()
+    ensemble.train(was_training)
+    results = []
+    for loss, correct, counted in totals.tolist():
+        accuracy = correct / counted if scored is not None and counted else float("nan")
+        results.append((loss / max(elements, 1), accuracy))
+    return results
+
+
+def _resume_point(run_dir: Path | None) -> int:
+    """Epochs the run folder's checkpoint holds (0 without one; -1 if it cannot be read)."""
+    path = RunFolder(run_dir).file("checkpoint") if run_dir is not None else None
+    if path is None or not path.is_file():
+        return 0
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epochs_done"])
+    except Exception:  # noqa: BLE001 - the member's own resume names the damage
+        return -1
+
+
+def check_members(configs: Sequence[RunConfig]) -> None:
+    """Raise ``ValueError`` unless ``configs`` can train as one ensemble."""
+    if not configs:
+        raise ValueError("an ensemble needs at least one run")
+    for config in configs:
+        reason = ensemble_blocker(config)
+        if reason is not None:
+            raise ValueError(f"run {config.run_id} cannot train in an ensemble: {reason}; use --ensemble off")
+        if ensemble_key(config) != ensemble_key(configs[0]):
+            raise ValueError(f"runs {configs[0].run_id} and {config.run_id} differ in more than seed and "
+                             "learning rate; they cannot train in one ensemble")
+
+
+def train_ensemble(
+    configs: Sequence[RunConfig],
+    *,
+    data: DataSplits | None = None,
+    run_dirs: Sequence[str | os.PathLike] | None = None,
+    command: list[str] | None = None,
+    progress: bool = False,
+) -> list[RunResult]:
+    """Train ``configs`` (runs differing only in seed and lr) as one ensemble; each as :func:`train_run` would.
+
+    Args:
+        configs: the runs.
+        data: their dataset; loaded from ``configs[0].data`` when None.
+        run_dirs: one folder per run (or None: no folders). A folder holding an
+            ended run is read back; one with a checkpoint resumes from it.
+            Members whose checkpoints hold different epochs train as separate
+            ensembles.
+        command: the command line, stored in each ``config.json``.
+        progress: a progress bar over the ensemble's steps.
+
+    Returns:
+        One :class:`RunResult` per run, in order.
+
+    Raises:
+        ValueError: runs that cannot share an ensemble (:func:`check_members`).
+    """
+    check_members(configs)
+    dirs = [Path(run_dir) for run_dir in run_dirs] if run_dirs is not None else [None] * len(configs)
+    if len(dirs) != len(configs):
+        raise ValueError(f"expected {len(configs)} run folders, got {len(dirs)}")
+    results: list[RunResult | None] = [None] * len(configs)
+    waves: dict[int, list[int]] = {}
+    for index, run_dir in enumerate(dirs):
+        if run_dir is not None and RunFolder(run_dir).ended:
+            results[index] = read_run(run_dir)
+        else:
+            waves.setdefault(_resume_point(run_dir), []).append(index)
+    if waves and data is None:
+        data = load_data(configs[0].data, progress=progress)
+    for indices in waves.values():
+        trained = _train_together([configs[i] for i in indices], data, [dirs[i] for i in indices], command, progress)
+        for index, result in zip(indices, trained):
+            results[index] = result
+    return results
+
+
+def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path | None],
+                    command: list[str] | None, progress: bool) -> list[RunResult]:
+    states = []
+    for config, run_dir in zip(configs, dirs):
+        states.append(prepare(config, data, run_dir, progress=False))
+        data = states[-1].data  # on its device and dtype: later members reuse it
+    ensemble = EnsembleModel([state.model for state in states])
+    for member, state in enumerate(states):
+        share_parameters(ensemble, member, state.model)
+    train = configs[0].train
+    optimiser = EnsembleOptimiser(list(ensemble.parameters()), train.optimiser, [c.train.lr for c in configs],
+                                  weight_decay=train.weight_decay)
+    recorder = None
+    if train.record_every is not None:
+        recorder = EnsembleGradientRecorder(ensemble, every=train.record_every,
+                                            run_infos=[state.run_info for state in states])
+    trainer = EnsembleTrainer(ensemble, optimiser, clip_grad_norm=train.clip_grad_norm,
+                              clip_grad_value=train.clip_grad_value, recorder=recorder,
+                              loss_fn=lambda logits, y: batch_loss(logits, y, data.task))
+    for member, state in enumerate(states):
+        state.optimiser = MemberOptimiser(optimiser, member, state.model)
+        state.ensemble_size = len(states)
+        callbacks = standard_callbacks(state, command, progress=False)
+        state.callbacks = [MemberRecording(state, train.record_every, recorder, member)
+                           if isinstance(callback, GradientRecording) else callback for callback in callbacks]
+    return EnsembleFit(ensemble, trainer, states, progress=progress).run()
+
+
+class EnsembleFit:
+    """:func:`gradlab.training.loop.fit` for the members of an ensemble (see the module docstring)."""
+
+    def __init__(self, ensemble: EnsembleModel, trainer: EnsembleTrainer, states: list[TrainState], *,
+                 progress: bool) -> None:
+        self.ensemble, self.trainer, self.states, self.progress = ensemble, trainer, states, progress
+        self.results: list[RunResult | None] = [None] * len(states)
+        self.train = states[0].config.train
+        self.data = states[0].data
+
+    @property
+    def live(self) -> list[int]:
+        return [member for member, result in enumerate(self.results) if result is None]
+
+    def run(self) -> list[RunResult]:
+        for state in self.states:
+            for callback in state.callbacks:
+                callback.on_fit_start(state)
+        if len({(state.step, state.epochs_done) for state in self.states}) > 1:
+            raise RuntimeError("ensemble members resumed at different steps; train them in separate ensembles")
+        start = self.states[0].epochs_done
+        per_epoch = math.ceil(len(self.data.train) / self.train.batch_size)
+        if self.train.max_steps_per_epoch is not None:
+            per_epoch = min(per_epoch, self.train.max_steps_per_epoch)
+        from tqdm.auto import tqdm
+
+        label = f"{self.states[0].config.run_id} +{len(self.states) - 1}"
+        with tqdm(total=per_epoch * self.train.epochs, initial=per_epoch * start, desc=label, leave=False,
+                  unit="step", dynamic_ncols=True, disable=not self.progress) as bar:
+            if start == 0:
+                self.validate(self.live)
+            for epoch in range(start, self.train.epochs):
+                if not self.live:
+                    break
+                self.epoch(epoch, bar)
+        for member in self.live:
+            self.finish(member)
+        return self.results
+
+    def epoch(self, epoch: int, bar) -> None:
+        train, live = self.train, self.live
+        for member in live:
+            self.states[member].epoch = epoch
+            self.states[member].model.train()
+        epoch_start = time.perf_counter()
+        streams = {member: iterate_batches(self.data.train, train.batch_size, shuffle=True,
+                                           generator=self.states[member].generators["shuffle"]) for member in live}
+        for index in itertools.count():
+            if train.max_steps_per_epoch is not None and index >= train.max_steps_per_epoch:
+                break
+            batches = {member: next(streams[member], None) for member in self.live}
+            if not batches or any(batch is None for batch in batches.values()):
+                break  # members share the training set, so their epochs end together
+            self.step(batches)
+            bar.update(1)
+            step = self.states[self.live[0]].step if self.live else None
+            if step is not None and train.val_every is not None and step % train.val_every == 0:
+                self.validate(self.live)
+        live = self.live
+        self.validate([member for member in live if self.states[member].last_validated != self.states[member].step])
+        elapsed = time.perf_counter() - epoch_start
+        for member in live:
+            state = self.states[member]
+            state.train_time += elapsed
+            state.epochs_done = epoch + 1
+            for callback in state.callbacks:
+                callback.on_epoch_end(state)
+
+    def step(self, batches: dict[int, tuple[Tensor, Tensor]]) -> None:
+        """One training step of every live member; frozen (finished) members get a stand-in batch."""
+        filler = next(iter(batches.values()))
+        x = torch.stack([batches.get(member, filler)[0] for member in range(len(self.states))])
+        y = torch.stack([batches.get(member, filler)[1] for member in range(len(self.states))])
+        state0 = self.states[next(iter(batches))]
+        result = self.trainer.step(x, y, step=state0.step, epoch=state0.epoch)
+        scored = scored_targets(self.data.task, self.data.class_names)
+        counts = torch.stack([torch.stack(batch_correct(result.logits[member], batches[member][1], scored))
+                              for member in batches]).tolist()
+        for (member, batch), (hits, counted) in zip(batches.items(), counts):
+            state = self.states[member]
+            state.batch = batch
+            state.step += 1
+            values = {"loss": result.loss[member]}
+            if scored is not None:
+                values["accuracy"] = hits / counted if counted else float("nan")
+            values.update(grad_norm=result.grad_norm[member], lr=state.optimiser.param_groups[0]["lr"])
+            for callback in state.callbacks:
+                values.update(callback.extra_values(state))
+            for callback in state.callbacks:
+                callback.on_train_batch(state, values)
+            if state.diverged_step is not None:
+                self.finish(member)
+                continue
+            for callback in state.callbacks:
+                callback.on_step_end(state)
+
+    def validate(self, members: list[int]) -> None:
+        """Validate ``members`` on the whole validation split (batched) and tell their callbacks."""
+        if not members:
+            return
+        train, data = self.train, self.data
+        scores = evaluate_members(self.ensemble, data.validation, data.task, batch_size=train.batch_size,
+                                  class_names=data.class_names, max_batches=train.max_eval_batches)
+        for member in members:
+            state = self.states[member]
+            state.last_validated = state.step
+            for callback in state.callbacks:
+                callback.on_validation(state, *scores[member])
+
+    def finish(self, member: int) -> None:
+        """End member ``member`` (after its last epoch, or at its divergence) and write its folder."""
+        state = self.states[member]
+        for callback in state.callbacks:
+            callback.on_fit_end(state)
+        self.results[member] = finish_run(state)

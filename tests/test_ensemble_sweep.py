@@ -1,0 +1,191 @@
+"""Sweeps with ``--ensemble auto`` write the same run folders as ``--ensemble off``.
+
+Each test trains the same runs both ways and compares every run's metrics and
+tables (history, gradients, gates, Jacobian, predictions): float64 within
+1e-9 relative (batched and single matmuls round differently), float32 losses
+within 1e-4. Wall times, which no two runs share, are left out.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.io import RunFolder
+from gradlab.sweep import plan_runs, run_sweep
+from gradlab.sweep.execute import EnsembleTask, RunTask
+from gradlab.sweep.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
+from gradlab.training.ensemble_run import EnsembleFit, train_ensemble
+
+from data_helpers import fsdd_recordings
+from train_helpers import assert_runs_match, load_script, relative_difference
+
+BASE = RunConfig(
+    model=ModelConfig("LSTM", hidden_size=8, num_layers=2),
+    data=DataConfig("distance", seq_len=12, n_train=48, n_validation=16, n_test=16),
+    train=TrainConfig(epochs=2, batch_size=16, dtype="float64", record_every=2, clip_grad_norm=1.0, val_every=2,
+                      diagnostics_batch=4, jacobian_batch=2),
+)
+
+
+def _runs(mode: str, *, lrs=(0.003, 0.03), seeds=(0, 1, 2), base: RunConfig = BASE, **train) -> list[RunConfig]:
+    base = replace(base, train=replace(base.train, **train))
+    return plan_runs(base, modes=(mode,), seeds=seeds, grid={"lr": list(lrs)})
+
+
+def _sweep(runs, path: Path, ensemble: str, **options) -> Path:
+    run_sweep(runs, path, ensemble=ensemble, figures=False, progress=False, **options)
+    return path
+
+
+@pytest.fixture
+def sweeps(tmp_path):
+    def both(runs, **options):
+        return (_sweep(runs, tmp_path / "off", "off", **options), _sweep(runs, tmp_path / "auto", "auto", **options))
+    return both
+
+
+@pytest.mark.parametrize("mode", ENSEMBLE_MODES)
+def test_ensemble_sweep_equals_one_by_one_in_float64(mode, sweeps):
+    runs = _runs(mode)
+    off, auto = sweeps(runs)
+    ids = [run.run_id for run in runs]
+    assert_runs_match(off, auto, ids)
+    assert {RunFolder(auto / run_id).metrics()["ensemble_size"] for run_id in ids} == {6}  # one ensemble trained them
+    assert {RunFolder(off / run_id).metrics()["ensemble_size"] for run_id in ids} == {1}
+    lrs = {run_id: RunFolder(auto / run_id).table("history").query("metric == 'lr'")["value"].unique().tolist()
+           for run_id in ids}
+    assert lrs == {run.run_id: [run.train.lr] for run in runs}  # each member its own learning rate
+    gradients = RunFolder(auto / ids[1]).table("gradients")
+    assert set(gradients["run_id"]) == {ids[1]} and set(gradients["seed"]) == {1}
+
+
+def test_a_diverging_member_is_frozen_and_marked_while_the_others_train_on(sweeps):
+    runs = _runs("RNN_RELU", lrs=(0.003, 1e16), seeds=(0, 1), clip_grad_norm=None)
+    off, auto = sweeps(runs)
+    assert_runs_match(off, auto, [run.run_id for run in runs])
+    status = {run.run_id: RunFolder(auto / run.run_id).metrics() for run in runs}
+    for run in runs:
+        expected = "diverged" if run.train.lr == 1e16 else "finished"
+        assert status[run.run_id]["status"] == expected, run.run_id
+    assert {metrics["ensemble_size"] for metrics in status.values()} == {4}  # one ensemble, diverged member and all
+    diverged = [metrics for metrics in status.values() if metrics["status"] == "diverged"]
+    assert all(metrics["diverged_step"] < metrics["steps"] + 1 for metrics in diverged)
+    finished = [metrics for metrics in status.values() if metrics["status"] == "finished"]
+    assert all(metrics["epochs"] == 2 and math.isfinite(metrics["test_accuracy"]) for metrics in finished)
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    original = EnsembleFit.epoch
+
+    def epoch(self, index, bar):
+        original(self, index, bar)
+        if index == 0:
+            raise KeyboardInterrupt  # after every member's epoch checkpoint, as a killed sweep stops
+
+    monkeypatch.setattr(EnsembleFit, "epoch", epoch)
+
+
+def test_an_interrupted_ensemble_resumes_as_an_ensemble_or_one_by_one(tmp_path, monkeypatch):
+    runs = _runs("GRU", seeds=(0, 1))
+    reference = _sweep(runs, tmp_path / "reference", "off")
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_epoch(patch)
+        with pytest.raises(KeyboardInterrupt):
+            _sweep(runs, tmp_path / "interrupted", "auto")
+    ids = [run.run_id for run in runs]
+    assert all(RunFolder(tmp_path / "interrupted" / run_id).has("checkpoint") for run_id in ids)
+    assert not any(RunFolder(tmp_path / "interrupted" / run_id).ended for run_id in ids)
+    shutil.copytree(tmp_path / "interrupted", tmp_path / "interrupted-off")
+    resumed = _sweep(runs, tmp_path / "interrupted", "auto", resume=True)
+    resumed_alone = _sweep(runs, tmp_path / "interrupted-off", "off", resume=True)
+    assert_runs_match(reference, resumed, ids)
+    assert {RunFolder(resumed / run_id).metrics()["ensemble_size"] for run_id in ids} == {4}
+    assert_runs_match(reference, resumed_alone, ids)  # an ensemble's checkpoints are single runs' checkpoints
+
+
+def test_members_at_different_epochs_resume_in_separate_ensembles(tmp_path, monkeypatch):
+    runs = _runs("LSTM", lrs=(0.01,), seeds=(0, 1, 2))
+    reference = _sweep(runs, tmp_path / "reference", "off")
+    folder = tmp_path / "mixed"
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_epoch(patch)
+        with pytest.raises(KeyboardInterrupt):
+            _sweep(runs[:2], folder, "auto")  # two runs stop after epoch 1; the third has not started
+    results = train_ensemble(runs, run_dirs=[folder / run.run_id for run in runs])
+    assert [result.status for result in results] == ["finished"] * 3
+    assert_runs_match(reference, folder, [run.run_id for run in runs])
+
+
+def test_float32_ensemble_losses_stay_within_1e4_of_single_runs(sweeps):
+    runs = _runs("LSTM", dtype="float32")
+    off, auto = sweeps(runs)
+    for run in runs:
+        histories = [RunFolder(path / run.run_id).table("history").query("metric == 'loss'") for path in (off, auto)]
+        assert relative_difference(histories[1]["value"], histories[0]["value"]) <= 1e-4, run.run_id
+
+
+def test_an_ensemble_on_real_fsdd_recordings_equals_one_by_one(sweeps):
+    base = RunConfig(
+        model=ModelConfig("RNN_TANH", hidden_size=8, num_layers=1),
+        data=DataConfig("fsdd", data_dir=str(fsdd_recordings())),
+        train=TrainConfig(epochs=1, batch_size=32, dtype="float64", record_every=3, max_steps_per_epoch=6,
+                          max_eval_batches=2, diagnostics_batch=4, jacobian_batch=2),
+    )
+    runs = plan_runs(base, modes=("RNN_TANH",), seeds=(0, 1), grid={"lr": [0.001, 0.01]})
+    off, auto = sweeps(runs)
+    assert_runs_match(off, auto, [run.run_id for run in runs])
+
+
+def test_runs_group_by_everything_but_seed_and_learning_rate():
+    tanh = _runs("RNN_TANH")
+    lstm = _runs("LSTM", lrs=(0.01,))
+    bidirectional = [replace(run, model=replace(run.model, bidirectional="interleaved")) for run in lstm]
+    gelu = [replace(run, model=replace(run.model, mode="RNN_GELU"), run_id=run.run_id + "-gelu") for run in lstm]
+    other_clip = [replace(run, train=replace(run.train, clip_grad_norm=5.0), run_id=run.run_id + "-clip")
+                  for run in lstm]
+    runs = tanh + lstm + other_clip
+    assert [len(unit) for unit in group_runs(runs)] == [6, 3, 3]
+    assert [len(unit) for unit in group_runs(runs, ensemble="off")] == [1] * 12
+    assert [len(unit) for unit in group_runs(runs, max_members=4)] == [4, 2, 3, 3]
+    assert [len(unit) for unit in group_runs(tanh, workers=2)] == [3, 3]  # every worker gets work
+    assert [len(unit) for unit in group_runs(bidirectional + gelu)] == [1] * 6
+    assert "bidirectional" in ensemble_blocker(bidirectional[0]) and "RNN_GELU" in ensemble_blocker(gelu[0])
+    assert "regulariser" in ensemble_blocker(replace(lstm[0], train=replace(lstm[0].train, floss_weight=0.1)))
+    with pytest.raises(ValueError, match="--ensemble must be one of auto, off"):
+        group_runs(runs, ensemble="on")
+    with pytest.raises(ValueError, match="--ensemble-max must be an integer >= 1"):
+        group_runs(runs, max_members=0)
+
+
+def test_ensemble_tasks_name_their_runs():
+    tasks = tuple(RunTask(f"GRU-s{seed}", BASE.to_dict(), f"/x/GRU-s{seed}") for seed in range(3))
+    task = EnsembleTask(tasks)
+    assert task.run_ids == ("GRU-s0", "GRU-s1", "GRU-s2") and task.run_id == "GRU-s0+2"
+    assert tasks[0].run_ids == ("GRU-s0",)
+
+
+def test_train_ensemble_refuses_runs_that_differ_in_shape():
+    runs = _runs("LSTM", lrs=(0.01,), seeds=(0, 1))
+    wider = replace(runs[1], model=replace(runs[1].model, hidden_size=9))
+    with pytest.raises(ValueError, match="differ in more than seed and learning rate"):
+        train_ensemble([runs[0], wider])
+
+
+def test_plan_says_how_runs_group_and_bad_flags_are_refused(tmp_path, capsys):
+    main = load_script("compare_cells").main
+    argv = ["--dataset", "distance", "--seq-len", "12", "--cells", "LSTM,GRU", "--seeds", "0,1,2",
+            "--lr", "0.001,0.01", "--out", str(tmp_path)]
+    assert main([*argv, "--plan"]) == 0
+    assert "2 ensembles (of 6, 6 runs) and 0 single runs" in capsys.readouterr().out
+    assert main([*argv, "--plan", "--ensemble", "off"]) == 0
+    assert "one run per task" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv, "--ensemble-max", "0"])
+    assert "--ensemble-max must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
