@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.io import RunFolder
@@ -189,3 +190,28 @@ def test_plan_says_how_runs_group_and_bad_flags_are_refused(tmp_path, capsys):
         main([*argv, "--ensemble-max", "0"])
     assert "--ensemble-max must be an integer >= 1, got 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_batched_validation_equals_each_members_own():
+    """The GPU's validation path (all members at once) gives each member's own evaluate() numbers."""
+    from gradlab.data.from_config import load_data
+    from gradlab.ensemble import EnsembleModel
+    from gradlab.training.ensemble_run import evaluate_members, share_parameters
+    from gradlab.training.evaluate import evaluate
+    from gradlab.training.run import prepare
+
+    runs = _runs("LSTM", lrs=(0.01,), seeds=(0, 1, 2))
+    data = load_data(runs[0].data, progress=False)
+    states = [prepare(run, data, None, progress=False) for run in runs]
+    ensemble = EnsembleModel([state.model for state in states])
+    for member, state in enumerate(states):
+        share_parameters(ensemble, member, state.model)
+    data = states[0].data
+    batched = evaluate_members(ensemble, data.validation, data.task, batch_size=5, class_names=data.class_names,
+                               max_batches=None)
+    for state, (loss, accuracy) in zip(states, batched):
+        own = evaluate(state.model, data.validation, data.task, batch_size=5, class_names=data.class_names)
+        assert relative_difference([loss, accuracy], list(own)) <= 1e-12
+    with torch.no_grad():
+        ensemble.fc.weight[1].add_(1.0)  # a member's model is a window onto the ensemble's weights
+    assert torch.equal(states[1].model.fc.weight, ensemble.fc.weight[1])

@@ -15,8 +15,8 @@ ensemble.
 What differs from a single run is only how each training step is computed:
 one batched forward and hand-written backward for all members
 (:class:`gradlab.ensemble.EnsembleTrainer`), per-member clipping, divergence
-and optimiser update. Validation runs batched too, each member's loss reduced
-exactly as :func:`gradlab.training.evaluate.evaluate` reduces it. Results
+and optimiser update. On a GPU validation runs batched too, each member's loss
+reduced exactly as :func:`gradlab.training.evaluate.evaluate` reduces it. Results
 equal the single runs' up to the rounding of batched matmuls (1e-9 relative
 in float64; tested). A member that diverges is finished and written at once;
 the others go on. Times in the summary (``time_per_epoch``, ``wall_time``)
@@ -44,7 +44,7 @@ from gradlab.io import RunFolder
 from gradlab.models import RNNModel
 from gradlab.sweep.grouping import ensemble_blocker, ensemble_key
 from gradlab.training.callbacks import GradientRecording
-from gradlab.training.evaluate import batch_correct, batch_loss, scored_targets
+from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, scored_targets
 from gradlab.training.loop import TrainState
 from gradlab.training.run import RunResult, finish_run, prepare, read_run, standard_callbacks
 
@@ -324,12 +324,21 @@ class EnsembleFit:
                 callback.on_step_end(state)
 
     def validate(self, members: list[int]) -> None:
-        """Validate ``members`` on the whole validation split (batched) and tell their callbacks."""
+        """Validate ``members`` on the whole validation split and tell their callbacks.
+
+        On a GPU all members at once (:func:`evaluate_members`: tiny kernels are
+        launch-bound there); on the CPU, whose batched matmul loops over members
+        anyway, each member's own model is faster, and is the single run's code.
+        """
         if not members:
             return
         train, data = self.train, self.data
-        scores = evaluate_members(self.ensemble, data.validation, data.task, batch_size=train.batch_size,
-                                  class_names=data.class_names, max_batches=train.max_eval_batches)
+        options = dict(batch_size=train.batch_size, class_names=data.class_names, max_batches=train.max_eval_batches)
+        if self.states[0].device.type == "cuda":
+            scores = evaluate_members(self.ensemble, data.validation, data.task, **options)
+        else:
+            scores = {member: evaluate(self.states[member].model, data.validation, data.task, **options)
+                      for member in members}
         for member in members:
             state = self.states[member]
             state.last_validated = state.step
