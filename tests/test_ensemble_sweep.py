@@ -30,7 +30,7 @@ BASE = RunConfig(
     model=ModelConfig("LSTM", hidden_size=8, num_layers=2),
     data=DataConfig("distance", seq_len=12, n_train=48, n_validation=16, n_test=16),
     train=TrainConfig(epochs=2, batch_size=16, dtype="float64", record_every=2, clip_grad_norm=1.0, val_every=2,
-                      diagnostics_batch=4, jacobian_batch=2),
+                      diagnostics_batch=4, jacobian_batch=2, lyapunov_every=3, lyapunov_k=2),
 )
 
 
@@ -62,6 +62,7 @@ def test_ensemble_sweep_equals_one_by_one_in_float64(mode, sweeps):
     lrs = {run_id: RunFolder(auto / run_id).table("history").query("metric == 'lr'")["value"].unique().tolist()
            for run_id in ids}
     assert lrs == {run.run_id: [run.train.lr] for run in runs}  # each member its own learning rate
+    assert all(len(RunFolder(auto / run_id).table(kind)) for run_id in ids for kind in ("gates", "jacobian", "lyapunov"))
     gradients = RunFolder(auto / ids[1]).table("gradients")
     assert set(gradients["run_id"]) == {ids[1]} and set(gradients["seed"]) == {1}
 

@@ -41,7 +41,8 @@ def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     both_nan = np.isnan(a) & np.isnan(b)
     same_inf = np.isinf(a) & (a == b)
-    difference = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
+    with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity: counted as equal below
+        difference = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
     return float(np.where(both_nan | same_inf, 0.0, difference).max(initial=0.0))
 
 
