@@ -324,3 +324,17 @@ def test_runs_of_an_older_layout_are_read_with_a_warning_naming_it(tmp_path):
     with pytest.warns(OlderLayoutWarning, match="run-folder layout 1, before 2"):
         data = load_runs(tmp_path / "runs")
     assert not data.summary.empty
+
+
+@pytest.mark.parametrize("ensemble_size", [1, 5])
+def test_speed_answer_says_when_runs_shared_an_ensembles_time(tmp_path, ensemble_size):
+    sweep = write_sweep(tmp_path / "runs", "main", seeds=MAIN_SEEDS, tables=("history", "predictions"))
+    path = sweep / schema.SWEEP_FILES["summary"]
+    summary = pd.read_parquet(path)
+    summary["ensemble_size"] = ensemble_size
+    summary.to_parquet(path)
+    answers = build_findings(load_runs(tmp_path / "runs"), n_resamples=50).main().split("## Answers")[1]
+    choice = answers.split("### (d)")[1]
+    assert ("share its time" in choice) == (ensemble_size > 1)
+    if ensemble_size > 1:
+        assert "an ensemble (of 5-5) share its time" in choice

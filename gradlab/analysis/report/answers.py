@@ -279,6 +279,10 @@ def answer_choice(evidence: Sequence[Evidence], checks: Sequence[Check], figures
         top = e.aggregate.loc[e.aggregate["iqm"].idxmax()]
         lines.append(f"Interquartile mean over seeds and test examples: {cell_label(top['cell'])} "
                      f"{with_interval(top['iqm'], top['ci_low'], top['ci_high'], format_percent)} ({top['interval']}).")
+    sizes = summary["ensemble_size"].dropna() if "ensemble_size" in summary else pd.Series(dtype=float)
+    if (sizes > 1).any():
+        lines.append(f"Seconds per epoch are per run: runs trained together as an ensemble (of "
+                     f"{int(sizes.min())}-{int(sizes.max())}) share its time.")
     counts = {cell: int(size.loc[cell, "n_params"]) for cell in e.cells if cell in size.index}
     if len(set(counts.values())) > 1:
         lines.append("Parameter counts are not matched, so part of a larger cell's advantage may be its size.")
