@@ -154,7 +154,8 @@ def test_runs_group_by_everything_but_seed_and_learning_rate():
     runs = tanh + lstm + other_clip
     assert [len(unit) for unit in group_runs(runs)] == [6, 3, 3]
     assert [len(unit) for unit in group_runs(runs, ensemble="off")] == [1] * 12
-    assert [len(unit) for unit in group_runs(runs, max_members=4)] == [4, 2, 3, 3]
+    assert [len(unit) for unit in group_runs(runs, max_members=4)] == [3, 3, 3, 3]  # equal parts
+    assert [len(unit) for unit in group_runs(tanh + tanh[:1], max_members=3)] == [3, 2, 2]
     assert [len(unit) for unit in group_runs(tanh, workers=2)] == [3, 3]  # every worker gets work
     assert [len(unit) for unit in group_runs(bidirectional + gelu)] == [1] * 6
     assert "bidirectional" in ensemble_blocker(bidirectional[0]) and "RNN_GELU" in ensemble_blocker(gelu[0])

@@ -57,7 +57,8 @@ def group_runs(
 ) -> list[list[RunConfig]]:
     """The runs in training units: groups of ensemble members, or single runs.
 
-    Groups keep the runs' order (by first member). With ``workers`` > 1 the
+    Groups keep the runs' order (by first member); a group larger than
+    ``max_members`` is cut into equal parts. With ``workers`` > 1 the
     largest groups are halved until every worker has a unit, as long as a
     group has more than one member: workers that sit idle would cost more
     than a smaller ensemble saves.
@@ -75,13 +76,18 @@ def group_runs(
     for index, run in enumerate(runs):
         key = f"single {index}" if ensemble_blocker(run) else ensemble_key(run)
         groups.setdefault(key, []).append(run)
-    units = [group[start:start + max_members] for group in groups.values()
-             for start in range(0, len(group), max_members)]
+    units = [part for group in groups.values() for part in _split(group, -(-len(group) // max_members))]
     while units and len(units) < workers:
         largest = max(range(len(units)), key=lambda index: len(units[index]))
         group = units[largest]
         if len(group) < 2:
             break
-        half = (len(group) + 1) // 2
-        units[largest:largest + 1] = [group[:half], group[half:]]
+        units[largest:largest + 1] = _split(group, 2)
     return units
+
+
+def _split(group: list[RunConfig], parts: int) -> list[list[RunConfig]]:
+    """``group`` in ``parts`` consecutive pieces whose sizes differ by at most one."""
+    size, extra = divmod(len(group), parts)
+    bounds = [index * size + min(index, extra) for index in range(parts + 1)]
+    return [group[start:end] for start, end in zip(bounds, bounds[1:])]
