@@ -23,20 +23,31 @@ runs for S = max(--members) and LSTM.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+# Worker threads that sleep between operations instead of spinning. These ops
+# are tiny, so every one is a thread handoff; on a machine shared with other
+# jobs a spinning worker waits for its core, and the default (spinning) run
+# took 4 to 10 times longer (5 minutes instead of 30 s) beside one busy
+# process. It only takes effect before torch loads OpenMP, so it is left alone
+# when torch is already loaded (imported by tests); an explicit setting wins.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from gradlab.ensemble import (
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from gradlab.ensemble import (  # noqa: E402
     EnsembleGradientRecorder,
     EnsembleModel,
     EnsembleOptimiser,
     EnsembleTrainer,
 )
-from gradlab.instrument import GradientRecorder
-from gradlab.models import RNNModel
+from gradlab.instrument import GradientRecorder  # noqa: E402
+from gradlab.models import RNNModel  # noqa: E402
 
 MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 FEATURES, CLASSES = 20, 3
@@ -156,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    print(f"torch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads, {args.clock} clock; batch {args.batch}, "
+    print(f"torch {torch.__version__} on {args.device}, {torch.get_num_threads()} threads "
+          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), {args.clock} clock; batch {args.batch}, "
           f"T {args.seq_len}, {FEATURES} features, hidden {args.hidden}, {args.layers} layers, "
           f"{args.train_steps} steps per member; fastest of {args.repeats}; ms per member-step")
     print(f"{'mode':<10}{'S':>4}{'gradlab':>10}{'ensemble':>10}{'torch.nn':>10}"
