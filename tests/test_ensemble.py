@@ -22,6 +22,8 @@ from gradlab.instrument import GradientRecorder
 from gradlab.models import RNNModel
 
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+#: The step-by-step layers that large ensembles use, forced on small ones.
+STREAMING = [f"{mode}-streaming" for mode in streaming.STREAMED_MODES]
 FEATURES, HIDDEN, CLASSES, BATCH, STEPS = 5, 7, 3, 8, 6
 
 
@@ -90,17 +92,24 @@ def _ensemble_run(members, kind, lrs, batches, seeds, *, clip=None, weight_decay
             "recorder": recorder}
 
 
+def _mode(mode: str, monkeypatch) -> str:
+    """The mode to build; a ``-streaming`` one forces the step-by-step layer at any size."""
+    if mode.endswith("-streaming"):
+        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
+        assert streaming.use_streaming(torch.zeros(2, 1, 1, 1), 1)
+        return mode.removesuffix("-streaming")
+    return mode
+
+
 def _assert_close_relative(actual, expected, rtol, what):
     actual, expected = torch.as_tensor(actual, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * float(expected.abs().max()), msg=what)
 
 
 @pytest.mark.parametrize("readout", ["last", "mean", "sequence"])
-@pytest.mark.parametrize("mode", MODES + ["LSTM-streaming"])
+@pytest.mark.parametrize("mode", MODES + STREAMING)
 def test_forward_and_gradients_equal_single_models(mode, readout, monkeypatch):
-    if mode == "LSTM-streaming":  # the step-by-step LSTM that large ensembles use
-        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
-        mode = "LSTM"
+    mode = _mode(mode, monkeypatch)
     bias = readout != "mean"  # also cover cells without biases
     members = [_member(mode, seed, readout=readout, bias=bias) for seed in (3, 4, 5)]
     ensemble = EnsembleModel(members)
@@ -131,12 +140,10 @@ def test_members_start_from_their_own_init_and_state_dicts_round_trip():
         ensemble.load_member_state_dict(0, {"fc.weight": members[0].fc.weight})
 
 
-@pytest.mark.parametrize("mode", MODES + ["LSTM-streaming"])
+@pytest.mark.parametrize("mode", MODES + STREAMING)
 def test_training_equals_single_runs_float64(mode, monkeypatch):
     """Different seeds, two learning rates, Adam with weight decay and clipping, recording."""
-    if mode == "LSTM-streaming":
-        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
-        mode = "LSTM"
+    mode = _mode(mode, monkeypatch)
     seeds, lrs = [11, 12, 13, 14], [1e-2, 3e-3, 3e-3, 1e-2]
     batches = _batches(len(seeds), 5, torch.float64)
     options = {"clip": 0.05, "weight_decay": 1e-3}  # clip small enough to act on every step

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.bptt import KINDS, recurrence
-from gradlab.ensemble.streaming import streaming_lstm, use_streaming
+from gradlab.ensemble.streaming import STREAMED_MODES, streaming_gru, streaming_lstm, use_streaming
 from gradlab.models import GradientObserver, RNNModel, StateKey
 
 CELL_PARAMETERS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -157,9 +157,11 @@ class EnsembleModel(nn.Module):
             state = (zeros, zeros) if self.mode == "LSTM" else zeros
             parameters = (cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh, state)
             on_grad = self._on_grad(index)
-            if self.mode == "LSTM" and use_streaming(layer_input, self.hidden_size):
-                # A large ensemble's LSTM runs step by step (gradlab.ensemble.streaming).
-                layer_input, final = streaming_lstm(layer_input, *parameters, on_grad=on_grad)
+            streamed = self.mode in STREAMED_MODES and use_streaming(layer_input, self.hidden_size)
+            if streamed:
+                # A large ensemble's LSTM and GRU run step by step (gradlab.ensemble.streaming).
+                layer = streaming_lstm if self.mode == "LSTM" else streaming_gru
+                layer_input, final = layer(layer_input, *parameters, on_grad=on_grad)
             else:
                 layer_input, final = recurrence(self.mode, layer_input, *parameters, on_grad=on_grad)
             # layer_input is now this layer's outputs, (S, T, B, H)
