@@ -1,11 +1,11 @@
-"""The LSTM and GRU layers of large ensembles, step by step (:class:`StreamingLSTMFunction`, :class:`StreamingGRUFunction`)."""
+"""The recurrent layers of large ensembles, step by step (:func:`streaming_recurrence`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from gradlab.bptt.functions import GRUFunction
+from gradlab.bptt.functions import GRUFunction, RNNFunction
 from gradlab.bptt.steps import (
     affine,
     first_dh,
@@ -17,14 +17,14 @@ from gradlab.bptt.steps import (
     step_order,
 )
 
-#: Above this many elements in an (S, T, B, H) tensor, an ensemble's LSTM and
-#: GRU work step by step (:class:`StreamingLSTMFunction`,
-#: :class:`StreamingGRUFunction`) instead of in whole-sequence passes
-#: (:func:`gradlab.bptt.recurrence`) that stream through memory.
+#: Above this many elements in an (S, T, B, H) tensor, an ensemble's layers
+#: work step by step (:func:`streaming_recurrence`) instead of in
+#: whole-sequence passes (:func:`gradlab.bptt.recurrence`) that stream
+#: through memory.
 WHOLE_SEQUENCE_LIMIT = 2**18
 
 #: The modes that have a step-by-step variant.
-STREAMED_MODES: tuple[str, ...] = ("LSTM", "GRU")
+STREAMED_MODES: tuple[str, ...] = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
 
 class StreamingLSTMFunction(torch.autograd.Function):
@@ -139,37 +139,70 @@ class StreamingGRUFunction(GRUFunction):
         return (*input_grads(ctx, grad_input, inputs, weight_ih), dh, grad_weight, grad_bias, None, None)
 
 
+class StreamingRNNFunction(RNNFunction):
+    """:class:`RNNFunction` for many members, with a backward that works step by step.
+
+    The forward is :class:`RNNFunction`'s. Its backward builds the
+    activation's slope, a private copy of the gradient from above, the
+    states each step read and a time-major gradient buffer as whole-sequence
+    (S, T, B, H) tensors; with members each is megabytes of fresh memory per
+    step of training. Here each step forms its slope on an (S, B, H) block,
+    writes dL/d(pre-activation) into the one buffer the input-side gradients
+    need, and accumulates the W_hh gradient with one batched matmul.
+    """
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_h_last):
+        inputs, weight_ih, outputs, h0, weight_hh = ctx.saved_tensors
+        reverse, on_grad = ctx.reverse, ctx.on_grad
+        order = step_order(outputs.shape[1], not reverse)
+        dh = first_dh(grad_outputs, grad_h_last, order[0], h0)
+        grad_pre = torch.empty_like(outputs)  # (S, T, B, H)
+        grad_weight = torch.zeros_like(weight_hh)
+        for k, t in enumerate(order):
+            previous = order[k + 1] if k + 1 < len(order) else None
+            h_prev = h0 if previous is None else outputs[:, previous]  # (S, B, H)
+            if on_grad is not None:
+                on_grad(t, "h", dh)  # total dL/dh_t
+            h = outputs[:, t]
+            # The activation's derivative from its output: relu' = [h > 0], tanh' = 1 - h^2.
+            slope = h > 0 if ctx.relu else 1 - h * h
+            step_grad = torch.mul(dh, slope, out=grad_pre[:, t])  # (S, B, H)
+            grad_weight.baddbmm_(step_grad.transpose(1, 2), h_prev)
+            dh = step_grad.bmm(weight_hh)  # into h_{t-1}
+            if previous is not None and grad_outputs is not None:
+                dh += grad_outputs[:, previous]
+        return (*input_grads(ctx, grad_pre, inputs, weight_ih), dh, grad_weight, None, None, None)
+
+
 def use_streaming(inputs: Tensor, hidden_size: int) -> bool:
-    """Whether an ensemble LSTM or GRU layer on ``inputs`` (S, T, B, I) should run step by step."""
+    """Whether an ensemble layer on ``inputs`` (S, T, B, I) should run step by step."""
     members, steps, batch = inputs.shape[:3]
     return members * steps * batch * hidden_size > WHOLE_SEQUENCE_LIMIT
 
 
-def streaming_lstm(
+def streaming_recurrence(
+    kind: str,
     inputs: Tensor,
     weight_ih: Tensor,
     bias_ih: Tensor | None,
     weight_hh: Tensor,
     bias_hh: Tensor | None,
-    state: tuple[Tensor, Tensor],
+    state: Tensor | tuple[Tensor, Tensor],
     *,
     on_grad=None,
-) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """:func:`gradlab.bptt.recurrence` for an ensemble's LSTM layer, step by step (forward direction)."""
-    bias = bias_ih if bias_ih is None else bias_ih + bias_hh
-    outputs, h, c = StreamingLSTMFunction.apply(inputs, weight_ih, bias, state[0], state[1], weight_hh, False, on_grad)
-    return outputs, (h, c)
+) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+    """:func:`gradlab.bptt.recurrence` for an ensemble's layer, step by step (forward direction only).
 
-
-def streaming_gru(
-    inputs: Tensor,
-    weight_ih: Tensor,
-    bias_ih: Tensor | None,
-    weight_hh: Tensor,
-    bias_hh: Tensor | None,
-    state: Tensor,
-    *,
-    on_grad=None,
-) -> tuple[Tensor, Tensor]:
-    """:func:`gradlab.bptt.recurrence` for an ensemble's GRU layer, backward step by step (forward direction)."""
-    return StreamingGRUFunction.apply(inputs, weight_ih, bias_ih, state, weight_hh, bias_hh, False, on_grad)
+    Raises:
+        ValueError: if ``kind`` is not one of :data:`STREAMED_MODES`.
+    """
+    if kind not in STREAMED_MODES:
+        raise ValueError(f"no step-by-step layer for kind {kind!r}; expected one of {list(STREAMED_MODES)}")
+    if kind == "GRU":
+        return StreamingGRUFunction.apply(inputs, weight_ih, bias_ih, state, weight_hh, bias_hh, False, on_grad)
+    bias = bias_ih if bias_ih is None else bias_ih + bias_hh  # both enter as a sum, as in recurrence
+    if kind == "LSTM":
+        outputs, h, c = StreamingLSTMFunction.apply(inputs, weight_ih, bias, state[0], state[1], weight_hh, False, on_grad)
+        return outputs, (h, c)
+    return StreamingRNNFunction.apply(inputs, weight_ih, bias, state, weight_hh, kind == "RNN_RELU", False, on_grad)
