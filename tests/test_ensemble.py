@@ -294,3 +294,26 @@ def test_benchmark_runs_and_ends_with_the_headline(capsys):
     headline = lines[-1]
     assert headline.startswith("ensemble speedup over sequential, S=2, LSTM: ") and headline.endswith("x")
     assert float(headline.split(": ")[1][:-1]) > 0
+
+
+def test_benchmark_profile_accounts_for_the_whole_step(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ensemble.py"
+    spec = importlib.util.spec_from_file_location("bench_ensemble", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    limit = streaming.WHOLE_SEQUENCE_LIMIT
+    bench.main(["--profile", "--members", "2", "--modes", "GRU", "RNN_TANH", "--train-steps", "2",
+                "--batch", "3", "--seq-len", "4", "--hidden", "5", "--threads", "1"])
+    assert streaming.WHOLE_SEQUENCE_LIMIT == limit  # the tiny run's path choice is undone
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["GRU", "RNN_TANH"]
+    for line in lines:
+        # "<mode> <S>  step <ms> ms (<ms> per member) = overhead <ms> + matmul <ms>  elementwise <ms>  views <ms>  [...]"
+        numbers = [float(word) for word in line.replace("(", " ").split() if word.replace(".", "").isdigit()]
+        step, overhead, parts = numbers[1], numbers[3], numbers[4:7]
+        assert step > 0 and overhead > 0
+        # The parts share out what overhead leaves of the step (nothing if the tiny run was slower); printed to 0.1 ms.
+        assert abs(overhead + sum(parts) - max(step, overhead)) <= 0.25

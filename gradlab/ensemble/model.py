@@ -30,7 +30,11 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.bptt import KINDS, recurrence
-from gradlab.ensemble.streaming import STREAMED_MODES, streaming_recurrence, use_streaming
+from gradlab.ensemble.streaming import (
+    STREAMED_MODES,
+    streaming_recurrence,
+    use_streaming,
+)
 from gradlab.models import GradientObserver, RNNModel, StateKey
 
 CELL_PARAMETERS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
