@@ -22,6 +22,8 @@ from gradlab.instrument import GradientRecorder
 from gradlab.models import RNNModel
 
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+#: The step-by-step layers that large ensembles use, forced on small ones.
+STREAMING = [f"{mode}-streaming" for mode in streaming.STREAMED_MODES]
 FEATURES, HIDDEN, CLASSES, BATCH, STEPS = 5, 7, 3, 8, 6
 
 
@@ -90,17 +92,24 @@ def _ensemble_run(members, kind, lrs, batches, seeds, *, clip=None, weight_decay
             "recorder": recorder}
 
 
+def _mode(mode: str, monkeypatch) -> str:
+    """The mode to build; a ``-streaming`` one forces the step-by-step layer at any size."""
+    if mode.endswith("-streaming"):
+        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
+        assert streaming.use_streaming(torch.zeros(2, 1, 1, 1), 1)
+        return mode.removesuffix("-streaming")
+    return mode
+
+
 def _assert_close_relative(actual, expected, rtol, what):
     actual, expected = torch.as_tensor(actual, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * float(expected.abs().max()), msg=what)
 
 
 @pytest.mark.parametrize("readout", ["last", "mean", "sequence"])
-@pytest.mark.parametrize("mode", MODES + ["LSTM-streaming"])
+@pytest.mark.parametrize("mode", MODES + STREAMING)
 def test_forward_and_gradients_equal_single_models(mode, readout, monkeypatch):
-    if mode == "LSTM-streaming":  # the step-by-step LSTM that large ensembles use
-        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
-        mode = "LSTM"
+    mode = _mode(mode, monkeypatch)
     bias = readout != "mean"  # also cover cells without biases
     members = [_member(mode, seed, readout=readout, bias=bias) for seed in (3, 4, 5)]
     ensemble = EnsembleModel(members)
@@ -131,12 +140,10 @@ def test_members_start_from_their_own_init_and_state_dicts_round_trip():
         ensemble.load_member_state_dict(0, {"fc.weight": members[0].fc.weight})
 
 
-@pytest.mark.parametrize("mode", MODES + ["LSTM-streaming"])
+@pytest.mark.parametrize("mode", MODES + STREAMING)
 def test_training_equals_single_runs_float64(mode, monkeypatch):
     """Different seeds, two learning rates, Adam with weight decay and clipping, recording."""
-    if mode == "LSTM-streaming":
-        monkeypatch.setattr(streaming, "WHOLE_SEQUENCE_LIMIT", 0)
-        mode = "LSTM"
+    mode = _mode(mode, monkeypatch)
     seeds, lrs = [11, 12, 13, 14], [1e-2, 3e-3, 3e-3, 1e-2]
     batches = _batches(len(seeds), 5, torch.float64)
     options = {"clip": 0.05, "weight_decay": 1e-3}  # clip small enough to act on every step
@@ -287,3 +294,26 @@ def test_benchmark_runs_and_ends_with_the_headline(capsys):
     headline = lines[-1]
     assert headline.startswith("ensemble speedup over sequential, S=2, LSTM: ") and headline.endswith("x")
     assert float(headline.split(": ")[1][:-1]) > 0
+
+
+def test_benchmark_profile_accounts_for_the_whole_step(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ensemble.py"
+    spec = importlib.util.spec_from_file_location("bench_ensemble", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    limit = streaming.WHOLE_SEQUENCE_LIMIT
+    bench.main(["--profile", "--members", "2", "--modes", "GRU", "RNN_TANH", "--train-steps", "2",
+                "--batch", "3", "--seq-len", "4", "--hidden", "5", "--threads", "1"])
+    assert streaming.WHOLE_SEQUENCE_LIMIT == limit  # the tiny run's path choice is undone
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["GRU", "RNN_TANH"]
+    for line in lines:
+        # "<mode> <S>  step <ms> ms (<ms> per member) = overhead <ms> + matmul <ms>  elementwise <ms>  views <ms>  [...]"
+        numbers = [float(word) for word in line.replace("(", " ").split() if word.replace(".", "").isdigit()]
+        step, overhead, parts = numbers[1], numbers[3], numbers[4:7]
+        assert step > 0 and overhead > 0
+        # The parts share out what overhead leaves of the step (nothing if the tiny run was slower); printed to 0.1 ms.
+        assert abs(overhead + sum(parts) - max(step, overhead)) <= 0.25

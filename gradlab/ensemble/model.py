@@ -10,9 +10,10 @@ on, the single model's names with an ``S`` in front, so member ``s``'s
 Each member reads its own batch: input (S, B, T, F) -> logits (S, B, C). The
 layers are :func:`gradlab.bptt.recurrence` with the member dimension, so every
 matmul is one batched matmul over members and the hand-written backward is the
-single model's (a large ensemble's LSTM runs the same per-step maths step by
-step, :mod:`gradlab.ensemble.streaming`). Members never mix: every operation is per member, so a member
-whose numbers turn non-finite leaves the others' results untouched.
+single model's (a large ensemble's layers run the same per-step maths step by
+step, :mod:`gradlab.ensemble.streaming`). Members never mix: every operation
+is per member, so a member whose numbers turn non-finite leaves the others'
+results untouched.
 
 Supported: modes LSTM, GRU, RNN_TANH, RNN_RELU; any number of layers; with or
 without biases; readouts ``last``, ``mean`` and ``sequence``; any init scheme
@@ -29,7 +30,11 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.bptt import KINDS, recurrence
-from gradlab.ensemble.streaming import streaming_lstm, use_streaming
+from gradlab.ensemble.streaming import (
+    STREAMED_MODES,
+    streaming_recurrence,
+    use_streaming,
+)
 from gradlab.models import GradientObserver, RNNModel, StateKey
 
 CELL_PARAMETERS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -157,9 +162,9 @@ class EnsembleModel(nn.Module):
             state = (zeros, zeros) if self.mode == "LSTM" else zeros
             parameters = (cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh, state)
             on_grad = self._on_grad(index)
-            if self.mode == "LSTM" and use_streaming(layer_input, self.hidden_size):
-                # A large ensemble's LSTM runs step by step (gradlab.ensemble.streaming).
-                layer_input, final = streaming_lstm(layer_input, *parameters, on_grad=on_grad)
+            if self.mode in STREAMED_MODES and use_streaming(layer_input, self.hidden_size):
+                # A large ensemble's layers run step by step (gradlab.ensemble.streaming).
+                layer_input, final = streaming_recurrence(self.mode, layer_input, *parameters, on_grad=on_grad)
             else:
                 layer_input, final = recurrence(self.mode, layer_input, *parameters, on_grad=on_grad)
             # layer_input is now this layer's outputs, (S, T, B, H)
