@@ -21,6 +21,7 @@ from gradlab.io import RunFolder
 from gradlab.sweep import plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
 from gradlab.sweep.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
+from gradlab.training import train_run
 from gradlab.training.ensemble_run import EnsembleFit, train_ensemble
 
 from data_helpers import fsdd_recordings
@@ -217,3 +218,14 @@ def test_batched_validation_equals_each_members_own():
     with torch.no_grad():
         ensemble.fc.weight[1].add_(1.0)  # a member's model is a window onto the ensemble's weights
     assert torch.equal(states[1].model.fc.weight, ensemble.fc.weight[1])
+
+
+def test_drift_script_measures_per_epoch_differences():
+    drift_by_epoch = load_script("ensemble_drift").drift_by_epoch
+    runs = _runs("GRU", lrs=(0.01,), seeds=(0, 1))
+    alone = [train_run(run) for run in runs]
+    together = train_ensemble(runs)
+    for single, member in zip(alone, together):
+        drift = drift_by_epoch(single, member)
+        assert len(drift) == 2 and max(drift) <= 1e-9
+    assert max(drift_by_epoch(alone[0], together[1])) > 1e-3  # another seed's run is far away
