@@ -2,11 +2,15 @@
 
     python experiments/ensemble_drift.py --cell LSTM --epochs 30 --dtype float32
     python experiments/ensemble_drift.py --dataset distance --cell RNN_TANH --dtype float64
+    python experiments/ensemble_drift.py --compare runs/sweep-off runs/sweep-auto
 
 Trains the same seeds twice, one by one (:func:`gradlab.training.train_run`) and
 as one ensemble (:func:`gradlab.training.train_ensemble`), in memory, and prints
 for each seed the largest relative difference of its training losses in each
-epoch, then both test accuracies. Batched and single matmuls round
+epoch, then both test accuracies. ``--compare A B`` reads two sweep folders
+of the same runs (say ``--ensemble off`` and ``auto``) instead and prints the
+largest difference over runs per epoch (training losses and recorded gradient
+norms) and how many runs stay within 1e-9. Batched and single matmuls round
 differently; training amplifies the difference, slowly or (in chaotic
 training) fast.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +39,28 @@ def drift_by_epoch(alone, together) -> list[float]:
     return [float(relative[epochs == epoch].max()) for epoch in np.unique(epochs)]
 
 
+def compare_sweeps(first: Path, second: Path, tolerance: float = 1e-9) -> None:
+    """Print the per-epoch drift between the same runs in two sweep folders."""
+    from gradlab.io import RunFolder
+
+    by_epoch: dict[int, float] = {}
+    worst: dict[str, float] = {}
+    for run_id in sorted(path.name for path in first.iterdir() if RunFolder(path).ended):
+        for kind, column in (("history", "value"), ("gradients", "grad_norm")):
+            tables = [RunFolder(folder / run_id).table(kind) for folder in (first, second)]
+            a, b = (table[column].to_numpy() for table in tables)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                relative = np.nan_to_num(np.abs(a - b) / np.abs(a))
+            epochs = tables[0]["epoch"].to_numpy()
+            for epoch in np.unique(epochs):
+                by_epoch[int(epoch)] = max(by_epoch.get(int(epoch), 0.0), float(relative[epochs == epoch].max()))
+            worst[run_id] = max(worst.get(run_id, 0.0), float(relative.max(initial=0.0)))
+    print("largest relative difference over runs, by epoch: "
+          + " ".join(f"{value:.0e}" for _, value in sorted(by_epoch.items())))
+    apart = sorted(run_id for run_id, value in worst.items() if value > tolerance)
+    print(f"{len(worst) - len(apart)} of {len(worst)} runs within {tolerance:g} throughout; apart: {', '.join(apart) or 'none'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fsdd", choices=("fsdd", "distance"))
@@ -43,7 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.003)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("SWEEP", "SWEEP"),
+                        help="compare two sweep folders of the same runs instead of training")
     args = parser.parse_args(argv)
+    if args.compare:
+        compare_sweeps(*args.compare)
+        return
     torch.set_num_threads(1)
     data = DataConfig("fsdd", data_dir=args.data_dir) if args.dataset == "fsdd" else DataConfig("distance")
     base = RunConfig(model=ModelConfig(args.cell), data=data,

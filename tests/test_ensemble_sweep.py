@@ -229,3 +229,14 @@ def test_drift_script_measures_per_epoch_differences():
         drift = drift_by_epoch(single, member)
         assert len(drift) == 2 and max(drift) <= 1e-9
     assert max(drift_by_epoch(alone[0], together[1])) > 1e-3  # another seed's run is far away
+
+
+def test_drift_script_compares_two_sweeps(sweeps, capsys):
+    off, auto = sweeps(_runs("RNN_TANH", lrs=(0.01,), seeds=(0, 1)))
+    load_script("ensemble_drift").main(["--compare", str(off), str(auto)])
+    said = capsys.readouterr().out
+    assert "2 of 2 runs within 1e-09 throughout; apart: none" in said
+    shutil.rmtree(auto / "RNN_TANH-s1")
+    shutil.copytree(off / "RNN_TANH-s0", auto / "RNN_TANH-s1")  # another run in its place
+    load_script("ensemble_drift").main(["--compare", str(off), str(auto)])
+    assert "1 of 2 runs within 1e-09 throughout; apart: RNN_TANH-s1" in capsys.readouterr().out
