@@ -141,7 +141,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
                                                             "models gain little from more, and oversubscribed "
                                                             "threads slow a shared machine by orders of magnitude)")
     run.add_argument("--ensemble", choices=ENSEMBLE_CHOICES, default="auto",
-                     help="auto: runs that differ only in seed and learning rate train together as one batched "
+                     help="auto: runs that differ only in seed, learning rate, norm clipping or init train together as one batched "
                           "model, each writing its own run folder (same results); off: every run alone "
                           "(default: auto)")
     run.add_argument("--ensemble-max", type=int, default=DEFAULT_MAX_MEMBERS,

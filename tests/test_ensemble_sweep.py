@@ -68,6 +68,22 @@ def test_ensemble_sweep_equals_one_by_one_in_float64(mode, sweeps):
     assert set(gradients["run_id"]) == {ids[1]} and set(gradients["seed"]) == {1}
 
 
+def test_members_may_differ_in_clipping_and_init_too(tmp_path):
+    base = replace(BASE, train=replace(BASE.train, lr=0.03))
+    runs = plan_runs(base, modes=("LSTM",), seeds=(0, 1), grid={"clip_grad_norm": [None, 0.05],
+                                                                 "init": ["default", "chrono", "forget_bias"]})
+    assert [len(unit) for unit in group_runs(runs)] == [12]
+    off, auto = (_sweep(runs, tmp_path / mode, mode) for mode in ("off", "auto"))
+    assert_runs_match(off, auto, [run.run_id for run in runs])
+    assert {RunFolder(auto / run.run_id).metrics()["ensemble_size"] for run in runs} == {12}
+    twins = [run for run in runs if run.train.seed == 0 and run.model.init == "default"]  # clipped or not
+    losses = [RunFolder(auto / run.run_id).table("history").query("metric == 'loss'")["value"].to_numpy()
+              for run in twins]
+    norms = RunFolder(auto / twins[1].run_id).table("history").query("metric == 'grad_norm'")["value"]
+    assert twins[1].train.clip_grad_norm == 0.05 and (norms > 0.05).all()  # the limit acted at every step
+    assert losses[0][0] == losses[1][0] and relative_difference(losses[1], losses[0]) > 1e-3  # then they part
+
+
 def test_a_diverging_member_is_frozen_and_marked_while_the_others_train_on(sweeps):
     runs = _runs("RNN_RELU", lrs=(0.003, 1e16), seeds=(0, 1), clip_grad_norm=None)
     off, auto = sweeps(runs)
@@ -152,8 +168,10 @@ def test_runs_group_by_everything_but_seed_and_learning_rate():
     gelu = [replace(run, model=replace(run.model, mode="RNN_GELU"), run_id=run.run_id + "-gelu") for run in lstm]
     other_clip = [replace(run, train=replace(run.train, clip_grad_norm=5.0), run_id=run.run_id + "-clip")
                   for run in lstm]
-    runs = tanh + lstm + other_clip
+    other_batch = [replace(run, train=replace(run.train, batch_size=8), run_id=run.run_id + "-b8") for run in lstm]
+    runs = tanh + lstm + other_batch
     assert [len(unit) for unit in group_runs(runs)] == [6, 3, 3]
+    assert [len(unit) for unit in group_runs(lstm + other_clip)] == [6]  # clipping may differ within an ensemble
     assert [len(unit) for unit in group_runs(runs, ensemble="off")] == [1] * 12
     assert [len(unit) for unit in group_runs(runs, max_members=4)] == [3, 3, 3, 3]  # equal parts
     assert [len(unit) for unit in group_runs(tanh + tanh[:1], max_members=3)] == [3, 2, 2]
@@ -177,7 +195,7 @@ def test_ensemble_tasks_name_their_runs():
 def test_train_ensemble_refuses_runs_that_differ_in_shape():
     runs = _runs("LSTM", lrs=(0.01,), seeds=(0, 1))
     wider = replace(runs[1], model=replace(runs[1].model, hidden_size=9))
-    with pytest.raises(ValueError, match="differ in more than seed and learning rate"):
+    with pytest.raises(ValueError, match="differ in more than seed, learning rate, norm clipping and init"):
         train_ensemble([runs[0], wider])
 
 

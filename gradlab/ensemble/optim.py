@@ -40,8 +40,11 @@ def member_grad_norms(parameters: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(norms, dim=0)
 
 
-def clip_member_grads_(parameters: Sequence[Tensor], max_norm: float, norms: Tensor) -> None:
-    """Scale each member's gradients by ``min(1, max_norm / (norm + 1e-6))``, as ``clip_grads_with_norm_``."""
+def clip_member_grads_(parameters: Sequence[Tensor], max_norm: float | Tensor, norms: Tensor) -> None:
+    """Scale each member's gradients by ``min(1, max_norm / (norm + 1e-6))``, as ``clip_grads_with_norm_``.
+
+    ``max_norm`` is one limit, or a tensor (S,) of limits per member (inf: that member unclipped).
+    """
     coefficient = torch.clamp(max_norm / (norms + 1e-6), max=1.0)  # (S,)
     for p in parameters:
         if p.grad is not None:

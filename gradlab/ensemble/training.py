@@ -150,7 +150,8 @@ class EnsembleTrainer:
     Args:
         model: the ensemble.
         optimiser: its per-member optimiser.
-        clip_grad_norm: clip each member's total gradient norm to this; None: no clipping.
+        clip_grad_norm: clip each member's total gradient norm to this; None: no clipping;
+            a sequence: one such value per member.
         clip_grad_value: then clamp every gradient element to [-v, v]; None: no clamping.
         loss_fn: ``loss_fn(logits, y)`` for one member's batch, mean-reduced
             (the single run's loss; default :func:`cross_entropy_loss`).
@@ -165,14 +166,15 @@ class EnsembleTrainer:
         model: EnsembleModel,
         optimiser: EnsembleOptimiser,
         *,
-        clip_grad_norm: float | None = None,
+        clip_grad_norm: float | Sequence[float | None] | None = None,
         clip_grad_value: float | None = None,
         loss_fn: LossFunction = cross_entropy_loss,
         recorder: EnsembleGradientRecorder | None = None,
     ) -> None:
         if optimiser.num_members != model.num_members:
             raise ValueError(f"optimiser has {optimiser.num_members} members, the model {model.num_members}")
-        self.model, self.optimiser, self.clip_grad_norm = model, optimiser, clip_grad_norm
+        self.model, self.optimiser = model, optimiser
+        self.clip_grad_norm = _per_member_limits(clip_grad_norm, model.num_members)
         self.clip_grad_value = clip_grad_value
         self.loss_fn, self.recorder = loss_fn, recorder
         self.active = [True] * model.num_members
@@ -199,8 +201,23 @@ class EnsembleTrainer:
             if now:
                 self.active[member], self.diverged_step[member] = False, step + 1
         if self.clip_grad_norm is not None:
-            clip_member_grads_(self.optimiser.parameters, self.clip_grad_norm, norms)
+            limits = self.clip_grad_norm
+            if not isinstance(limits, float):  # per member; an unclipped member's factor is exactly 1
+                limits = torch.tensor(limits, dtype=norms.dtype, device=norms.device)
+            clip_member_grads_(self.optimiser.parameters, limits, norms)
         if self.clip_grad_value is not None:  # elementwise, so per member by construction
             torch.nn.utils.clip_grad_value_(self.optimiser.parameters, self.clip_grad_value)
         self.optimiser.step(self.active)
         return StepResult(loss_values, norm_values, diverged, logits.detach())
+
+
+def _per_member_limits(limit: float | Sequence[float | None] | None, members: int) -> float | list[float] | None:
+    """One clipping limit for all members (a float), per member (inf where none), or None (no clipping)."""
+    if limit is None or isinstance(limit, (int, float)):
+        return None if limit is None else float(limit)
+    limits = list(limit)
+    if len(limits) != members:
+        raise ValueError(f"expected {members} clip_grad_norm values (one per member), got {len(limits)}")
+    if all(value is None for value in limits):
+        return None
+    return [math.inf if value is None else float(value) for value in limits]

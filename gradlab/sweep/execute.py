@@ -62,7 +62,7 @@ class EnsembleTask:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The first member's config (members share everything but seed and learning rate)."""
+        """The first member's config (members share everything but seed, learning rate, clipping and init)."""
         return self.members[0].config
 
     @property

@@ -1,7 +1,8 @@
 """Which runs of a sweep train together as one ensemble (``--ensemble auto``).
 
-Runs that are identical except for their seed and learning rate have the same
-parameter shapes, data and schedule, so they can be computed as one batched
+Runs that are identical except for their seed, learning rate, gradient-norm
+clipping and initialisation (:data:`MEMBER_OPTIONS`) have the same parameter
+shapes, data and schedule, so they can be computed as one batched
 model (:mod:`gradlab.ensemble`) while each still writes its own run folder,
 exactly as it would alone (:func:`gradlab.training.train_ensemble`). This
 module decides the groups; it imports no torch.
@@ -18,8 +19,9 @@ from gradlab.config import RunConfig
 ENSEMBLE_CHOICES: tuple[str, ...] = ("auto", "off")
 #: Cells with a hand-written batched backward (:data:`gradlab.bptt.KINDS`).
 ENSEMBLE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
-#: What may differ between the members of one ensemble.
-MEMBER_OPTIONS: tuple[str, ...] = ("train.seed", "train.lr")
+#: What may differ between the members of one ensemble: what leaves every shape
+#: equal and is cheap per member (the init acts when each member is built).
+MEMBER_OPTIONS: tuple[str, ...] = ("train.seed", "train.lr", "train.clip_grad_norm", "model.init", "model.forget_bias")
 #: Most members in one ensemble by default (memory grows with it; the speed gain levels off).
 DEFAULT_MAX_MEMBERS = 32
 

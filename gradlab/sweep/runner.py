@@ -88,7 +88,7 @@ def run_sweep(
         overwrite: delete an existing sweep folder first.
         workers: runs in parallel on this machine (with the default executor).
         threads: torch threads per run (per ensemble).
-        ensemble: ``auto``: runs that differ only in seed and learning rate
+        ensemble: ``auto``: runs that differ only in seed, learning rate, clipping or init
             train together as one batched ensemble, each still writing its own
             folder (:mod:`gradlab.sweep.grouping`); ``off``: every run alone.
         max_members: most runs in one ensemble.

@@ -2,7 +2,7 @@
 
 ``train_run(config, run_dir=...)`` trains one :class:`gradlab.config.RunConfig`
 and writes its run folder; ``train_ensemble(configs, run_dirs=...)`` trains runs
-that differ only in seed and learning rate as one batched model, each writing
+that differ only in seed, learning rate, clipping or init as one batched model, each writing
 the folder its single run would; :func:`fit` is the loop, for code that
 assembles its own state and callbacks.
 """

@@ -1,6 +1,6 @@
 """Training several runs as one ensemble: each member a full run with its own folder, computed together.
 
-Runs that differ only in seed and learning rate (:mod:`gradlab.sweep.grouping`)
+Runs that differ only in seed, learning rate, norm clipping and init (:mod:`gradlab.sweep.grouping`)
 share every shape, so their training steps can be one batched model
 (:class:`gradlab.ensemble.EnsembleModel`). Everything else stays per run:
 each member is the :class:`TrainState` its single run would have (model built
@@ -149,8 +149,8 @@ def check_members(configs: Sequence[RunConfig]) -> None:
         if reason is not None:
             raise ValueError(f"run {config.run_id} cannot train in an ensemble: {reason}; use --ensemble off")
         if ensemble_key(config) != ensemble_key(configs[0]):
-            raise ValueError(f"runs {configs[0].run_id} and {config.run_id} differ in more than seed and "
-                             "learning rate; they cannot train in one ensemble")
+            raise ValueError(f"runs {configs[0].run_id} and {config.run_id} differ in more than seed, learning rate, "
+                             "norm clipping and init; they cannot train in one ensemble")
 
 
 def train_ensemble(
@@ -161,7 +161,7 @@ def train_ensemble(
     command: list[str] | None = None,
     progress: bool = False,
 ) -> list[RunResult]:
-    """Train ``configs`` (runs differing only in seed and lr) as one ensemble; each as :func:`train_run` would.
+    """Train ``configs`` (runs differing only in seed, lr, clipping, init) as one ensemble; each as :func:`train_run` would.
 
     Args:
         configs: the runs.
@@ -215,7 +215,7 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
     if train.record_every is not None:
         recorder = EnsembleGradientRecorder(ensemble, every=train.record_every,
                                             run_infos=[state.run_info for state in states])
-    trainer = EnsembleTrainer(ensemble, optimiser, clip_grad_norm=train.clip_grad_norm,
+    trainer = EnsembleTrainer(ensemble, optimiser, clip_grad_norm=[config.train.clip_grad_norm for config in configs],
                               clip_grad_value=train.clip_grad_value, recorder=recorder,
                               loss_fn=lambda logits, y: batch_loss(logits, y, data.task))
     for member, state in enumerate(states):
