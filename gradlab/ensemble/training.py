@@ -174,7 +174,7 @@ class EnsembleTrainer:
         if optimiser.num_members != model.num_members:
             raise ValueError(f"optimiser has {optimiser.num_members} members, the model {model.num_members}")
         self.model, self.optimiser = model, optimiser
-        self.clip_grad_norm = _per_member_limits(clip_grad_norm, model.num_members)
+        self.clip_grad_norm = _per_member_limits(clip_grad_norm, model.num_members, optimiser.parameters[0])
         self.clip_grad_value = clip_grad_value
         self.loss_fn, self.recorder = loss_fn, recorder
         self.active = [True] * model.num_members
@@ -201,18 +201,16 @@ class EnsembleTrainer:
             if now:
                 self.active[member], self.diverged_step[member] = False, step + 1
         if self.clip_grad_norm is not None:
-            limits = self.clip_grad_norm
-            if not isinstance(limits, float):  # per member; an unclipped member's factor is exactly 1
-                limits = torch.tensor(limits, dtype=norms.dtype, device=norms.device)
-            clip_member_grads_(self.optimiser.parameters, limits, norms)
+            clip_member_grads_(self.optimiser.parameters, self.clip_grad_norm, norms)
         if self.clip_grad_value is not None:  # elementwise, so per member by construction
             torch.nn.utils.clip_grad_value_(self.optimiser.parameters, self.clip_grad_value)
         self.optimiser.step(self.active)
         return StepResult(loss_values, norm_values, diverged, logits.detach())
 
 
-def _per_member_limits(limit: float | Sequence[float | None] | None, members: int) -> float | list[float] | None:
-    """One clipping limit for all members (a float), per member (inf where none), or None (no clipping)."""
+def _per_member_limits(limit: float | Sequence[float | None] | None, members: int,
+                       like: Tensor) -> float | Tensor | None:
+    """One clipping limit for all members, a tensor (S,) of them (inf: unclipped, a factor of exactly 1), or None."""
     if limit is None or isinstance(limit, (int, float)):
         return None if limit is None else float(limit)
     limits = list(limit)
@@ -220,4 +218,5 @@ def _per_member_limits(limit: float | Sequence[float | None] | None, members: in
         raise ValueError(f"expected {members} clip_grad_norm values (one per member), got {len(limits)}")
     if all(value is None for value in limits):
         return None
-    return [math.inf if value is None else float(value) for value in limits]
+    return torch.tensor([math.inf if value is None else float(value) for value in limits], dtype=like.dtype,
+                        device=like.device)

@@ -73,6 +73,10 @@ class EnsembleTask:
     def threads(self) -> int:
         return self.members[0].threads
 
+    @property
+    def command(self) -> list[str] | None:
+        return self.members[0].command
+
 
 Task = RunTask | EnsembleTask
 
@@ -85,42 +89,33 @@ def _worker_data(data: DataConfig) -> Any:
 
 
 def run_task(task: RunTask, data: Any = None, *, progress: bool = False) -> dict[str, Any]:
-    """Train ``task`` in this process (its device is checked here) and return its summary row.
+    """Train one run in this process (its device is checked here) and return its summary row.
 
     Args:
         task: the run.
         data: its loaded dataset; loaded (and cached per process) when None.
         progress: a progress bar over the run's steps.
     """
-    import torch
-
-    from gradlab.training import train_run
-
-    config = RunConfig.from_dict(task.config)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(task.threads)
-    try:
-        data = data if data is not None else _worker_data(config.data)
-        return train_run(config, data=data, run_dir=task.run_dir, command=task.command, progress=progress).metrics
-    finally:
-        torch.set_num_threads(previous)
+    return run_work(task, data, progress=progress)[0]
 
 
 def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[dict[str, Any]]:
     """Train a task (one run, or an ensemble of runs) in this process; one summary row per run, in order."""
-    if isinstance(task, RunTask):
-        return [run_task(task, data, progress=progress)]
     import torch
 
-    from gradlab.training.ensemble_run import train_ensemble
+    from gradlab.training import train_ensemble, train_run
 
-    configs = [RunConfig.from_dict(member.config) for member in task.members]
+    members = task.members if isinstance(task, EnsembleTask) else (task,)
+    configs = [RunConfig.from_dict(member.config) for member in members]
     previous = torch.get_num_threads()
     torch.set_num_threads(task.threads)
     try:
         data = data if data is not None else _worker_data(configs[0].data)
-        results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in task.members],
-                                 command=task.members[0].command, progress=progress)
+        if isinstance(task, RunTask):
+            return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
+                              progress=progress).metrics]
+        results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
+                                 command=task.command, progress=progress)
         return [result.metrics for result in results]
     finally:
         torch.set_num_threads(previous)

@@ -61,7 +61,8 @@ class MemberOptimiser:
 
     @property
     def param_groups(self) -> list[dict]:
-        return [{"lr": self.shared.lrs[self.member], "params": list(self.model.parameters())}]
+        """The one group's learning rate, where a run's loop and callbacks read it."""
+        return [{"lr": self.shared.lrs[self.member]}]
 
     def state_dict(self) -> dict:
         return self.shared.member_state_dict(self.member)
@@ -215,9 +216,10 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
     if train.record_every is not None:
         recorder = EnsembleGradientRecorder(ensemble, every=train.record_every,
                                             run_infos=[state.run_info for state in states])
+    task = data.task
     trainer = EnsembleTrainer(ensemble, optimiser, clip_grad_norm=[config.train.clip_grad_norm for config in configs],
                               clip_grad_value=train.clip_grad_value, recorder=recorder,
-                              loss_fn=lambda logits, y: batch_loss(logits, y, data.task))
+                              loss_fn=lambda logits, y: batch_loss(logits, y, task))
     for member, state in enumerate(states):
         state.optimiser = MemberOptimiser(optimiser, member, state.model)
         state.ensemble_size = len(states)
@@ -236,6 +238,7 @@ class EnsembleFit:
         self.results: list[RunResult | None] = [None] * len(states)
         self.train = states[0].config.train
         self.data = states[0].data
+        self.scored = scored_targets(self.data.task, self.data.class_names)
 
     @property
     def live(self) -> list[int]:
@@ -302,7 +305,7 @@ class EnsembleFit:
         y = torch.stack([batches.get(member, filler)[1] for member in range(len(self.states))])
         state0 = self.states[next(iter(batches))]
         result = self.trainer.step(x, y, step=state0.step, epoch=state0.epoch)
-        scored = scored_targets(self.data.task, self.data.class_names)
+        scored = self.scored
         counts = torch.stack([torch.stack(batch_correct(result.logits[member], batches[member][1], scored))
                               for member in batches]).tolist()
         for (member, batch), (hits, counted) in zip(batches.items(), counts):
