@@ -18,12 +18,13 @@ from gradlab.ensemble import (
     member_grad_norms,
     streaming,
 )
+from gradlab.bptt import KINDS
 from gradlab.instrument import GradientRecorder
 from gradlab.models import RNNModel
 
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 #: The step-by-step layers that large ensembles use, forced on small ones.
-STREAMING = [f"{mode}-streaming" for mode in streaming.STREAMED_MODES]
+STREAMING = [f"{mode}-streaming" for mode in KINDS]
 FEATURES, HIDDEN, CLASSES, BATCH, STEPS = 5, 7, 3, 8, 6
 
 

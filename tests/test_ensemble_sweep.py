@@ -162,6 +162,9 @@ def test_an_ensemble_on_real_fsdd_recordings_equals_one_by_one(sweeps):
 
 
 def test_runs_group_by_everything_but_seed_and_learning_rate():
+    from gradlab.bptt import KINDS
+
+    assert set(ENSEMBLE_MODES) == set(KINDS)  # the torch-free list names the cells with a batched backward
     tanh = _runs("RNN_TANH")
     lstm = _runs("LSTM", lrs=(0.01,))
     bidirectional = [replace(run, model=replace(run.model, bidirectional="interleaved")) for run in lstm]

@@ -30,11 +30,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.bptt import KINDS, recurrence
-from gradlab.ensemble.streaming import (
-    STREAMED_MODES,
-    streaming_recurrence,
-    use_streaming,
-)
+from gradlab.ensemble.streaming import streaming_recurrence, use_streaming
 from gradlab.models import GradientObserver, RNNModel, StateKey
 
 CELL_PARAMETERS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -162,7 +158,7 @@ class EnsembleModel(nn.Module):
             state = (zeros, zeros) if self.mode == "LSTM" else zeros
             parameters = (cell.weight_ih, cell.bias_ih, cell.weight_hh, cell.bias_hh, state)
             on_grad = self._on_grad(index)
-            if self.mode in STREAMED_MODES and use_streaming(layer_input, self.hidden_size):
+            if use_streaming(layer_input, self.hidden_size):
                 # A large ensemble's layers run step by step (gradlab.ensemble.streaming).
                 layer_input, final = streaming_recurrence(self.mode, layer_input, *parameters, on_grad=on_grad)
             else:

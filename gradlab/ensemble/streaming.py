@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gradlab.bptt import KINDS
 from gradlab.bptt.functions import GRUFunction, RNNFunction
 from gradlab.bptt.steps import (
     affine,
@@ -22,9 +23,6 @@ from gradlab.bptt.steps import (
 #: whole-sequence passes (:func:`gradlab.bptt.recurrence`) that stream
 #: through memory.
 WHOLE_SEQUENCE_LIMIT = 2**18
-
-#: The modes that have a step-by-step variant.
-STREAMED_MODES: tuple[str, ...] = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 
 
 class StreamingLSTMFunction(torch.autograd.Function):
@@ -195,10 +193,10 @@ def streaming_recurrence(
     """:func:`gradlab.bptt.recurrence` for an ensemble's layer, step by step (forward direction only).
 
     Raises:
-        ValueError: if ``kind`` is not one of :data:`STREAMED_MODES`.
+        ValueError: if ``kind`` is not one of :data:`gradlab.bptt.KINDS`.
     """
-    if kind not in STREAMED_MODES:
-        raise ValueError(f"no step-by-step layer for kind {kind!r}; expected one of {list(STREAMED_MODES)}")
+    if kind not in KINDS:
+        raise ValueError(f"no step-by-step layer for kind {kind!r}; expected one of {list(KINDS)}")
     if kind == "GRU":
         return StreamingGRUFunction.apply(inputs, weight_ih, bias_ih, state, weight_hh, bias_hh, False, on_grad)
     bias = bias_ih if bias_ih is None else bias_ih + bias_hh  # both enter as a sum, as in recurrence

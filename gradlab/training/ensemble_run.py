@@ -145,11 +145,12 @@ def check_members(configs: Sequence[RunConfig]) -> None:
     """Raise ``ValueError`` unless ``configs`` can train as one ensemble."""
     if not configs:
         raise ValueError("an ensemble needs at least one run")
+    first = ensemble_key(configs[0])
     for config in configs:
         reason = ensemble_blocker(config)
         if reason is not None:
             raise ValueError(f"run {config.run_id} cannot train in an ensemble: {reason}; use --ensemble off")
-        if ensemble_key(config) != ensemble_key(configs[0]):
+        if ensemble_key(config) != first:
             raise ValueError(f"runs {configs[0].run_id} and {config.run_id} differ in more than seed, learning rate, "
                              "norm clipping and init; they cannot train in one ensemble")
 
