@@ -3,63 +3,93 @@
 #
 #   bash experiments/controlled.sh [OUT]        # OUT defaults to runs/controlled
 #
-# Each sweep is resumable: re-running this script skips finished runs. The wall
-# time of each sweep is appended to OUT/wall_times.tsv.
+# Every FSDD comparison runs in six speaker folds: each of FSDD's six speakers is the test speaker
+# once, the next speaker alphabetically validates (learning rate, clipping, checkpoint), and the
+# other four train. Folds use 5 seeds (0-4), so the speaker is the unit of the headline intervals
+# (n = 6); the distance task uses 10 seeds. Each sweep is resumable: re-running this script skips
+# finished runs and finished sweeps. The wall time of each sweep is appended to OUT/wall_times.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/controlled}
-SEEDS=0,1,2,3,4,5,6,7,8,9
-FSDD="--dataset fsdd --data-dir ${GRADLAB_FSDD:-../shared/data/fsdd} --seeds $SEEDS --workers 2 --no-progress --no-figures --out $OUT"
+SPEAKERS=(george jackson lucas nicolas theo yweweler)
+FOLDS=$(IFS=,; echo "${SPEAKERS[*]}")
+FSDD="--dataset fsdd --data-dir ${GRADLAB_FSDD:-../shared/data/fsdd} --seeds 0,1,2,3,4 --workers 2 --no-progress --no-figures --out $OUT"
 mkdir -p "$OUT"
 
 source experiments/sweep.sh
 
-tuned() {  # tuned CELL: "--lr X --clip-grad-norm Y" of CELL's grid point with the best mean validation accuracy
-  python - "$OUT/fsdd-tuned" "$1" <<'PY'
+tuned() {  # tuned CELL SPEAKER: "--lr X --clip-grad-norm Y" that fold's validation speaker chose for CELL
+  local choices=$OUT/fsdd-tuned.choices.tsv
+  [ -f "$choices" ] || python - "$OUT/fsdd-tuned" > "$choices.tmp" <<'PY'
 import sys
-from gradlab.analysis import load_runs, select_by_validation
-summary = load_runs(sys.argv[1]).summary
-chosen = select_by_validation(summary, group=("cell",), grid=("lr", "clip_grad_norm")).set_index("cell").loc[sys.argv[2]]
-clip = "none" if chosen["clip_grad_norm"] != chosen["clip_grad_norm"] else chosen["clip_grad_norm"]
-print(f"--lr {chosen['lr']} --clip-grad-norm {clip}")
+import pandas as pd
+from gradlab.analysis import select_by_validation
+summary = pd.read_parquet(f"{sys.argv[1]}/summary.parquet")  # validation columns only are read
+chosen = select_by_validation(summary, group=("cell", "test_speaker"), grid=("lr", "clip_grad_norm"))
+for row in chosen.itertuples():
+    clip = "none" if row.clip_grad_norm != row.clip_grad_norm else row.clip_grad_norm
+    print(f"{row.cell}\t{row.test_speaker}\t--lr {row.lr} --clip-grad-norm {clip}")
 PY
+  [ -f "$choices" ] || mv "$choices.tmp" "$choices"
+  awk -F'\t' -v cell="$1" -v speaker="$2" '$1 == cell && $2 == speaker {print $3; found = 1}
+      END {if (!found) {print "no tuned settings for " cell " in fold " speaker > "/dev/stderr"; exit 1}}' \
+      "$choices"
 }
 
-# 1. Tuned cells: learning rate and clipping chosen on validation, per cell.
-sweep fsdd-tuned compare_cells $FSDD --lr 0.0003,0.001,0.003,0.01 --clip-grad-norm none,1 --select-by validation
+at_tuned() {  # at_tuned NAME CELLS ARGS...: one sweep per cell and fold at that fold's tuned settings
+  local name=$1 cells=$2
+  shift 2
+  for cell in ${cells//,/ }; do
+    for speaker in "${SPEAKERS[@]}"; do
+      local settings
+      settings=$(tuned "$cell" "$speaker")
+      sweep "$name-$cell-$speaker" compare_cells $FSDD --cells "$cell" --test-speaker "$speaker" $settings "$@"
+    done
+  done
+}
 
-# 5. Readout: the mean of h_t over time, at each cell's tuned settings (last step is sweep 1).
-for cell in RNN_TANH RNN_RELU LSTM GRU; do
-  sweep "fsdd-mean-$cell" compare_cells $FSDD --cells "$cell" $(tuned "$cell") --readout mean
-done
+# 1. Tuned cells: six RNN variants, learning rate and clipping chosen per cell and fold on that
+#    fold's validation speaker (sigmoid and leaky relu answer question 1 beside tanh and relu).
+sweep fsdd-tuned compare_cells $FSDD --test-speaker "$FOLDS" \
+    --cells RNN_TANH,RNN_RELU,RNN_SIGMOID,RNN_LEAKY_RELU,LSTM,GRU \
+    --lr 0.001,0.003,0.01 --clip-grad-norm none,1 --select-by validation
 
-# 3. Initialisation controls at the tuned settings.
-for cell in RNN_TANH RNN_RELU; do
-  sweep "fsdd-init-$cell" compare_cells $FSDD --cells "$cell" $(tuned "$cell") --init orthogonal,identity
-done
-sweep fsdd-init-LSTM compare_cells $FSDD --cells LSTM $(tuned LSTM) --init forget_bias,chrono
-sweep fsdd-init-GRU compare_cells $FSDD --cells GRU $(tuned GRU) --init chrono
+CLASSIC=RNN_TANH,RNN_RELU,LSTM,GRU
+# 2. Interventions at the tuned settings. Silence: K frames after the clip (K = 0 is sweep 1), and
+#    the clip's own silence moved before the word.
+at_tuned fsdd-pad "$CLASSIC" --pad start
+at_tuned fsdd-delay "$CLASSIC" --delay 16,64
+# 3. Initialisation: IRNN for the relu RNN, forget-gate bias 1 and chrono for the LSTM, chrono for the GRU.
+at_tuned fsdd-init RNN_RELU --init identity
+at_tuned fsdd-init LSTM --init forget_bias,chrono
+at_tuned fsdd-init GRU --init chrono
+# 4. Readout: the mean of h_t over time instead of the last step.
+at_tuned fsdd-mean "$CLASSIC" --readout mean
+# 5. Training-set size: 25% and 50% of the training speakers' clips (100% is sweep 1).
+at_tuned fsdd-fraction "$CLASSIC" --train-fraction 0.25,0.5
+# 6. Training curves over 100 epochs, as in the coursework: RNN (tanh), LSTM and GRU at their tuned
+#    settings, and all three at one shared learning rate.
+at_tuned fsdd-curves RNN_TANH,LSTM,GRU --epochs 100
+sweep fsdd-curves-shared compare_cells $FSDD --test-speaker "$FOLDS" --cells RNN_TANH,LSTM,GRU \
+    --lr 0.003 --epochs 100
+# 7. Matched sizes: about 4k and 16k parameters per cell, default learning rate.
+sweep fsdd-matched compare_cells $FSDD --test-speaker "$FOLDS" --cells "$CLASSIC" --match-params 4000,16000
 
-# 4. Dose-response: K frames of silence after the clip (K = 0 is sweep 1), and silence before the word.
-for cell in RNN_TANH RNN_RELU LSTM GRU; do
-  sweep "fsdd-delay-$cell" compare_cells $FSDD --cells "$cell" $(tuned "$cell") --delay 16,64
-done
-for cell in RNN_TANH RNN_RELU LSTM GRU; do
-  sweep "fsdd-pad-$cell" compare_cells $FSDD --cells "$cell" $(tuned "$cell") --pad start
-done
+# 8. Synthetic, float64: the distance task over T, trained for 500 updates (500 sequences, batch 50,
+#    50 epochs), each cell's learning rate chosen on validation per T. T stops at 200 to fit a
+#    2-core machine. Float64 ensembles equal single runs within 1e-9, so seeds and rates train together.
+DIST="--dataset distance --n-train 500 --n-validation 500 --n-test 1000 --batch-size 50 --epochs 50
+      --dtype float64 --lr 0.003,0.01,0.03 --select-by validation --seeds 0,1,2,3,4,5,6,7,8,9 --workers 2
+      --no-progress --no-figures --out $OUT --lengths 50,100,200"
+ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance sequence_length $DIST --cells "$CLASSIC"
+ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-irnn sequence_length $DIST --cells RNN_RELU --init identity
+ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-lstm-init sequence_length $DIST --cells LSTM --init forget_bias,chrono
+ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-gru-init sequence_length $DIST --cells GRU --init chrono
 
-# 2. Matched sizes: about 4k and 16k parameters per cell, default learning rate.
-sweep fsdd-matched compare_cells $FSDD --match-params 4000,16000
-
-# 6. Synthetic, float64: the distance task over T at default init, IRNN and chrono init
-#    (500 training sequences and T <= 200, shrunk to fit a 2-core machine).
-DIST="--dataset distance --n-train 500 --epochs 10 --lr 0.01 --dtype float64 --seeds $SEEDS --workers 2 --no-progress --no-figures --out $OUT --lengths 50,100,200"
-sweep length-distance sequence_length $DIST
-sweep length-distance-irnn sequence_length $DIST --cells RNN --init identity
-sweep length-distance-chrono sequence_length $DIST --cells LSTM,GRU --init chrono
-
-# 7. Remedies at T = 200 against the default runs of sweep 6: Pascanu's Omega, and gradient flossing
-#    (the leading exponent, every 10th step).
-REMEDY="--dataset distance --n-train 500 --epochs 10 --lr 0.01 --dtype float64 --seeds $SEEDS --workers 2 --no-progress --no-figures --out $OUT --lengths 200 --cells RNN_TANH,LSTM,GRU"
+# 9. Remedies at T = 200 against the default runs of sweep 8 at lr 0.01: Pascanu's Omega, and
+#    gradient flossing (the leading exponent, every 10th step).
+REMEDY="--dataset distance --n-train 500 --n-validation 500 --n-test 1000 --batch-size 50 --epochs 50
+        --dtype float64 --lr 0.01 --seeds 0,1,2,3,4,5,6,7,8,9 --workers 2 --no-progress --no-figures
+        --out $OUT --lengths 200 --cells RNN_TANH,LSTM,GRU"
 sweep remedy-omega sequence_length $REMEDY --omega-weight 1
 sweep remedy-floss sequence_length $REMEDY --floss-weight 1 --floss-every 10

@@ -7,6 +7,8 @@ sweep() {  # sweep NAME SCRIPT ARGS...: run one sweep (resuming it if it exists)
   [ -f "$OUT/$name/sweep.json" ] && resume=(--resume)
   # The committed runs trained one by one. ENSEMBLE=auto trains seeds as ensembles: float64 sweeps
   # then match within 1e-9, but float32 runs separate after a few epochs (rounding grows in training).
-  python "experiments/$script.py" "$@" --ensemble "${ENSEMBLE:-off}" --name "$name" "${resume[@]}"
+  # GRADLAB_SWEEP_ARGS is appended to every sweep (later flags win), e.g. "--executor submitit".
+  # shellcheck disable=SC2086
+  python "experiments/$script.py" "$@" ${GRADLAB_SWEEP_ARGS:-} --ensemble "${ENSEMBLE:-off}" --name "$name" "${resume[@]}"
   printf '%s\t%s\n' "$name" "$((SECONDS - start))" >> "$OUT/wall_times.tsv"
 }

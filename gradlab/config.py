@@ -206,6 +206,8 @@ class DataConfig:
     delay: int = option(0, "audio: K frames of silence appended after the clip (T = 32 + K at the default hop); "
                            "the class is still read at the last step")
     takes: tuple[int, ...] | None = option(None, "FSDD: keep only these takes (a small subset for smoke tests)")
+    train_fraction: float = option(1.0, "audio: train on this fraction of the training clips (class-stratified, the "
+                                        "same nested subset for every seed; validation and test unchanged)")
     seq_len: int | None = option(None, "synthetic tasks: sequence length T")
     distance: int | None = option(None, "distance task: steps from the event to the end (default T - 1)")
     noise_std: float = option(0.1, "distance task: Gaussian noise on every step, so every sequence is distinct "
@@ -234,6 +236,12 @@ class DataConfig:
         if self.test_speaker is not None and not (self.dataset == "fsdd" and self.split == "speakers"):
             raise ValueError("test_speaker applies to FSDD with split 'speakers' only; drop --test-speaker")
         check_integer("DataConfig.data_seed", self.data_seed, 0)
+        check_number("DataConfig.train_fraction", self.train_fraction, positive=True)
+        object.__setattr__(self, "train_fraction", float(self.train_fraction))
+        if self.train_fraction > 1.0:
+            raise ValueError(f"DataConfig.train_fraction must be at most 1, got {self.train_fraction!r}")
+        if self.train_fraction != 1.0 and not self.is_audio:
+            raise ValueError("train_fraction applies to the audio datasets; synthetic tasks set --n-train instead")
 
     @property
     def is_audio(self) -> bool:

@@ -216,3 +216,41 @@ def test_wavs_named_outside_the_scheme_are_counted_and_reported(tmp_path):
         data = load_fsdd(root=copy, cache_dir=tmp_path / "cache", **SMALL)
     assert data.skipped == {"bad_name": sorted(bad)}
     assert unmatched_wav_names(recordings) == []  # the real recordings are all well named
+
+
+def test_train_fraction_keeps_a_nested_class_stratified_subset(tmp_path):
+    options = dict(SMALL, split="speakers", speakers=None, takes=list(range(12)), root=fsdd_recordings(),
+                   cache_dir=tmp_path, normalise=True)
+    full = load_fsdd(**options)
+    half = load_fsdd(**options, train_fraction=0.5)
+    quarter = load_fsdd(**options, train_fraction=0.25)
+    counts = torch.bincount(full.train.y)
+    assert torch.equal(torch.bincount(half.train.y), torch.round(counts * 0.5).long())
+    assert torch.equal(torch.bincount(quarter.train.y), torch.round(counts * 0.25).long())
+    # Normalisation statistics come from the kept clips alone: undo it and compare the raw features.
+    raw = load_fsdd(**dict(options, normalise=False))
+    raw_half = load_fsdd(**dict(options, normalise=False), train_fraction=0.5)
+    kept = [next(i for i in range(len(raw.train)) if torch.equal(raw.train.x[i], row)) for row in raw_half.train.x]
+    assert len(set(kept)) == len(kept)
+    raw_quarter = load_fsdd(**dict(options, normalise=False), train_fraction=0.25)
+    in_half = {tuple(row.flatten()[:5].tolist()) for row in raw_half.train.x}
+    assert all(tuple(row.flatten()[:5].tolist()) in in_half for row in raw_quarter.train.x)  # nested
+    flat = raw_half.train.x.reshape(-1, raw_half.train.x.shape[-1]).double()
+    mean, std = flat.mean(0), flat.std(0, unbiased=False)
+    np.testing.assert_allclose(half.info["normalisation_mean"], mean.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(half.info["normalisation_std"], std.numpy(), rtol=1e-5, atol=1e-5)
+    assert half.info["splits"]["train"] == {**half.info["splits"]["train"], "size": len(half.train), "fraction": 0.5}
+    for split in ("validation", "test"):  # only the training split shrinks
+        assert torch.equal(getattr(raw_half, split).x, getattr(raw, split).x)
+    with pytest.raises(ValueError, match=r"train_fraction must be in \(0, 1\]"):
+        load_fsdd(**options, train_fraction=1.5)
+
+
+def test_train_fraction_is_refused_for_synthetic_tasks():
+    from gradlab.config import DataConfig
+
+    with pytest.raises(ValueError, match="--n-train"):
+        DataConfig("distance", train_fraction=0.5)
+    with pytest.raises(ValueError, match="at most 1"):
+        DataConfig("fsdd", train_fraction=2)
+    assert DataConfig("fsdd", train_fraction=1).train_fraction == 1.0

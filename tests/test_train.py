@@ -221,3 +221,24 @@ def test_float64_keeps_gradients_that_float32_underflows():
     assert 0.0 < ratio < 1e-45
     with pytest.raises(ValueError, match="unknown dtype 'float16'"):
         TrainConfig(dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_loss_is_computed_in_the_runs_dtype(dtype):
+    # A float64 run must not route its loss through float32: that adds ~1e-7 relative
+    # noise to every gradient it records. Half precision alone is lifted to float32.
+    from gradlab.ensemble import cross_entropy_loss
+    from gradlab.training import batch_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 3, generator=generator, dtype=dtype, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    exact = -torch.log_softmax(logits.detach().double(), dim=-1)[torch.arange(7), y].mean()
+    for loss in (batch_loss(logits, y, "classification"), cross_entropy_loss(logits, y)):
+        assert loss.dtype == dtype
+        tolerance = 1e-15 if dtype == torch.float64 else 1e-6
+        assert abs(loss.item() - exact.item()) <= tolerance * abs(exact.item())
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert grad.dtype == dtype
+    half = batch_loss(logits.detach().bfloat16(), y, "classification")
+    assert half.dtype == torch.float32

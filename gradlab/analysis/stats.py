@@ -26,6 +26,8 @@ from gradlab.analysis.style import STAGES
 CONFIG_COLUMNS: tuple[str, ...] = (
     "dataset",
     "split",
+    "test_speaker",
+    "train_fraction",
     "bidirectional",
     "readout",
     "normalise",

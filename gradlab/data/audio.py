@@ -204,6 +204,27 @@ def normalisation_stats(train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def training_subset(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices (sorted) of a class-stratified ``fraction`` of a training split.
+
+    Each class keeps ``round(fraction * n_class)`` of its examples (at least
+    one), chosen by a fixed permutation: the subset is part of the data, the
+    same for every run and seed, and nested (the 25% subset lies inside the
+    50% one), so a training-set-size sweep varies only the amount of data.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {fraction!r}")
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    generator = np.random.default_rng(0)
+    kept = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        order = members[generator.permutation(len(members))]
+        kept.append(order[: max(1, round(fraction * len(members)))])
+    return np.sort(np.concatenate(kept))
+
+
 def build_audio_splits(
     dataset: str,
     splits: Mapping[str, LabelledFiles],
@@ -217,6 +238,7 @@ def build_audio_splits(
     progress: bool = True,
     info: Mapping[str, Any] | None = None,
     skipped: Mapping[str, Sequence[str]] | None = None,
+    train_fraction: float = 1.0,
 ) -> DataSplits:
     """Turns the three splits' file lists into a classification ``DataSplits``.
 
@@ -233,6 +255,9 @@ def build_audio_splits(
         info: Extra provenance to record in ``info``.
         skipped: Files the loader left out before extraction, reason -> names
             relative to ``root`` (e.g. ``"bad_name"``).
+        train_fraction: Keep this class-stratified fraction of the training
+            split (``training_subset``); the normalisation statistics come
+            from the kept clips only.
 
     Returns:
         ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)`` int64;
@@ -270,6 +295,11 @@ def build_audio_splits(
                 f"{split_info[split]['skipped_by_reason']}); choose words, takes or speakers "
                 f"that give every split files"
             )
+    kept = training_subset(arrays["train"][1], train_fraction)
+    arrays["train"] = (arrays["train"][0][kept], arrays["train"][1][kept])
+    if train_fraction < 1.0:
+        split_info["train"]["size"] = int(kept.size)
+        split_info["train"]["fraction"] = train_fraction
     mean = std = None
     if normalise:
         undelayed = arrays["train"][0]
@@ -285,6 +315,7 @@ def build_audio_splits(
                 num_workers=num_workers,
                 progress=progress,
             )
+            undelayed = undelayed[kept]  # same files, same order: the same subset
         mean, std = normalisation_stats(undelayed)
 
     def tensors(split: str) -> SplitTensors:

@@ -23,7 +23,8 @@ def loader_options(data: DataConfig) -> dict[str, Any]:
             n_mfcc=data.n_mfcc, n_fft=data.n_fft, hop_length=data.hop_length, amplitude_scale=data.amplitude_scale
         )
         options: dict[str, Any] = {"words": data.words, "features": features, "normalise": data.normalise,
-                                   "cache_dir": data.cache_dir, "pad": data.pad, "delay": data.delay}
+                                   "cache_dir": data.cache_dir, "pad": data.pad, "delay": data.delay,
+                                   "train_fraction": data.train_fraction}
         if data.data_dir is not None:
             options["root"] = data.data_dir
         if data.dataset == "speech-commands":

@@ -251,6 +251,7 @@ def load_fsdd(
     delay: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    train_fraction: float = 1.0,
 ) -> DataSplits:
     """FSDD as normalised MFCC tensors (task ``"classification"``).
 
@@ -271,6 +272,8 @@ def load_fsdd(
             None keeps it.
         num_workers: Extraction processes (default all cores).
         progress: Show progress bars.
+        train_fraction: Train on this class-stratified, nested fraction of
+            the training clips (see ``gradlab.data.audio.training_subset``).
 
     Returns:
         ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)``;
@@ -319,4 +322,5 @@ def load_fsdd(
             },
         },
         skipped={SKIP_BAD_NAME: bad_names} if bad_names else None,
+        train_fraction=train_fraction,
     )

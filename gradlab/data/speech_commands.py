@@ -295,6 +295,7 @@ def load_speech_commands(
     delay: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    train_fraction: float = 1.0,
 ) -> DataSplits:
     """Speech Commands v0.02 as normalised MFCC tensors (task ``"classification"``).
 
@@ -312,6 +313,8 @@ def load_speech_commands(
             None keeps it.
         num_workers: Extraction processes (default all cores).
         progress: Show progress bars.
+        train_fraction: Train on this class-stratified, nested fraction of
+            the training clips (see ``gradlab.data.audio.training_subset``).
 
     Returns:
         ``DataSplits`` with ``x`` ``(N, T, n_mfcc)`` and ``y`` ``(N,)``.
@@ -337,4 +340,5 @@ def load_speech_commands(
             "split": "official",
             "split_rule": f"official {VALIDATION_LIST} / {TESTING_LIST}",
         },
+        train_fraction=train_fraction,
     )

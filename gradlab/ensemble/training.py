@@ -38,8 +38,10 @@ LossFunction = Callable[[Tensor, Tensor], Tensor]
 
 
 def cross_entropy_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """The classification loss of one member's batch, as a single run computes it (in float32)."""
-    return F.cross_entropy(logits.float(), y)
+    """The classification loss of one member's batch, as a single run computes it (in its dtype)."""
+    # As gradlab.training.batch_loss: only half-precision logits are lifted to float32.
+    low = logits.dtype in (torch.float16, torch.bfloat16)
+    return F.cross_entropy(logits.float() if low else logits, y)
 
 
 class EnsembleGradientRecorder:

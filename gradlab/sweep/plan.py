@@ -31,7 +31,8 @@ DEFAULT_ACTIVATIONS: tuple[str, ...] = ("tanh", "relu")
 DEFAULT_SEEDS: tuple[int, ...] = tuple(range(10))  # a verdict needs at least 5 seeds
 #: Short names of grid options in run ids (others use their field name).
 SHORT_NAMES: dict[str, str] = {"hidden_size": "h", "num_layers": "L", "clip_grad_norm": "clip", "delay": "K",
-                               "weight_decay": "wd", "batch_size": "b", "readout": "", "init": ""}
+                               "weight_decay": "wd", "batch_size": "b", "readout": "", "init": "",
+                               "test_speaker": "test-", "train_fraction": "frac"}
 #: Which part of a RunConfig each option belongs to.
 OPTION_PART: dict[str, str] = {item.name: part for part, cls in CONFIG_PARTS.items() for item in fields(cls)}
 

@@ -33,9 +33,19 @@ def scored_targets(task: str, class_names: tuple[str, ...]) -> Scored:
     return lambda y: torch.ones_like(y, dtype=torch.bool)
 
 
+def loss_precision(logits: Tensor) -> Tensor:
+    """``logits`` in the dtype a loss is computed in: float32 for half precision, else unchanged."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def batch_loss(logits: Tensor, y: Tensor, task: str, reduction: str = "mean") -> Tensor:
-    """The training loss of a batch: cross-entropy, per-step cross-entropy, or MSE for regression."""
-    logits = logits.float()
+    """The training loss of a batch: cross-entropy, per-step cross-entropy, or MSE for regression.
+
+    The loss is computed in the run's dtype (float64 runs keep float64 gradients); only
+    half-precision logits (autocast) are lifted to float32, where a reduction over the batch
+    would lose digits.
+    """
+    logits = loss_precision(logits)
     if task == TASK_REGRESSION:
         return F.mse_loss(logits[:, 0], y, reduction=reduction)  # (B, 1) vs (B,): compare column 0
     if task == TASK_SEQUENCE_CLASSIFICATION:

@@ -260,6 +260,11 @@ def summary_row(state: TrainState) -> dict[str, Any]:
         "n_validation": len(data.validation),
         "n_test": len(data.test),
         "split": info.get("split"),
+        # the FSDD speaker fold (None for other data): each speaker is the test speaker of one fold
+        "test_speaker": _only(info.get("speakers", {}).get("test")) if info.get("split") == "speakers" else None,
+        "validation_speaker": (_only(info.get("speakers", {}).get("validation"))
+                               if info.get("split") == "speakers" else None),
+        "train_fraction": config.data.train_fraction if config.data.is_audio else None,
         "param_target": config.model.param_target,
         "omega_weight": train.omega_weight,
         "floss_weight": train.floss_weight,
@@ -269,3 +274,8 @@ def summary_row(state: TrainState) -> dict[str, Any]:
         "skipped_files": sum(len(names) for names in skipped.values()),  # by reason in sweep.json
         "ensemble_size": state.ensemble_size,
     }
+
+
+def _only(names: list[str] | None) -> str | None:
+    """The one name of a list of one (a split's speaker), else None."""
+    return names[0] if names and len(names) == 1 else None

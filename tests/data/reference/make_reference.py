@@ -26,7 +26,7 @@ CASES = {
         "model": {"mode": "LSTM", "hidden_size": 4, "num_layers": 2, "bidirectional": "none", "readout": "last",
                   "init": "forget_bias", "forget_bias": 1.0, "bias": True},
         "data": {"dataset": "distance", "seq_len": 12, "distance": 9, "n_train": 40, "n_validation": 20,
-                 "n_test": 20, "data_seed": 3},
+                 "n_test": 20, "data_seed": 3, "noise_std": 0.0},
         "train": {"epochs": 2, "batch_size": 10, "lr": 0.01, "optimiser": "adam", "weight_decay": 0.0,
                   "clip_grad_norm": 0.5, "seed": 7, "record_every": 2, "val_every": 3, "jacobian_every": 1},
     },
@@ -34,7 +34,7 @@ CASES = {
         "model": {"mode": "GRU", "hidden_size": 3, "num_layers": 1, "bidirectional": "interleaved",
                   "readout": "mean", "init": "orthogonal", "forget_bias": 1.0, "bias": True},
         "data": {"dataset": "distance", "seq_len": 8, "distance": 7, "n_train": 30, "n_validation": 10,
-                 "n_test": 10, "data_seed": 0},
+                 "n_test": 10, "data_seed": 0, "noise_std": 0.0},
         "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "optimiser": "sgd", "weight_decay": 0.001,
                   "clip_grad_norm": None, "seed": 1, "record_every": 3, "val_every": None, "jacobian_every": None},
     },
@@ -42,7 +42,8 @@ CASES = {
         "model": {"mode": "RNN_TANH", "hidden_size": 5, "num_layers": 2, "bidirectional": "none", "readout": "last",
                   "init": "default", "forget_bias": 1.0, "bias": True},
         "data": {"dataset": "fsdd", "words": ["one", "two", "three"], "takes": [0, 5, 10, 11], "normalise": True,
-                 "n_mfcc": 20, "n_fft": 2048, "hop_length": 512, "amplitude_scale": 1.0},
+                 "n_mfcc": 20, "n_fft": 2048, "hop_length": 512, "amplitude_scale": 1.0, "split": "takes",
+                 "pad": "end", "delay": 0, "test_speaker": None},
         "train": {"epochs": 2, "batch_size": 12, "lr": 0.003, "optimiser": "adam", "weight_decay": 0.0,
                   "clip_grad_norm": None, "seed": 0, "record_every": 1, "val_every": 2, "jacobian_every": None},
     },
@@ -58,7 +59,7 @@ def main() -> None:
     import torch
 
     from gradlab.config import RunConfig
-    from gradlab.train import train_run
+    from gradlab.training import train_run
 
     torch.set_num_threads(1)
     cache = Path(tempfile.mkdtemp())
