@@ -14,7 +14,11 @@ about them.
   plus ``c`` for the tanh it applies to the cell state (h = o * tanh(c); its
   "pre-activation" is c itself); r, z, n for the GRU (n's pre-activation is
   W_in x + b_in + r * (W_hn h + b_hn)); ``h`` for an RNN's activation, which
-  gets a ``saturated`` row only for tanh and sigmoid.
+  gets a ``saturated`` row only for tanh and sigmoid. An RNN's ``h`` also gets
+  ``slope``, the mean derivative f'(a) over batch and units, and
+  ``slope_rms``, its root mean square: backpropagation multiplies dL/dh_t by
+  W_hh^T diag(f'(a_t)) each step, so for W_hh with i.i.d. entries the
+  gradient's norm shrinks per step by about spectral radius x ``slope_rms``.
 - :func:`jacobian_spectral_norms` (table :data:`gradlab.schema.JACOBIAN`): the
   spectral norm of d h_last / d h_t of one layer's recurrence, its inputs held
   fixed, for every t, by power iteration with vector-Jacobian products (no
@@ -60,6 +64,14 @@ def _gate_activations(cell: RecurrentCell) -> dict[str, str | None]:
     return GATE_ACTIVATIONS["LSTM" if isinstance(cell, LSTMCell) else "GRU"]
 
 
+def elementwise_derivative(function, a: Tensor) -> Tensor:
+    """f'(a) of an elementwise ``function``, by autograd (any activation, its own subgradient at kinks)."""
+    with torch.enable_grad():
+        point = a.detach().requires_grad_(True)
+        (slope,) = torch.autograd.grad(function(point).sum(), point)
+    return slope  # same shape as a
+
+
 def gate_statistics(
     model: nn.Module,
     x: Tensor,
@@ -99,6 +111,10 @@ def gate_statistics(
                 if activation in SATURATION_THRESHOLD:
                     saturated = a.abs() > SATURATION_THRESHOLD[activation]
                     stats["saturated"] = saturated.to(a.dtype).mean(dim=(0, 2))
+                if isinstance(cell, RNNCell):
+                    slope = elementwise_derivative(function, a)  # (B, T, H)
+                    stats["slope"] = slope.mean(dim=(0, 2))
+                    stats["slope_rms"] = slope.square().mean(dim=(0, 2)).sqrt()
                 for stat, values in stats.items():
                     parts.append({
                         "layer": np.full(steps, layer, dtype=np.int64),

@@ -60,7 +60,8 @@ GRADIENTS: dict[str, str] = {
 #: Gate statistics per timestep. ``gate`` is one of i, f, g, o and c (the tanh
 #: of the LSTM cell state), r, z, n (GRU) or h (an RNN's activation). ``stat`` is ``mean`` (mean activation over
 #: batch and units) or ``saturated`` (fraction of units whose pre-activation
-#: lies beyond the documented saturation threshold).
+#: lies beyond the documented saturation threshold); an RNN's ``h`` also has
+#: ``slope`` (mean derivative f'(a)) and ``slope_rms`` (its root mean square).
 GATES: dict[str, str] = {
     **_RUN_KEYS,
     "epoch": "int64",

@@ -183,13 +183,38 @@ def test_gru_and_rnn_gate_statistics_by_hand():
     relu = _model("RNN_RELU", layers=1)
     _constant_gates(relu, {"h": 0.7})
     frame = gate_statistics(relu, _x(), run_info=RUN, step=0, epoch=0)
-    assert set(frame.stat) == {"mean"}  # relu does not saturate
-    np.testing.assert_allclose(frame.value, 0.7, rtol=1e-12)
+    assert set(frame.stat) == {"mean", "slope", "slope_rms"}  # relu does not saturate
+    np.testing.assert_allclose(frame[frame.stat == "mean"].value, 0.7, rtol=1e-12)
+    np.testing.assert_allclose(frame[frame.stat != "mean"].value, 1.0, rtol=1e-12)  # relu'(0.7) = 1
     tanh = _model("RNN_TANH", layers=1)
     _constant_gates(tanh, {"h": -1.4})
     table = _table(gate_statistics(tanh, _x(), run_info=RUN, step=0, epoch=0))
     assert table[(0, "forward", 2, "h", "mean")] == pytest.approx(math.tanh(-1.4), rel=1e-12)
     assert table[(0, "forward", 2, "h", "saturated")] == 1.0
+    assert table[(0, "forward", 2, "h", "slope")] == pytest.approx(1 - math.tanh(-1.4) ** 2, rel=1e-12)
+    assert table[(0, "forward", 2, "h", "slope_rms")] == pytest.approx(1 - math.tanh(-1.4) ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["RNN_TANH", "RNN_RELU", "RNN_SIGMOID", "RNN_LEAKY_RELU"])
+def test_rnn_slopes_equal_the_closed_form_derivative(mode):
+    # At random weights units differ, so slope (mean f') and slope_rms (sqrt of mean f'^2) differ too.
+    model = _model(mode, layers=1)
+    x = _x(steps=6)
+    frame = gate_statistics(model, x, run_info=RUN, step=0, epoch=0)
+    cell = model.rnn.cells[0]
+    derivative = {
+        "RNN_TANH": lambda a: 1 - torch.tanh(a) ** 2,
+        "RNN_RELU": lambda a: (a > 0).to(a.dtype),
+        "RNN_SIGMOID": lambda a: torch.sigmoid(a) * (1 - torch.sigmoid(a)),
+        "RNN_LEAKY_RELU": lambda a: torch.where(a > 0, torch.ones_like(a), torch.full_like(a, 0.01)),
+    }[mode]
+    h = x.new_zeros(x.shape[0], cell.hidden_size)
+    for t in range(x.shape[1]):
+        a = x[:, t] @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh  # (B, H)
+        h = cell.activation(a)
+        rows = frame[(frame.direction == "forward") & (frame.timestep == t)].set_index("stat")["value"]
+        assert rows["slope"] == pytest.approx(derivative(a).mean().item(), rel=1e-10)
+        assert rows["slope_rms"] == pytest.approx(derivative(a).square().mean().sqrt().item(), rel=1e-10)
 
 
 def _manual_lstm_gates(cell, inputs, reverse):
