@@ -127,8 +127,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
                        help="choose each cell's hidden size so its parameter count is closest to N (comma list: "
                             "one comparison per N; overrides --hidden-size)")
     cells.add_argument("--select-by", choices=("validation",), default=None,
-                       help="report each cell at the grid point with the best mean validation accuracy "
-                            "(test data never takes part in the choice)")
+                       help="report each cell at the grid point (learning rate, clipping ...) with the best mean "
+                            "validation accuracy, chosen separately per test speaker, length, init and other "
+                            "compared conditions (test data never takes part in the choice)")
     cells.add_argument("--preset", choices=sorted(PRESETS), default=None,
                        help="coursework: hidden 32, 2 layers, batch 100, lr 0.01, 5 epochs, raw MFCC "
                             "(explicit flags still win)")

@@ -14,7 +14,7 @@ from gradlab import schema
 from gradlab.__main__ import main
 from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs, mean_interval
 from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT
-from gradlab.analysis.report import build_findings
+from gradlab.analysis.report import build_findings, tune
 from gradlab.analysis.report.format import format_percent, format_ratio
 
 MAIN_SEEDS = (0, 1, 2, 3, 4)
@@ -204,6 +204,27 @@ def test_report_labels_the_split_and_the_tuned_selection(tmp_path):
     assert "lr in {0.1, 0.01}" in tuned and "GRU: lr=0.01" in tuned and "test accuracy never used" in tuned
     row = next(line for line in report.splitlines() if line.startswith("| tuned "))
     assert "| 2 |" in row  # two seeds of the selected grid point behind each cell
+
+
+def test_tuned_selection_is_made_per_speaker_fold(tmp_path):
+    sweep = write_sweep(tmp_path / "runs", "folds", cells=("GRU", "LSTM"), seeds=tuple(range(8)),
+                        tables=("history",))
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"])
+    # Two folds x two learning rates x two seeds. Fold george validates best at lr 0.1, fold theo at 0.01.
+    speaker = np.where(summary["seed"] % 2 == 0, "george", "theo")
+    lr = np.where(summary["seed"] < 4, 0.1, 0.01)
+    best = ((speaker == "george") & (lr == 0.1)) | ((speaker == "theo") & (lr == 0.01))
+    summary = summary.assign(lr=lr, test_speaker=speaker, split="speakers", dataset="fsdd",
+                             best_val_accuracy=np.where(best, 0.9, 0.5))
+    summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
+    (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({
+        "select_by": "validation", "grid": {"lr": [0.1, 0.01], "test_speaker": ["george", "theo"]}}))
+    tuned, notes = tune(load_runs(tmp_path / "runs"))
+    kept = tuned.summary.set_index("run_id")
+    assert len(kept) == 8  # per cell and fold, the two seeds of the chosen lr
+    assert (kept["best_val_accuracy"] == 0.9).all()
+    assert set(zip(kept["test_speaker"], kept["lr"])) == {("george", 0.1), ("theo", 0.01)}
+    assert "per cell and test_speaker" in notes[0] and "GRU (test_speaker theo): lr=0.01" in notes[0]
 
 
 def _damage(sweep):

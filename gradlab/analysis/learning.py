@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from gradlab.analysis.stats import summarise
+from gradlab.analysis.stats import CONFIG_COLUMNS, summarise
+
+#: Options that define what is compared rather than how a model is fitted: ``--select-by``
+#: tunes the other grid options (learning rate, clipping ...) separately for each value of these.
+CONDITIONS: frozenset[str] = frozenset({
+    "dataset", "split", "test_speaker", "train_fraction", "bidirectional", "readout", "normalise", "seq_len",
+    "init", "pad", "delay", "param_target", "noise_std", "omega_weight", "floss_weight", "dtype",
+})
 
 #: Classes of datasets whose class count older runs did not record and their
 #: configuration does not imply: the distance task's default of 3. (FSDD and
@@ -248,6 +255,20 @@ def select_by_validation(
     means["candidates"] = means.groupby(group, observed=True)["seeds"].transform("size")
     best = means.loc[means.groupby(group, sort=True, observed=True)["validation_accuracy"].idxmax()]
     return best.reset_index(drop=True)[[*group, *grid, "validation_accuracy", "seeds", "candidates"]]
+
+
+def selection_groups(runs: pd.DataFrame, grid: Sequence[str]) -> tuple[list[str], list[str]]:
+    """How a tuned sweep is selected: ``(group, tuned)`` columns for :func:`select_by_validation`.
+
+    ``tuned`` is the grid minus :data:`CONDITIONS`; ``group`` is ``cell`` plus
+    every condition that varies among ``runs`` (a speaker fold, a length, an
+    init), so each fold or length gets its own learning rate, chosen on its own
+    validation data.
+    """
+    tuned = [column for column in grid if column not in CONDITIONS]
+    varying = [column for column in CONFIG_COLUMNS if column in runs.columns and column not in tuned
+               and column in CONDITIONS and runs[column].nunique(dropna=False) > 1]
+    return ["cell", *varying], tuned
 
 
 def selected_runs(summary: pd.DataFrame, selection: pd.DataFrame, grid: Sequence[str]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from gradlab.analysis.learning import (
     most_accurate,
     select_by_validation,
     selected_runs,
+    selection_groups,
 )
 from gradlab.analysis.load import RunData
 from gradlab.analysis.report import answers
@@ -117,17 +118,27 @@ def tune(data: RunData) -> tuple[RunData, list[str]]:
             notes.append(f"{sweep}: cannot select from the grid, the summary lacks {missing}; all runs are pooled.")
             keep.append(runs[["sweep", "run_id"]])
             continue
-        selection = select_by_validation(runs, ("cell",), grid)
-        keep.append(selected_runs(runs, selection, grid)[["sweep", "run_id"]])
-        values = config["grid"]
-        if not isinstance(values, dict):
-            values = {column: sorted(set(runs[column])) for column in grid}
-        chosen = "; ".join(f"{cell_label(row['cell'])}: " + ", ".join(f"{column}={_value(row[column])}" for column in grid)
+        group, tuned = selection_groups(runs, grid)
+        if not tuned:
+            keep.append(runs[["sweep", "run_id"]])
+            continue
+        selection = select_by_validation(runs, group, tuned)
+        keep.append(selected_runs(runs, selection, tuned)[["sweep", "run_id"]])
+        values = config["grid"] if isinstance(config["grid"], dict) else {}
+        values = {column: values.get(column, sorted(set(runs[column]))) for column in tuned}
+        conditions = group[1:]
+
+        def _where(row: pd.Series) -> str:
+            named = ", ".join(f"{column} {_value(row[column])}" for column in conditions)
+            return f"{cell_label(row['cell'])}" + (f" ({named})" if named else "")
+
+        chosen = "; ".join(f"{_where(row)}: " + ", ".join(f"{column}={_value(row[column])}" for column in tuned)
                            + f" (validation {format_percent(row['validation_accuracy'])}, {row['seeds']} seeds)"
                            for _, row in selection.iterrows())
         shown = ", ".join(f"{column} in {{{', '.join(_value(value) for value in axis)}}}"
                           for column, axis in values.items())
-        notes.append(f"{sweep}: per cell, the grid point with the best mean validation accuracy over seeds, from "
+        per = " and ".join(["cell", *conditions])
+        notes.append(f"{sweep}: per {per}, the grid point with the best mean validation accuracy over seeds, from "
                      f"{shown} (test accuracy never used): {chosen}.")
     return data.select(pd.concat(keep, ignore_index=True)), notes
 
