@@ -69,7 +69,7 @@ def test_the_scatter_draws_every_finite_pair_and_the_identity_line():
     assert any("identity" in line.get_label() for line in ax.lines)
 
 
-def _sweep(root, name, runs):
+def _sweep(root, name, runs, *, select_by=None, init="default", speaker=None):
     """A sweep folder with sweep.json and each run's metrics.json (config dicts as gradlab writes them)."""
     import json
 
@@ -79,7 +79,8 @@ def _sweep(root, name, runs):
     folder.mkdir(parents=True)
     configs = []
     for run_id, (readout, lr, seed, accuracy) in runs.items():
-        config = RunConfig(model=ModelConfig("GRU", readout=readout), data=DataConfig("distance"),
+        data = DataConfig("fsdd", test_speaker=speaker) if speaker else DataConfig("distance")
+        config = RunConfig(model=ModelConfig("GRU", readout=readout, init=init), data=data,
                            train=TrainConfig(lr=lr, seed=seed), run_id=run_id)
         configs.append(config.to_dict())
         (folder / run_id).mkdir()
@@ -90,7 +91,7 @@ def _sweep(root, name, runs):
             "seq_len": 10, "status": "finished", "diverged_step": None, "best_val_accuracy": accuracy,
             "best_epoch": 1, "test_accuracy": accuracy, "final_test_accuracy": accuracy, "n_params": 1,
             "time_per_epoch": 1.0, "lr": lr}))
-    (folder / "sweep.json").write_text(json.dumps({"layout": 2, "runs": configs}))
+    (folder / "sweep.json").write_text(json.dumps({"layout": 2, "runs": configs, "select_by": select_by}))
 
 
 def test_interventions_are_read_against_matched_controls_only(tmp_path):
@@ -114,3 +115,42 @@ def test_an_interventions_own_schedule_options_do_not_block_its_match():
 
     assert set(COMPANIONS) <= set(INTERVENTIONS)
     assert "train.floss_every" in COMPANIONS["train.floss_weight"]
+
+
+def test_tuned_interventions_pair_with_tuned_controls_at_their_own_learning_rate(tmp_path):
+    from gradlab.analysis import load_runs
+    from gradlab.analysis.controlled import controlled_comparisons
+
+    # Both sweeps chose their learning rate on validation (only the chosen runs are loaded): chrono at
+    # 0.01, default at 0.003. Untuned sweeps would not pair across learning rates (test above).
+    _sweep(tmp_path, "default", {"d0": ("last", 0.003, 0, 0.5), "d1": ("last", 0.003, 1, 0.6)},
+           select_by="validation")
+    _sweep(tmp_path, "chrono", {"c0": ("last", 0.01, 0, 0.8), "c1": ("last", 0.01, 1, 0.9)},
+           select_by="validation", init="chrono")
+    _sweep(tmp_path, "chrono-untuned", {"u0": ("last", 0.01, 0, 0.7)}, init="chrono")
+    rows = controlled_comparisons(load_runs(list(tmp_path.iterdir())))
+    assert rows["sweep"].tolist() == ["chrono"]
+    assert rows.iloc[0]["seeds"] == 2 and rows.iloc[0]["difference"] == pytest.approx(0.3)
+
+
+def test_interventions_are_paired_by_speaker_fold(tmp_path):
+    from gradlab.analysis import load_runs
+    from gradlab.analysis.controlled import matched_pairs
+    from gradlab.analysis.folds import paired_effects
+    from scipy import stats
+
+    accuracy = {"george": (0.5, 0.7), "theo": (0.8, 0.85), "lucas": (0.6, 0.9)}  # control, mean readout
+    for speaker, (control, treated) in accuracy.items():
+        _sweep(tmp_path, f"last-{speaker}", {f"l{speaker}{s}": ("last", 0.003, s, control + s / 100)
+                                            for s in range(2)}, speaker=speaker)
+        _sweep(tmp_path, f"mean-{speaker}", {f"m{speaker}{s}": ("mean", 0.003, s, treated + s / 100)
+                                            for s in range(2)}, speaker=speaker)
+    pairs = matched_pairs(load_runs(list(tmp_path.iterdir())))
+    assert len(pairs) == 6 and set(pairs["test_speaker"]) == set(accuracy)
+    assert (pairs["run_id"].str[1:] == pairs["run_id_control"].str[1:]).all()  # same fold and seed
+    effect = paired_effects(pairs).iloc[0]
+    differences = [treated - control for control, treated in accuracy.values()]
+    assert effect["unit"] == "speaker" and effect["n"] == 3 and effect["pairs"] == 6
+    assert effect["difference"] == pytest.approx(np.mean(differences))
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(differences), scale=stats.sem(differences))
+    assert (effect["ci_low"], effect["ci_high"]) == pytest.approx((low, high))

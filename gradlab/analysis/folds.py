@@ -152,3 +152,35 @@ def paired_cells(
     pick = {cell: means.xs(cell, level="cell") if cell in means.index.get_level_values("cell") else pd.Series(
         dtype=float) for cell in (first, second)}
     return paired_difference(pick[first], pick[second], confidence=confidence)
+
+
+def paired_effects(pairs: pd.DataFrame, by: Sequence[str] = ("cell", "option", "value"), *,
+                   value: str = "test_accuracy", confidence: float = 0.95) -> pd.DataFrame:
+    """Intervention minus control, per ``by`` group, paired by speaker fold (or by seed off the folds).
+
+    Args:
+        pairs: :func:`gradlab.analysis.controlled.matched_pairs` (``value`` and
+            ``value + "_control"`` per treated run, with its fold and seed).
+        by: groups; values are compared as written (JSON-like values as text).
+
+    Returns:
+        One row per group: ``unit`` (``speaker`` or ``seed``), ``n`` (units
+        paired), ``pairs`` (runs), ``treated`` and ``control`` (means over
+        units), ``difference``, ``ci_low``, ``ci_high`` and ``p``
+        (:func:`paired_difference`).
+    """
+    rows = []
+    if pairs.empty:
+        return pd.DataFrame(rows)
+    frame = pairs.assign(**{column: pairs[column].map(str) for column in by if column == "value"})
+    for key, part in frame.groupby(list(by), sort=True, observed=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        folds = part[FOLD].dropna() if FOLD in part.columns else pd.Series(dtype=object)
+        unit = FOLD if folds.nunique() > 1 else "seed"
+        means = part.groupby(unit, observed=True)[[value, f"{value}_control"]].mean()
+        result = paired_difference(means[value], means[f"{value}_control"], confidence=confidence)
+        rows.append({**dict(zip(by, key)), "unit": "speaker" if unit == FOLD else "seed", "n": result["speakers"],
+                     "pairs": len(part), "treated": float(means[value].mean()),
+                     "control": float(means[f"{value}_control"].mean()),
+                     **{name: result[name] for name in ("difference", "ci_low", "ci_high", "p")}})
+    return pd.DataFrame(rows)
