@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/controlled}
-SPEAKERS=(george jackson lucas nicolas theo yweweler)
+# shellcheck disable=SC2206
+SPEAKERS=(${GRADLAB_SPEAKERS:-george jackson lucas nicolas theo yweweler})  # the folds' test speakers
 FOLDS=$(IFS=,; echo "${SPEAKERS[*]}")
 FSDD="--dataset fsdd --data-dir ${GRADLAB_FSDD:-../shared/data/fsdd} --seeds 0,1,2,3,4 --workers 2 --no-progress --no-figures --out $OUT"
 mkdir -p "$OUT"

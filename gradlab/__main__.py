@@ -15,7 +15,8 @@ def _figures(args: argparse.Namespace) -> int:
     from gradlab.analysis.commands import figures
 
     formats = [fmt.strip() for fmt in args.formats.split(",") if fmt.strip()]
-    figures(args.runs_dir, args.out, formats=formats, dpi=args.dpi, n_resamples=args.resamples, seed=args.seed)
+    figures(args.runs_dir, args.out, formats=formats, dpi=args.dpi, n_resamples=args.resamples, seed=args.seed,
+            every_configuration=args.all_figures)
     return 0
 
 
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--formats", default="png,pdf",
                          help="comma-separated figure formats: png, pdf, svg (default: png,pdf)")
     figures.add_argument("--dpi", type=int, default=200, help="resolution of PNG figures (default: 200)")
+    figures.add_argument("--all-figures", action="store_true",
+                         help="also draw every configuration's own figures (gradient profiles, curves, gates ... "
+                              "of each sweep and speaker fold; hundreds for the controlled sweeps); by default "
+                              "only the answers' and the dynamics figures")
     figures.add_argument("--resamples", type=int, default=2000,
                          help="resamples of the stratified bootstrap behind the interquartile-mean accuracies (every other "
                               "interval is a t interval over seeds; default: 2000)")

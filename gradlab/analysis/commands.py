@@ -60,11 +60,13 @@ def _chance(data: RunData) -> float | None:
     return float(levels[0]) if len(levels) == 1 else None
 
 
-def _figure_jobs(data: RunData) -> list[tuple[str, str, Callable[[], object]]]:
-    """(group label, figure stem, draw) for every figure the data allows."""
+def _figure_jobs(data: RunData, *, dynamics_only: bool = False) -> list[tuple[str, str, Callable[[], object]]]:
+    """(group label, figure stem, draw) for every figure the data allows (``dynamics_only``: the Lyapunov ones)."""
     from gradlab.analysis import plots
 
     jobs = []
+    if dynamics_only:
+        return _dynamics_jobs(data)
     groups = config_groups(data.summary) if not data.summary.empty else [
         (name, data.runs().loc[lambda runs, n=name: runs["sweep"] == n, ["sweep", "run_id"]]) for name in data.sweeps
     ]
@@ -85,6 +87,13 @@ def _figure_jobs(data: RunData) -> list[tuple[str, str, Callable[[], object]]]:
             if part.summary["seq_len"].nunique() > 1:
                 jobs.append((label, "vanishing_vs_length", lambda p=part: plots.plot_vanishing_vs_length(
                     first_to_last_ratio(p.gradients, p.summary, stage="init"))))
+    return jobs + _dynamics_jobs(data)
+
+
+def _dynamics_jobs(data: RunData) -> list[tuple[str, str, Callable[[], object]]]:
+    from gradlab.analysis import plots
+
+    jobs = []
     if not data.lyapunov.empty:
         from gradlab.analysis.dynamics import exponent_vs_slope, spectrum_stages
 
@@ -120,6 +129,7 @@ def figures(
     n_resamples: int = 2000,
     seed: int = 0,
     stream: TextIO | None = None,
+    every_configuration: bool = False,
 ) -> list[Path]:
     """Write every figure and the findings report of saved runs, without training.
 
@@ -134,6 +144,9 @@ def figures(
             (every other interval is a t interval over seeds).
         stream: where notes, warnings about damaged runs (left out) and written
             paths are printed (default: standard output).
+        every_configuration: also draw every configuration's own figures
+            (gradient profiles, curves, gates ... of each sweep and fold); by
+            default only the answers' figures and the dynamics figures.
 
     Returns:
         The files written, report and its appendix last.
@@ -156,7 +169,24 @@ def figures(
     missing = {stem: kind for stem, kind in _FIGURE_TABLES.items() if data.table(kind).empty}
     for stem, kind in missing.items():
         print(f"skipped {stem}: no run recorded {kind} ({_TABLE_FILES[kind]})", file=stream)
-    for label, stem, draw in _figure_jobs(tune(data)[0]):  # tuned sweeps at their selected points
+    tuned = tune(data)[0]  # tuned sweeps at their selected points
+    from gradlab.analysis.report.questions import answer_figures
+    from gradlab.analysis.report.study import study
+
+    answers: list[str] = []
+    for stem, draw in answer_figures(study(tuned)):
+        try:
+            fig = draw()
+        except (ValueError, KeyError) as error:
+            print(f"skipped {stem}: {error}", file=stream)
+            continue
+        for fmt in formats:
+            path = out / f"{stem}.{fmt}"
+            write_atomic(path, lambda temporary, f=fig, k=fmt: f.savefig(temporary, format=k, dpi=dpi))
+            written.append(path)
+            print(f"wrote {path}", file=stream)
+        answers.append(f"{stem}.{formats[0]}")
+    for label, stem, draw in _figure_jobs(tuned) if every_configuration else _figure_jobs(tuned, dynamics_only=True):
         if stem in missing:
             continue
         try:
@@ -170,7 +200,7 @@ def figures(
             written.append(path)
             print(f"wrote {path}", file=stream)
         linked.setdefault(label, []).append(f"{stem}__{slug(label)}.{formats[0]}")
-    findings = build_findings(data, figures=linked, n_resamples=n_resamples, seed=seed)
+    findings = build_findings(data, figures=linked, answer_figures=answers, n_resamples=n_resamples, seed=seed)
     for name, text in ((REPORT, findings.main()), (APPENDIX, findings.appendix())):
         path = out / name
         write_atomic(path, lambda temporary, t=text: temporary.write_text(t))

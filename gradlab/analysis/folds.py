@@ -184,3 +184,24 @@ def paired_effects(pairs: pd.DataFrame, by: Sequence[str] = ("cell", "option", "
                      "control": float(means[f"{value}_control"].mean()),
                      **{name: result[name] for name in ("difference", "ci_low", "ci_high", "p")}})
     return pd.DataFrame(rows)
+
+
+def welch_difference(first: Sequence[float], second: Sequence[float], *, confidence: float = 0.95) -> dict[str, float]:
+    """Mean of ``first`` minus mean of ``second`` with a Welch t interval and p value (unpaired runs).
+
+    For one test speaker, where seeds are the only replication and nothing pairs them across cells.
+    Returns the keys of :func:`paired_difference`, with ``speakers`` 1 and ``runs`` (both sides).
+    """
+    a = np.asarray(first, dtype=float)
+    b = np.asarray(second, dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return {"difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "speakers": 0, "runs": 0}
+    difference = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+        return {"difference": difference, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "speakers": 1,
+                "runs": len(a) + len(b)}
+    result = stats.ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(confidence)
+    return {"difference": difference, "ci_low": float(interval.low), "ci_high": float(interval.high),
+            "p": float(result.pvalue), "speakers": 1, "runs": len(a) + len(b)}

@@ -27,7 +27,8 @@ from gradlab.analysis.learning import (
     selection_groups,
 )
 from gradlab.analysis.load import RunData
-from gradlab.analysis.report import answers
+from gradlab.analysis.report import questions
+from gradlab.analysis.report.study import Study, study
 from gradlab.analysis.report.evidence import (
     Check,
     Evidence,
@@ -51,14 +52,6 @@ from gradlab.analysis.stats import config_groups, first_to_last_ratio, interval_
 from gradlab.analysis.style import cell_label, cell_order
 
 APPENDIX = "findings_appendix.md"
-QUESTIONS: tuple[tuple[str, str], ...] = (
-    ("a", "Why do gradients vanish, and what does it do to learning?"),
-    ("b", "tanh or relu?"),
-    ("c", "Telling RNN, LSTM and GRU apart from their learning curves"),
-    ("d", "When to use each"),
-)
-
-
 def sweep_config(data: RunData, sweep: str) -> dict:
     """The sweep's sweep.json (empty when absent or unreadable)."""
     path = data.sweeps.get(sweep)
@@ -159,6 +152,8 @@ class Findings:
     tuning: list[str] = field(default_factory=list)
     figures: Mapping[str, Sequence[str]] = field(default_factory=dict)
     lengths: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    study: Study | None = None
+    answer_figures: Sequence[str] = ()
 
     def main(self) -> str:
         """``findings.md``."""
@@ -168,15 +163,15 @@ class Findings:
                  f"runs. Intervals are {interval_label()} (Student t) unless named otherwise; verdicts are "
                  f"Holm-corrected over all {len(self.checks)} checks of this report. "
                  f"Details: [{APPENDIX}]({APPENDIX}).",
-                 "", "## Answers", ""]
-        texts = [
-            answers.answer_vanishing(self.evidence, self.checks, self.figures, self.lengths),
-            answers.answer_activation(self.evidence, self.checks, self.figures),
-            answers.answer_curves(self.evidence, self.checks, self.figures),
-            answers.answer_choice(self.evidence, self.checks, self.figures, most_accurate),
-        ]
-        for (key, question), text in zip(QUESTIONS, texts):
-            lines += [f"### ({key}) {question}", "", *text, ""]
+                 ""]
+        if self.study is not None:
+            speakers = self.study.speakers
+            if speakers > 1:
+                lines[-1:] = ["", f"FSDD numbers come from {speakers} speaker folds: each of FSDD's speakers is the "
+                                  "test speaker of one fold, the next speaker alphabetically validates (learning "
+                                  "rate, clipping, checkpoint), the other four train. The unit of an FSDD interval "
+                                  "is the test speaker (each fold's mean over its seeds).", ""]
+            lines += questions.answers(self.study, self.answer_figures)
         lines += ["## Evidence", "", *self._overview(), *self._check_summary()]
         lines += controlled_section(self.data)
         lines += dynamics_section(self.data, self.figures)
@@ -311,6 +306,7 @@ def build_findings(
     data: RunData,
     *,
     figures: Mapping[str, Sequence[str]] | None = None,
+    answer_figures: Sequence[str] = (),
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> Findings:
@@ -319,6 +315,8 @@ def build_findings(
     Args:
         data: loaded runs (see :func:`gradlab.analysis.load_runs`).
         figures: optional configuration label -> figure file names.
+        answer_figures: file names of the answers' figures (see
+            :func:`gradlab.analysis.report.questions.answer_figures`).
         n_resamples, seed: the stratified bootstrap of the IQM accuracy.
     """
     data, tuning = tune(with_classes(data))
@@ -332,7 +330,7 @@ def build_findings(
     checks = [check for e in evidence for check in checks_of(e)]
     decide_checks(checks)
     return Findings(data=data, evidence=evidence, checks=checks, tuning=tuning, figures=dict(figures or {}),
-                    lengths=_length_sweeps(data))
+                    lengths=_length_sweeps(data), study=study(data), answer_figures=tuple(answer_figures))
 
 
 def _length_sweeps(data: RunData) -> list[tuple[str, pd.DataFrame]]:
