@@ -1,0 +1,125 @@
+"""The four answers on speaker folds: numbers equal independent computations on tables with known values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from gradlab import schema
+from gradlab.analysis.load import RunData
+from gradlab.analysis.report.questions import (
+    answer_choice,
+    answer_curves,
+    answer_vanishing,
+    answers,
+    decay_table,
+    differences,
+)
+from gradlab.analysis.report.study import Study
+
+SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+SEEDS = (0, 1, 2)
+T = 8
+#: Per-step gradient factor at init of each cell; each speaker fold scales it slightly.
+FACTOR = {"RNN_SIGMOID": 0.14, "RNN_TANH": 0.56, "RNN_RELU": 0.41, "RNN_LEAKY_RELU": 0.42, "LSTM": 0.7, "GRU": 0.8}
+SLOPE_RMS = {"RNN_SIGMOID": 0.24, "RNN_TANH": 0.96, "RNN_RELU": 0.70, "RNN_LEAKY_RELU": 0.71}
+ACCURACY = {"RNN_SIGMOID": 0.35, "RNN_TANH": 0.55, "RNN_RELU": 0.65, "RNN_LEAKY_RELU": 0.66, "LSTM": 0.73,
+            "GRU": 0.80}
+VOICE = dict(zip(SPEAKERS, (-0.2, -0.05, 0.0, 0.03, 0.06, 0.1)))  # the speaker moves every cell alike
+
+
+def _factor(cell: str, speaker: str) -> float:
+    return FACTOR[cell] * (1 + 0.01 * SPEAKERS.index(speaker))
+
+
+def _tables():
+    summary, gradients, gates, history = [], [], [], []
+    for cell in FACTOR:
+        for speaker in SPEAKERS:
+            for seed in SEEDS:
+                run_id = f"{cell}-{speaker}-s{seed}"
+                keys = {"sweep": "tuned", "run_id": run_id, "cell": cell, "activation": "tanh", "seed": seed}
+                accuracy = ACCURACY[cell] + VOICE[speaker] + 0.005 * seed + 0.01 * (cell == "GRU") * (SPEAKERS.index(speaker) % 3)
+                summary.append({**keys, "dataset": "fsdd", "readout": "last", "pad": "end", "delay": 0,
+                                "init": "default", "train_fraction": 1.0, "epochs": 30, "seq_len": T,
+                                "num_layers": 1, "status": "finished", "test_accuracy": accuracy,
+                                "best_val_accuracy": accuracy, "test_speaker": speaker, "clip_grad_norm": np.nan,
+                                "param_target": np.nan, "omega_weight": 0.0, "floss_weight": 0.0})
+                for step in (0, 60):
+                    factor = _factor(cell, speaker) * (0.9 if step else 1.0)
+                    for t in range(T):
+                        gradients.append({**keys, "epoch": step // 6, "step": step, "layer": 0,
+                                          "direction": "forward", "state": "h", "timestep": t,
+                                          "grad_norm": factor ** (T - 1 - t), "grad_norm_per_sample": 1.0,
+                                          "ratio_to_last": factor ** (T - 1 - t)})
+                        if cell in SLOPE_RMS:
+                            for stat, value in (("slope_rms", SLOPE_RMS[cell]), ("slope", SLOPE_RMS[cell]),
+                                                ("mean", 0.0)):
+                                gates.append({**keys, "epoch": step // 6, "step": step, "layer": 0,
+                                              "direction": "forward", "timestep": t, "gate": "h", "stat": stat,
+                                              "value": value})
+                for step in range(1, 31):
+                    history.append({**keys, "step": step, "epoch": step - 1, "split": "train", "metric": "grad_norm",
+                                    "value": 50.0 if (cell == "RNN_RELU" and step == 7) else 1.0, "wall_time": 0.0})
+    frames = {"summary": pd.DataFrame(summary), "gradients": pd.DataFrame(gradients), "gates": pd.DataFrame(gates),
+              "history": pd.DataFrame(history)}
+    for kind in ("gradients", "gates", "history"):
+        frames[kind] = schema.conform(frames[kind], kind).assign(sweep=frames[kind]["sweep"])
+    return frames
+
+
+@pytest.fixture(scope="module")
+def folds_study():
+    frames = _tables()
+    data = RunData(summary=frames["summary"], history=frames["history"], gradients=frames["gradients"],
+                   gates=frames["gates"], jacobian=schema.empty("jacobian").assign(sweep=pd.Series(dtype="string")))
+    empty = data.select(frames["summary"].iloc[:0][["sweep", "run_id"]])
+    return Study(data=data, headline=data, curves=empty, matched=empty, distance=empty, pairs=pd.DataFrame())
+
+
+def test_decay_table_has_speaker_intervals_and_the_first_principles_prediction(folds_study):
+    table = decay_table(folds_study).set_index("cell")
+    for cell in SLOPE_RMS:
+        per_fold = [_factor(cell, speaker) for speaker in SPEAKERS]
+        low, high = stats.t.interval(0.95, 5, loc=np.mean(per_fold), scale=stats.sem(per_fold))
+        assert table.loc[cell, "decay_init"] == pytest.approx(np.mean(per_fold), rel=1e-9)
+        assert (table.loc[cell, "decay_init_low"], table.loc[cell, "decay_init_high"]) == pytest.approx((low, high))
+        assert table.loc[cell, "predicted"] == pytest.approx(SLOPE_RMS[cell] / np.sqrt(3), rel=1e-9)
+        assert table.loc[cell, "decay_late"] == pytest.approx(0.9 * np.mean(per_fold), rel=1e-9)
+        assert table.loc[cell, "speakers"] == 6
+
+
+def test_question_one_ranks_activations_and_says_where_relu_loses_more(folds_study):
+    text = "\n".join(answer_vanishing(folds_study, ["answer1_decay_by_activation.png"]))
+    assert text.startswith("![per-step gradient decay by activation")
+    assert "Most affected at initialisation (smallest factor per step): RNN sigmoid and RNN relu" in text
+    assert "least affected: RNN tanh and RNN leaky_relu" in text
+    assert "relu loses more than tanh" in text
+    assert "RNN relu: 18 of 18 runs with a spike" in text and "RNN tanh: 0 of 18 runs with a spike" in text
+    assert "6 test speakers" in text and "3 seeds per fold" in text
+
+
+def test_question_four_rests_on_paired_tests_over_speakers(folds_study):
+    table = differences(folds_study)
+    row = table[(table["first"] == "GRU") & (table["second"] == "LSTM")].iloc[0]
+    summary = folds_study.headline.summary
+    gru = summary[summary.cell == "GRU"].groupby("test_speaker")["test_accuracy"].mean()
+    lstm = summary[summary.cell == "LSTM"].groupby("test_speaker")["test_accuracy"].mean()
+    result = stats.ttest_rel(gru, lstm)
+    assert row["difference"] == pytest.approx((gru - lstm).mean())
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(result.confidence_interval()))
+    text = "\n".join(answer_choice(folds_study))
+    assert "paired test of the difference (95% t interval over test speakers" in text
+    assert "use the GRU; it beats the LSTM by +8.0 [" in text
+
+
+def test_answers_without_data_say_so_and_keep_the_order(folds_study):
+    text = "\n".join(answers(folds_study))
+    assert [line for line in text.splitlines() if line.startswith("### ")] == [
+        "### 1. What are vanishing gradients, why do they occur, and which activations suffer more or less?",
+        "### 2. Why do LSTMs help with vanishing gradients, compared with a vanilla RNN?",
+        "### 3. Which training curve is the RNN, which the LSTM and which the GRU, and why?",
+        "### 4. When would you use each?"]
+    assert "No long training curves were recorded" in "\n".join(answer_curves(folds_study))
