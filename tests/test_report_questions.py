@@ -123,3 +123,20 @@ def test_answers_without_data_say_so_and_keep_the_order(folds_study):
         "### 3. Which training curve is the RNN, which the LSTM and which the GRU, and why?",
         "### 4. When would you use each?"]
     assert "No long training curves were recorded" in "\n".join(answer_curves(folds_study))
+
+
+def test_question_three_labels_unlabelled_curves_blind_and_names_the_coursework_letters():
+    from test_analysis_curves import SHAPES, _history
+
+    history, summary = _history(SHAPES)
+    summary = summary.assign(sweep="curves", dataset="fsdd", epochs=100, lr=0.003, status="finished")
+    history = history.assign(sweep="curves")
+    none = {kind: schema.empty(kind).assign(sweep=pd.Series(dtype="string"))
+            for kind in ("gradients", "gates", "jacobian")}
+    data = RunData(summary=summary, history=history, **none)
+    empty = data.select(summary.iloc[:0][["sweep", "run_id"]])
+    study = Study(data=data, headline=empty, curves=data, matched=empty, distance=empty, pairs=pd.DataFrame())
+    text = "\n".join(answer_curves(study))
+    assert "| shared | 15 of 15 |" in text  # every held-out triple labelled right
+    assert "Rule 1: the RNN's curve levels out lowest" in text and "Rule 2: of the gated pair, the GRU rises sooner" in text
+    assert "C is the RNN; A, the one that reaches the shared level sooner, is the GRU and B the LSTM" in text
