@@ -60,6 +60,15 @@ def test_spectra_keep_initialisation_and_the_last_recording():
     assert fig.axes and fig.axes[0].get_title() == "LSTM"
 
 
+def test_dead_units_do_not_flatten_the_other_spectra():
+    frame = pd.DataFrame(_lyapunov("a", "RNN_RELU", 0, [0], -0.1) + _lyapunov("b", "LSTM", 0, [0], -0.2))
+    frame.loc[(frame["cell"] == "RNN_RELU") & (frame["index"] == 2), "exponent"] = -150.0  # a dead relu unit
+    fig = plot_lyapunov_spectra(spectrum_stages(frame))
+    relu, lstm = ([ax for ax in fig.axes if ax.get_title() == title][0] for title in ("RNN relu", "LSTM"))
+    assert relu.get_ylim()[0] == -10.0 and "1 exponents < -10 (dead units) not shown" in relu.texts[0].get_text()
+    assert lstm.get_ylim()[0] > -3.0  # its own axis, not the relu panel's
+
+
 def test_the_scatter_draws_every_finite_pair_and_the_identity_line():
     pairs = pd.DataFrame({"run_id": ["a", "b", "c"], "cell": ["GRU"] * 3, "seed": [0, 1, 2], "seq_len": [10] * 3,
                           "predicted": [-0.1, -0.2, -0.3], "measured": [-0.12, -0.18, -np.inf]})

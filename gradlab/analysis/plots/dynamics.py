@@ -23,12 +23,20 @@ def _t_interval(values: pd.Series) -> tuple[float, float]:
     return mean_interval(values.to_numpy()) if len(values) > 1 else (float("nan"), float("nan"))
 
 
+#: Lower y limit of a spectrum panel (ln per step): a unit whose perturbation shrinks by e^-10 in
+#: one step is dead (a relu unit that never turns on), not slowly forgetting.
+DEAD_UNIT_FLOOR = -10.0
+
+
 def plot_lyapunov_spectra(spectra: pd.DataFrame, *, fig: Figure | SubFigure | None = None) -> Figure | SubFigure:
     """Each cell's Lyapunov spectrum (first layer) at initialisation and after training, one panel per cell.
 
     Thin lines are seeds; the thick line is the mean over seeds with its
     95% t interval as a band (seaborn). Exponents below 0 (the dotted line)
-    shrink state perturbations, and gradients, at that rate per step.
+    shrink state perturbations, and gradients, at that rate per step. Each
+    panel has its own y axis, cut at :data:`DEAD_UNIT_FLOOR`: dead relu units
+    give exponents near -150 that would flatten every other spectrum; the
+    panel says how many lie below.
 
     Args:
         spectra: rows of a lyapunov table with a ``stage`` column
@@ -38,7 +46,7 @@ def plot_lyapunov_spectra(spectra: pd.DataFrame, *, fig: Figure | SubFigure | No
     require(spectra, "Lyapunov")
     cells = cell_order(spectra["cell"].unique())
     fig = new_figure(fig, len(cells), 1)
-    axes = np.atleast_1d(fig.subplots(1, len(cells), squeeze=False, sharey=True)).ravel()
+    axes = np.atleast_1d(fig.subplots(1, len(cells), squeeze=False)).ravel()
     for ax, cell in zip(axes, cells):
         part = spectra[spectra["cell"] == cell]
         for stage, style in STAGE_STYLES.items():
@@ -52,6 +60,14 @@ def plot_lyapunov_spectra(spectra: pd.DataFrame, *, fig: Figure | SubFigure | No
                          errorbar=_t_interval, err_style="band", legend=False, estimator="mean",
                          label=stage)
         ax.axhline(0.0, color="grey", linestyle=":", linewidth=0.8, label=REFERENCE)
+        exponents = part["exponent"].to_numpy(dtype=float)
+        below = int((exponents < DEAD_UNIT_FLOOR).sum())
+        if below:
+            kept = exponents[exponents >= DEAD_UNIT_FLOOR]
+            top = max(float(kept.max()) if len(kept) else 0.0, 0.0)
+            ax.set_ylim(DEAD_UNIT_FLOOR, top + 0.05 * (top - DEAD_UNIT_FLOOR))
+            ax.text(0.98, 0.02, f"{below} exponents < {DEAD_UNIT_FLOOR:g} (dead units) not shown",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
         ax.set_title(cell_label(cell))
         ax.set_xlabel("exponent index (0 = largest)")
     axes[0].set_ylabel("exponent (ln per step)")

@@ -214,7 +214,8 @@ def plot_gate_statistics(
     rows += [(stat, stat) for stat in sorted(set(stats["stat"]) - {stat for stat, _ in GATE_STATS})]
     cells = cell_order(stats["cell"])
     fig = new_figure(fig, len(cells), len(rows))
-    axes = fig.subplots(len(rows), len(cells), squeeze=False, sharex=True, sharey="row")
+    # Each panel its own y axis: a relu RNN's h (0-15) must not flatten gates that live in [0, 1].
+    axes = fig.subplots(len(rows), len(cells), squeeze=False, sharex=True)
     for r, (stat, label) in enumerate(rows):
         for c, cell in enumerate(cells):
             ax = axes[r, c]

@@ -183,14 +183,15 @@ class Findings:
 
     def _overview(self) -> list[str]:
         cells = cell_order(cell for e in self.evidence for cell in e.cells)
-        rows = []
+        rows, splits = [], {}
         for e in self.evidence:
             if e.accuracy.empty:
                 continue
             accuracy = e.accuracy.set_index("cell")
             learned = e.learning.set_index("cell") if not e.learning.empty else None
-            row = [e.label, f"{dataset_of(e.data)}; {split_note(e.data, e.sweep_config)}",
-                   int(accuracy["seeds"].max())]
+            dataset = dataset_of(e.data)
+            splits.setdefault(dataset, split_note(e.data, e.sweep_config))
+            row = [e.label, dataset, int(accuracy["seeds"].max())]
             for cell in cells:
                 text = format_percent(accuracy.loc[cell, "mean"]) if cell in accuracy.index else "–"
                 if learned is not None and cell in learned.index and "unknown" not in learned.loc[cell, "learned_of"]:
@@ -199,8 +200,10 @@ class Findings:
             rows.append(row)
         if not rows:
             return []
-        return ["Test accuracy of the best-validation checkpoint, mean over seeds (seeds that learned / seeds):", "",
-                *table(["configuration", "data and split", "seeds", *[cell_label(cell) for cell in cells]], rows)]
+        split = "; ".join(f"{dataset}: {note}" for dataset, note in splits.items())
+        return [f"Test accuracy of the best-validation checkpoint, mean over seeds (seeds that learned / seeds). "
+                f"Splits: {split}.", "",
+                *table(["configuration", "data", "seeds", *[cell_label(cell) for cell in cells]], rows)]
 
     def _check_summary(self) -> list[str]:
         if not self.checks:
