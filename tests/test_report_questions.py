@@ -140,3 +140,16 @@ def test_question_three_labels_unlabelled_curves_blind_and_names_the_coursework_
     assert "| shared | 15 of 15 |" in text  # every held-out triple labelled right
     assert "Rule 1: the RNN's curve levels out lowest" in text and "Rule 2: of the gated pair, the GRU rises sooner" in text
     assert "C is the RNN; A, the one that reaches the shared level sooner, is the GRU and B the LSTM" in text
+
+
+def test_the_check_family_holds_each_measurement_once():
+    from gradlab.analysis.compare import compare
+    from gradlab.analysis.report import distinct_checks
+    from gradlab.analysis.report.evidence import Check
+
+    same = compare(np.array([0.8, 0.82, 0.81]), np.array([0.7, 0.71, 0.72]), claim="greater")
+    other = compare(np.array([0.8, 0.83, 0.81]), np.array([0.7, 0.71, 0.72]), claim="greater")
+    checks = [Check("tuned", "a GRU is more accurate", "test accuracy", same),
+              Check("lyapunov", "a GRU is more accurate", "test accuracy", same),  # the same runs again
+              Check("matched", "a GRU is more accurate", "test accuracy", other)]
+    assert [check.where for check in distinct_checks(checks)] == ["tuned", "matched"]

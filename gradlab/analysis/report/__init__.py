@@ -209,10 +209,14 @@ class Findings:
         if not self.checks:
             return ["No textbook claim could be checked: the runs lack the cells they need.", ""]
         counts = pd.Series([check.verdict for check in self.checks]).value_counts()
-        lines = [f"Checks ({len(self.checks)}, full table in the appendix): "
-                 + ", ".join(f"{count} {verdict}" for verdict, count in counts.items()) + ". "
-                 "Supported: the difference's interval lies beyond the claim's effect size on the claimed side; "
-                 "contradicted: wholly on the other side of zero; too few seeds: under 5 per cell.", ""]
+        lines = [f"Checks ({len(self.checks)} distinct measurements; accuracy checks of one-epoch runs left out; "
+                 "full table in the appendix): " + ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
+                 + ". How a verdict is reached: two one-sided Welch t tests over seeds, one that the difference lies "
+                 "beyond the claim's effect size on the claimed side, one that it lies on the other side of zero; "
+                 "p is twice the smaller one-sided p, Holm-adjusted over all checks, and a verdict (supported or "
+                 "contradicted, by the side of the smaller p) needs an adjusted p of at most 0.05, else not clear; "
+                 "too few seeds: under 5 per cell. The intervals shown are unadjusted 95% intervals, so one can "
+                 "clear the effect size while its adjusted test does not.", ""]
         decided = [check for check in self.checks if check.verdict in ("supported", "contradicted")]
         if decided:
             lines += table(["configuration", "claim", "verdict"],
@@ -330,10 +334,31 @@ def build_findings(
         part = data.select(runs)
         sweep = str(runs["sweep"].iloc[0]) if len(runs) else ""
         evidence.append(gather(label, part, sweep_config=sweep_config(data, sweep), n_resamples=n_resamples, seed=seed))
-    checks = [check for e in evidence for check in checks_of(e)]
+    checks = distinct_checks([check for e in evidence if not _one_epoch(e) for check in checks_of(e)]
+                             + [check for e in evidence if _one_epoch(e) for check in checks_of(e)
+                                if "accuracy" not in check.quantity])
     decide_checks(checks)
     return Findings(data=data, evidence=evidence, checks=checks, tuning=tuning, figures=dict(figures or {}),
                     lengths=_length_sweeps(data), study=study(data), answer_figures=tuple(answer_figures))
+
+
+def _one_epoch(evidence: Evidence) -> bool:
+    """Runs of one epoch (a measurement at initialisation): their accuracy says nothing about a cell."""
+    summary = evidence.data.summary
+    return "epochs" in summary.columns and not summary.empty and bool((summary["epochs"].max() or 0) <= 1)
+
+
+def distinct_checks(checks: list[Check]) -> list[Check]:
+    """Each measurement once: a check whose claim and numbers repeat an earlier one (the same runs
+    repeated in another sweep, which train bit for bit alike) is left out of the family."""
+    seen, kept = set(), []
+    for check in checks:
+        c = check.comparison
+        key = (check.claim, check.quantity, round(float(c.difference), 12), int(c.seeds_first), int(c.seeds_second))
+        if key not in seen:
+            seen.add(key)
+            kept.append(check)
+    return kept
 
 
 def _length_sweeps(data: RunData) -> list[tuple[str, pd.DataFrame]]:
