@@ -298,7 +298,10 @@ def _configuration_tables(e: Evidence) -> list[str]:
         rows = [[cell_label(row.cell), with_interval(row.iqm, row.ci_low, row.ci_high, format_percent), row.interval,
                  row.seeds, row.examples, row.solved_of] for row in e.aggregate.itertuples()]
         lines += ["Interquartile mean of test accuracy over seeds (stratified bootstrap over seeds and test "
-                  "examples); solved: test accuracy at least 90%:", ""]
+                  "examples); solved: test accuracy at least 90%. A second interval for accuracy on purpose: the "
+                  "t interval above is of the mean over seeds and treats the test clips as fixed; this one is of "
+                  "the interquartile mean (robust to one odd seed) and also resamples the test clips, so it is "
+                  "wider and says how much a different draw of test clips could move the number:", ""]
         lines += table(["cell", "IQM", "interval", "seeds", "test examples", "solved"], rows)
     if not e.data.summary.empty:
         costs = e.data.summary.groupby("cell", observed=True).agg(
