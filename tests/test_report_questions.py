@@ -153,3 +153,20 @@ def test_the_check_family_holds_each_measurement_once():
               Check("lyapunov", "a GRU is more accurate", "test accuracy", same),  # the same runs again
               Check("matched", "a GRU is more accurate", "test accuracy", other)]
     assert [check.where for check in distinct_checks(checks)] == ["tuned", "matched"]
+
+
+def test_the_evidence_table_names_diverged_runs(tmp_path):
+    from analysis_helpers import write_sweep
+
+    from gradlab.analysis import load_runs
+    from gradlab.analysis.report import build_findings
+
+    sweep = write_sweep(tmp_path / "runs", "hot", cells=("RNN_RELU", "GRU"), seeds=(0, 1, 2, 3, 4, 5),
+                        tables=("history",))
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"])
+    summary.loc[(summary["cell"] == "RNN_RELU") & (summary["seed"] < 5), "status"] = "diverged"
+    summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
+    report = build_findings(load_runs(sweep), n_resamples=20).main()
+    row = next(line for line in report.splitlines() if line.startswith("| hot "))
+    assert "**5 of 6 diverged** (most: not a trained configuration)" in row
+    assert row.count("diverged") == 1  # the GRU column names none

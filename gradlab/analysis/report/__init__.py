@@ -192,16 +192,24 @@ class Findings:
             dataset = dataset_of(e.data)
             splits.setdefault(dataset, split_note(e.data, e.sweep_config))
             row = [e.label, dataset, int(accuracy["seeds"].max())]
+            status = e.data.summary.groupby("cell", observed=True)["status"] if "status" in e.data.summary else None
             for cell in cells:
                 text = format_percent(accuracy.loc[cell, "mean"]) if cell in accuracy.index else "–"
                 if learned is not None and cell in learned.index and "unknown" not in learned.loc[cell, "learned_of"]:
                     text += f" ({learned.loc[cell, 'learned']}/{learned.loc[cell, 'seeds']})"
+                if status is not None and cell in status.groups:
+                    runs = status.get_group(cell)
+                    diverged = int((runs == "diverged").sum())
+                    if diverged:
+                        text += f", **{diverged} of {len(runs)} diverged**" + (
+                            " (most: not a trained configuration)" if 2 * diverged > len(runs) else "")
                 row.append(text)
             rows.append(row)
         if not rows:
             return []
         split = "; ".join(f"{dataset}: {note}" for dataset, note in splits.items())
-        return [f"Test accuracy of the best-validation checkpoint, mean over seeds (seeds that learned / seeds). "
+        return [f"Test accuracy of the best-validation checkpoint, mean over seeds (seeds that learned / seeds); a "
+                f"diverged run counts at the checkpoint chosen before it diverged, and is named. "
                 f"Splits: {split}.", "",
                 *table(["configuration", "data", "seeds", *[cell_label(cell) for cell in cells]], rows)]
 
