@@ -72,6 +72,8 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     mean = float(values.mean())
     if len(values) < 2:
         return mean, np.nan, np.nan
+    if np.all(values == values[0]):  # no spread: the interval is the point
+        return mean, mean, mean
     low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=stats.sem(values))
     return mean, float(low), float(high)
 

@@ -25,7 +25,14 @@ import pandas as pd
 from gradlab.analysis.carry import carry_profile
 from gradlab.analysis.curves import FEATURES, TRIPLE, blind_test, curve_features
 from gradlab.analysis.decay import SATURATION_RULE, clipping_and_spikes, measured_decay, predicted_decay
-from gradlab.analysis.folds import FOLD, paired_difference, paired_effects, speaker_table, welch_difference
+from gradlab.analysis.folds import (
+    FOLD,
+    paired_difference,
+    paired_effects,
+    speaker_table,
+    t_interval,
+    welch_difference,
+)
 from gradlab.analysis.learning import epoch_accuracy
 from gradlab.analysis.report.format import format_percent, table
 from gradlab.analysis.report.study import Study
@@ -435,20 +442,24 @@ def _distance_carry(study: Study) -> list[str]:
     for (cell, init), runs in summary.groupby(["cell", "init"], observed=True):
         if cell not in ("RNN_TANH", "LSTM", "GRU"):
             continue
-        selected = part.select(runs[["sweep", "run_id"]])
         cells = {}
-        for length, at in runs.groupby("seq_len"):
-            accuracy = at["test_accuracy"].astype(float)
-            mean = accuracy.mean()
-            low, high = (np.nan, np.nan)
-            if len(accuracy) > 1:
-                from scipy import stats as scipy_stats
+        selected = part.select(runs[["sweep", "run_id"]])
+        ratios = pd.DataFrame()
+        if not selected.gradients.empty:
+            from gradlab.analysis.stats import first_to_last_ratio
 
-                low, high = scipy_stats.t.interval(0.95, len(accuracy) - 1, loc=mean,
-                                                   scale=scipy_stats.sem(accuracy))
-            cells[int(length)] = _interval(mean, low, high, _pct) + f" ({len(at)})"
+            ratios = first_to_last_ratio(selected.gradients, selected.summary, stage="init",
+                                         state="c" if cell == "LSTM" else "h")
+        for length, at in runs.groupby("seq_len"):
+            mean, low, high = t_interval(at["test_accuracy"])
+            text = _interval(mean, low, high, _pct) + f" ({len(at)})"
+            if not ratios.empty:
+                values = ratios.loc[ratios["seq_len"] == length, "ratio"].astype(float)
+                values = values[values > 0]
+                if len(values):
+                    text += f"; {'c' if cell == 'LSTM' else 'h'} ratio {_num(float(np.exp(np.log(values).mean())))}"
+            cells[int(length)] = text
         rows.append((cell, init, cells))
-        del selected
     lengths = sorted({length for _, _, cells in rows for length in cells})
     if not rows:
         return []
@@ -457,7 +468,8 @@ def _distance_carry(study: Study) -> list[str]:
     updates = summary["steps"].max() if "steps" in summary.columns else np.nan
     return [f"On the distance task (the class sits T-1 steps before the loss; chance 33.3%; {_num(updates)} updates "
             "per run, learning rate chosen on validation per cell, init and T), test accuracy, 95% t interval over "
-            "seeds (runs):", "", *table(["cell, init", *[f"T = {length}" for length in lengths]], body)]
+            "seeds (runs), and at initialisation the first-to-last gradient ratio of the carried state (c for the "
+            "LSTM, h otherwise; geometric mean over runs; float64):", "", *table(["cell, init", *[f"T = {length}" for length in lengths]], body)]
 
 
 def _fold_accuracy(frame: pd.DataFrame, summary: pd.DataFrame, cell: str) -> pd.Series:
@@ -798,8 +810,6 @@ def curve_frame(study: Study) -> pd.DataFrame:
             rows[FOLD] = "single"
         folds = rows.groupby(["setting", "cell", "epoch", FOLD], observed=True)["value"].mean().reset_index()
         for key, values in folds.groupby(["setting", "cell", "epoch"], observed=True):
-            from gradlab.analysis.folds import t_interval
-
             mean, low, high = t_interval(values["value"])
             parts.append({"setting": key[0], "cell": key[1], "epoch": key[2], "metric": metric,
                           "mean": mean, "ci_low": low, "ci_high": high})
