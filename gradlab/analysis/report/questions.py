@@ -745,6 +745,26 @@ def _recommendations(table_: pd.DataFrame, study: Study) -> list[str]:
     delay = _find(table_, "64 frames of silence after the word", "GRU", "LSTM")
     if delay and _verdict(delay) == "GRU better":
         text.append("For long gaps between the evidence and the loss, the GRU is the cell that survives here.")
+    for target in ("4,000", "16,000"):
+        matched = _find(table_, f"about {target} parameters each", "GRU", "LSTM")
+        if matched:
+            text.append(f"At equal size (about {target} parameters each) the GRU-LSTM difference is "
+                        f"{_interval(matched['difference'], matched['ci_low'], matched['ci_high'], _points)} points: "
+                        + ("size does not explain the GRU's lead." if matched["ci_low"] > 0 else
+                           "the lead is not clear at that size." if matched["ci_high"] >= 0 else
+                           "at that size the LSTM is ahead."))
+    settings = curve_settings(study)
+    if settings:
+        features = pd.concat(settings.values(), ignore_index=True)
+        speed = _feature_difference(features, study, "epochs_to_90", "GRU", "LSTM")
+        table_speed = _speaker_rows(features[features["cell"].isin(TRIPLE)], study.curves.summary, "epochs_to_90")
+        if not table_speed.empty and np.isfinite(speed["difference"]):
+            epochs = "; ".join(f"{cell_label(row.cell)} {_num(row.mean)}" for row in table_speed.itertuples())
+            text.append(f"Cost, as training time to a target: epochs to 90% of the validation curve's rise: "
+                        f"{epochs} (GRU minus LSTM "
+                        f"{_interval(speed['difference'], speed['ci_low'], speed['ci_high'], lambda v: f'{v:+.1f}')}, "
+                        "paired over speakers). An epoch's cost per cell is measured in isolation by "
+                        "benchmarks/bench_models.py, not from the sweeps' shared-machine wall times.")
     change = _find(table_, "gap at 25% of the training clips minus the gap with all clips", "GRU", "LSTM")
     if change:
         verdict = ("the GRU's lead grows with less data" if change["ci_low"] > 0 else
