@@ -107,7 +107,7 @@ def _answers(report: str) -> dict[str, str]:
 
 
 def test_report_opens_with_the_four_questions_in_order(regenerated):
-    from gradlab.analysis.report.questions import QUESTIONS
+    from gradlab.analysis.report.answers import QUESTIONS
 
     _, out = regenerated
     report = (out / REPORT).read_text()

@@ -9,7 +9,7 @@ from scipy import stats
 
 from gradlab import schema
 from gradlab.analysis.load import RunData
-from gradlab.analysis.report.questions import (
+from gradlab.analysis.report.answers import (
     answer_choice,
     answer_curves,
     answer_vanishing,

@@ -170,7 +170,7 @@ def figures(
     for stem, kind in missing.items():
         print(f"skipped {stem}: no run recorded {kind} ({_TABLE_FILES[kind]})", file=stream)
     tuned = tune(data)[0]  # tuned sweeps at their selected points
-    from gradlab.analysis.report.questions import answer_figures
+    from gradlab.analysis.report.answers import answer_figures
     from gradlab.analysis.report.study import study
 
     answers: list[str] = []

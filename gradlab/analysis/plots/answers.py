@@ -28,7 +28,7 @@ def plot_decay_by_activation(decay: pd.DataFrame) -> Figure:
     """Per RNN activation: measured per-step gradient factor at init and late, and the init prediction.
 
     Args:
-        decay: :func:`gradlab.analysis.report.questions.decay_table`.
+        decay: :func:`gradlab.analysis.report.answers.decay_table`.
     """
     require(decay, "decay")
     fig = Figure(figsize=(PANEL_WIDTH * 2 + 1.2, PANEL_HEIGHT + 0.6), layout="constrained")

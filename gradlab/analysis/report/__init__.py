@@ -27,7 +27,7 @@ from gradlab.analysis.learning import (
     selection_groups,
 )
 from gradlab.analysis.load import RunData
-from gradlab.analysis.report import questions
+from gradlab.analysis.report import answers
 from gradlab.analysis.report.study import Study, study
 from gradlab.analysis.report.evidence import (
     Check,
@@ -171,7 +171,7 @@ class Findings:
                                   "test speaker of one fold, the next speaker alphabetically validates (learning "
                                   "rate, clipping, checkpoint), the other four train. The unit of an FSDD interval "
                                   "is the test speaker (each fold's mean over its seeds).", ""]
-            lines += questions.answers(self.study, self.answer_figures)
+            lines += answers.answers(self.study, self.answer_figures)
         lines += ["## Evidence", "", *self._overview(), *self._check_summary()]
         lines += controlled_section(self.data)
         lines += dynamics_section(self.data, self.figures)
@@ -334,7 +334,7 @@ def build_findings(
         data: loaded runs (see :func:`gradlab.analysis.load_runs`).
         figures: optional configuration label -> figure file names.
         answer_figures: file names of the answers' figures (see
-            :func:`gradlab.analysis.report.questions.answer_figures`).
+            :func:`gradlab.analysis.report.answers.answer_figures`).
         n_resamples, seed: the stratified bootstrap of the IQM accuracy.
     """
     data, tuning = tune(with_classes(data))
