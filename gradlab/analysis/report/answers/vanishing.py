@@ -24,6 +24,7 @@ from gradlab.analysis.report.answers.common import (
     number,
     p_text,
     percent,
+    signed,
     speaker_rows,
 )
 from gradlab.analysis.report.format import table
@@ -146,8 +147,13 @@ def _interventions_q1(study: Study) -> str | None:
                      f"{effect_text(delay.loc['RNN_TANH'])}{shift}")
     if not parts:
         return None
-    return ("The interventions show it causes errors: " + "; ".join(parts) + ". Only the distance between the word "
-            "and the loss changed.")
+    verdict = ""
+    if not pad.empty and "RNN_TANH" in pad.index and np.isfinite(pad.loc["RNN_TANH", "ci_low"]):
+        verdict = (" Bringing the word next to the loss helps beyond doubt: the distance, not the words, held the "
+                   "tanh RNN back." if pad.loc["RNN_TANH", "ci_low"] > 0 else
+                   " The accuracy effect of that move is not clear at this number of speakers.")
+    return ("The interventions test whether the distance costs accuracy, changing nothing but how far the word "
+            "sits from the loss: " + "; ".join(parts) + "." + verdict)
 
 
 def _ranking_q1(study: Study, decay: pd.DataFrame) -> list[str]:
@@ -165,9 +171,13 @@ def _ranking_q1(study: Study, decay: pd.DataFrame) -> list[str]:
         measured[cell] = fold_series(values, part.summary, "decay", cell)
     boundary = paired_difference(measured[least[0]], measured[most[1]])
     if np.isfinite(boundary["difference"]):
+        clear = np.isfinite(boundary["ci_low"]) and boundary["ci_low"] > 0
         text.append(f"The gap between the groups ({_label(least[0])} minus {_label(most[1])}): "
-                    f"{difference_text(boundary, lambda v: f'{v:+.3f}')}"
-                    f" per step, paired over {boundary['speakers']} speakers, {p_text(boundary['p'])}.")
+                    f"{difference_text(boundary, signed(3))} per step, paired over {boundary['speakers']} speakers, "
+                    f"{p_text(boundary['p'])}" + ("." if clear else
+                                                   f": not clear, so {_label(least[0])} and {_label(most[1])} are "
+                                                   f"tied, and only {_label(most[0])} (most) and {_label(least[1])} "
+                                                   "(least) stand apart."))
     tanh_relu = paired_difference(measured["RNN_TANH"], measured["RNN_RELU"])
     if np.isfinite(tanh_relu["difference"]) and tanh_relu["difference"] > 0:
         text.append("This overturns the textbook ranking at initialisation: relu loses more than tanh "
@@ -176,6 +186,14 @@ def _ranking_q1(study: Study, decay: pd.DataFrame) -> list[str]:
                     "is 0 for about half the units: zeroing half the rows scales a norm by about 1/sqrt(2), and the "
                     "measured rms f' of relu is near 0.7. Saturation, the textbook's reason, comes with training "
                     "(the saturated fraction above).")
+    late = measured_decay(part.gradients, part.summary, "late")
+    late_gap = paired_difference(fold_series(late, part.summary, "decay", "RNN_TANH"),
+                                 fold_series(late, part.summary, "decay", "RNN_RELU"))
+    if np.isfinite(late_gap["ci_low"]):
+        text.append(f"Late in training (the last recorded step), tanh minus relu is {difference_text(late_gap, signed(3))}"
+                    " per step: " + ("relu still loses more." if late_gap["ci_low"] > 0 else
+                                     "the textbook order (tanh loses more) holds by then." if late_gap["ci_high"] < 0
+                                     else "no clear order."))
     sigmoid = decay.set_index("cell")
     if "RNN_SIGMOID" in sigmoid.index and np.isfinite(sigmoid.loc["RNN_SIGMOID"].get("slope_rms_init", np.nan)):
         text.append("The sigmoid is worst because its derivative is at most 1/4 even unsaturated "
