@@ -190,8 +190,8 @@ def _ranking_q1(study: Study, decay: pd.DataFrame) -> list[str]:
     late_gap = paired_difference(fold_series(late, part.summary, "decay", "RNN_TANH"),
                                  fold_series(late, part.summary, "decay", "RNN_RELU"))
     if np.isfinite(late_gap["ci_low"]):
-        text.append(f"Late in training (the last recorded step), tanh minus relu is {difference_text(late_gap, signed(3))}"
-                    " per step: " + ("relu still loses more." if late_gap["ci_low"] > 0 else
+        text.append("Late in training (the last recorded step), tanh minus relu is "
+                    f"{difference_text(late_gap, signed(3))} per step: " + ("relu still loses more." if late_gap["ci_low"] > 0 else
                                      "the textbook order (tanh loses more) holds by then." if late_gap["ci_high"] < 0
                                      else "no clear order."))
     sigmoid = decay.set_index("cell")
