@@ -190,10 +190,11 @@ def _ranking_q1(study: Study, decay: pd.DataFrame) -> list[str]:
     late_gap = paired_difference(fold_series(late, part.summary, "decay", "RNN_TANH"),
                                  fold_series(late, part.summary, "decay", "RNN_RELU"))
     if np.isfinite(late_gap["ci_low"]):
+        order = ("relu still loses more." if late_gap["ci_low"] > 0 else
+                 "the textbook order (tanh loses more) holds by then." if late_gap["ci_high"] < 0 else
+                 "no clear order.")
         text.append("Late in training (the last recorded step), tanh minus relu is "
-                    f"{difference_text(late_gap, signed(3))} per step: " + ("relu still loses more." if late_gap["ci_low"] > 0 else
-                                     "the textbook order (tanh loses more) holds by then." if late_gap["ci_high"] < 0
-                                     else "no clear order."))
+                    f"{difference_text(late_gap, signed(3))} per step: {order}")
     sigmoid = decay.set_index("cell")
     if "RNN_SIGMOID" in sigmoid.index and np.isfinite(sigmoid.loc["RNN_SIGMOID"].get("slope_rms_init", np.nan)):
         text.append("The sigmoid is worst because its derivative is at most 1/4 even unsaturated "
