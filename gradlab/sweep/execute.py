@@ -28,6 +28,14 @@ from gradlab.config import DataConfig, RunConfig
 
 Report = Callable[["Task", "list[dict[str, Any]] | None", "BaseException | None"], None]
 
+#: The ``status`` of a result row for a run that failed inside an ensemble whose other runs ended.
+FAILED = "failed"
+
+
+def failed_row(run_id: str, error: BaseException) -> dict[str, Any]:
+    """The result row of a run that failed alone in its ensemble: its id, :data:`FAILED` and the error."""
+    return {"run_id": run_id, "status": FAILED, "error": f"{type(error).__name__}: {error}"}
+
 
 @dataclass(frozen=True)
 class RunTask:
@@ -100,10 +108,15 @@ def run_task(task: RunTask, data: Any = None, *, progress: bool = False) -> dict
 
 
 def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[dict[str, Any]]:
-    """Train a task (one run, or an ensemble of runs) in this process; one summary row per run, in order."""
+    """Train a task (one run, or an ensemble of runs) in this process; one summary row per run, in order.
+
+    An ensemble member that fails alone gets a :func:`failed_row` while the
+    others' rows are their summaries; an error that stops the whole task is raised.
+    """
     import torch
 
     from gradlab.training import train_ensemble, train_run
+    from gradlab.training.ensemble_run import MemberFailures
 
     members = task.members if isinstance(task, EnsembleTask) else (task,)
     configs = [RunConfig.from_dict(member.config) for member in members]
@@ -114,8 +127,12 @@ def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[di
         if isinstance(task, RunTask):
             return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
                               progress=progress).metrics]
-        results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
-                                 command=task.command, progress=progress)
+        try:
+            results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
+                                     command=task.command, progress=progress)
+        except MemberFailures as failures:
+            return [failed_row(config.run_id, failures.errors[config.run_id]) if result is None else result.metrics
+                    for config, result in zip(configs, failures.results)]
         return [result.metrics for result in results]
     finally:
         torch.set_num_threads(previous)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab.config import DataConfig, RunConfig
-from gradlab.sweep.execute import EnsembleTask, Executor, LocalExecutor, RunTask, Task
+from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor, RunTask, Task
 from gradlab.sweep.folder import check_sweep_dir, finished_run, open_sweep_dir, write_summary
 from gradlab.sweep.grouping import DEFAULT_MAX_MEMBERS, group_runs
 
@@ -151,7 +151,10 @@ def run_sweep(
                 print(f"{runs_named} {', '.join(task.run_ids)} failed: {type(error).__name__}: {error}", file=stream)
             else:
                 for run_id, metrics in zip(task.run_ids, results):
-                    if metrics["status"] != "finished":
+                    if metrics["status"] == FAILED:  # alone: the ensemble's other runs ended
+                        failed[run_id] = metrics["error"]
+                        print(f"run {run_id} failed: {metrics['error']}", file=stream)
+                    elif metrics["status"] != "finished":
                         print(f"run {run_id} {metrics['status']} at step {metrics['diverged_step']}", file=stream)
             write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
             bar.update(len(task.run_ids))
