@@ -23,6 +23,13 @@ stale lock before it removes it, so nobody removes a lock that replaced it.
 A claim left by a process killed while holding it (a matter of microseconds)
 is passed over once it is older than ``stale_after``.
 
+A holder can lose its lock without knowing: stopped (Ctrl-Z, a suspended
+laptop) or cut off (an NFS stall) for longer than ``stale_after``, it looks
+dead from another host, which takes the lock over. So a holder checks that
+the lock file still carries its token before each write into the sweep
+(:func:`check_lock`, one small read) and stops with :class:`SweepLockLost`
+when it does not.
+
 The lock file lives beside the sweep folder, ``<out>/.<name>.lock``, not in it:
 replacing a sweep (``--overwrite``) deletes the folder, and the lock must
 protect that deletion too; an empty folder also stays empty.
@@ -186,6 +193,23 @@ def read_holder(path: str | os.PathLike) -> LockHolder | None:
     return LockHolder(path, f"unreadable-{stat.st_ino}-{stat.st_mtime_ns}", None, None, None, None, stat.st_mtime)
 
 
+def check_lock(path: str | os.PathLike, token: str) -> None:
+    """Raise :class:`SweepLockLost` unless the lock file ``path`` is still the lock with ``token``.
+
+    Cheap (one read of a 1 KB file), so a holder calls it before every write
+    into its sweep, also from worker processes that know only the path and token.
+    """
+    holder = read_holder(path)
+    if holder is not None and holder.token == token:
+        return
+    now = f"it is now held by {holder.describe()}" if holder is not None else "its lock file is gone"
+    raise SweepLockLost(
+        f"this process no longer holds the sweep lock {path}: {now}. It was stopped or cut off for longer than the "
+        "lock's stale limit, so another process took the sweep over; stopping without writing more. Let that "
+        "process finish, then --resume if runs are left"
+    )
+
+
 def _is_stale(holder: LockHolder, stale_after: float) -> bool:
     if holder.host == socket.gethostname() and holder.pid is not None:
         return not _pid_alive(holder.pid, holder.process_start)
@@ -228,6 +252,11 @@ class SweepLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._write_lock = threading.Lock()
+
+    @property
+    def token(self) -> str | None:
+        """The unique token of the lock this object holds (None when it holds none); see :func:`check_lock`."""
+        return self._token
 
     @property
     def held(self) -> bool:
@@ -319,12 +348,9 @@ class SweepLock:
 
         Call before writes that must not race a process that took the lock over.
         """
-        holder = read_holder(self.path)
-        if not self.held or holder is None or holder.token != self._token:
-            raise SweepLockLost(
-                f"the lock {self.path} is no longer held by this process"
-                + (f"; it is now held by {holder.describe()}" if holder is not None else "")
-            )
+        if not self.held:
+            raise SweepLockLost(f"the lock {self.path} is not held by this process")
+        check_lock(self.path, self._token)
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock file, only if it is still this lock."""

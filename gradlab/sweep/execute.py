@@ -16,6 +16,7 @@ when the driver dies.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,8 @@ class RunTask:
     run_dir: str
     command: list[str] | None = None
     threads: int = 1
+    # (lock file, token) of the sweep lock: every write of the run first checks it is still held
+    lock: tuple[str, str] | None = None
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -85,6 +88,10 @@ class EnsembleTask:
     def command(self) -> list[str] | None:
         return self.members[0].command
 
+    @property
+    def lock(self) -> tuple[str, str] | None:
+        return self.members[0].lock
+
 
 Task = RunTask | EnsembleTask
 
@@ -111,29 +118,36 @@ def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[di
     """Train a task (one run, or an ensemble of runs) in this process; one summary row per run, in order.
 
     An ensemble member that fails alone gets a :func:`failed_row` while the
-    others' rows are their summaries; an error that stops the whole task is raised.
+    others' rows are their summaries; an error that stops the whole task is
+    raised. With ``task.lock``, every write first checks that the sweep lock
+    is still held (:class:`gradlab.locking.SweepLockLost` stops the task).
     """
     import torch
 
+    from gradlab.atomic import checked_writes
+    from gradlab.locking import check_lock
     from gradlab.training import train_ensemble, train_run
     from gradlab.training.ensemble_run import MemberFailures
 
     members = task.members if isinstance(task, EnsembleTask) else (task,)
     configs = [RunConfig.from_dict(member.config) for member in members]
+    lock = task.lock
+    writes = checked_writes(lambda path: check_lock(*lock)) if lock is not None else contextlib.nullcontext()
     previous = torch.get_num_threads()
     torch.set_num_threads(task.threads)
     try:
-        data = data if data is not None else _worker_data(configs[0].data)
-        if isinstance(task, RunTask):
-            return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
-                              progress=progress).metrics]
-        try:
-            results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
-                                     command=task.command, progress=progress)
-        except MemberFailures as failures:
-            return [failed_row(config.run_id, failures.errors[config.run_id]) if result is None else result.metrics
-                    for config, result in zip(configs, failures.results)]
-        return [result.metrics for result in results]
+        with writes:
+            data = data if data is not None else _worker_data(configs[0].data)
+            if isinstance(task, RunTask):
+                return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
+                                  progress=progress).metrics]
+            try:
+                results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
+                                         command=task.command, progress=progress)
+            except MemberFailures as failures:
+                return [failed_row(config.run_id, failures.errors[config.run_id]) if result is None else result.metrics
+                        for config, result in zip(configs, failures.results)]
+            return [result.metrics for result in results]
     finally:
         torch.set_num_threads(previous)
 

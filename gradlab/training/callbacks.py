@@ -239,8 +239,7 @@ class EpochCheckpoint(Callback):
 
     def on_fit_start(self, state: TrainState) -> None:
         path = self.folder.file("checkpoint")
-        if not path.is_file():
-            self.folder.path.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():  # write_json makes the folder, after the sweep's checks on writes
             write_json(self.folder.file("config"), {**state.config.to_dict(), **provenance(self.command)})
             return
         self.folder.check_layout("resume")
