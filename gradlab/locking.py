@@ -118,6 +118,51 @@ def _pid_alive(pid: int, process_start: str | None) -> bool:
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
+#: Digits of a claim's level (a claim passed over after a killed claimant adds one); 999 levels is plenty.
+_LEVEL_DIGITS = 3
+
+
+def _pid_digits() -> int:
+    """Digits of the largest PID this system hands out (7 where /proc does not say)."""
+    try:
+        return len(str(int(Path("/proc/sys/kernel/pid_max").read_text()) - 1))
+    except (OSError, ValueError):
+        return 7
+
+
+def longest_lock_file_name(sweep_name: str) -> str:
+    """The longest file name the lock of a sweep folder called ``sweep_name`` makes beside it, on this host.
+
+    It is the private file through which a claim is created:
+    ``.<name>.lock.claim-<token>-<level>.<host>.<pid>.<random>.new``.
+    """
+    claim = f".{sweep_name}.lock.claim-{'0' * 32}-{'0' * _LEVEL_DIGITS}"
+    return f"{claim}.{socket.gethostname()}.{'0' * _pid_digits()}.{'0' * 12}.new"
+
+
+def check_lock_name(sweep_dir: str | os.PathLike) -> None:
+    """Raise ``ValueError`` if the lock of ``sweep_dir`` would need a file name too long for its filesystem.
+
+    Called before anything is written: a name that fits the folder but not
+    the lock's own files would train, then leave a lock nothing can remove.
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+    existing = next((path for path in (sweep_dir.parent, *sweep_dir.parent.parents) if path.is_dir()), Path("/"))
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    longest = len(longest_lock_file_name(sweep_dir.name).encode())
+    if longest > limit:
+        room = len(sweep_dir.name.encode()) - (longest - limit)
+        raise ValueError(
+            f"sweep name {sweep_dir.name[:40]!r}... ({len(sweep_dir.name)} characters) is too long: the sweep lock "
+            f"beside it needs file names of the name plus {longest - len(sweep_dir.name.encode())} characters "
+            f"(on host {socket.gethostname()}), and {existing} allows {limit}; give --name at most {max(room, 0)} "
+            "characters"
+        )
+
+
 def _create_exclusive(path: Path, content: bytes) -> int | None:
     """Create ``path`` holding ``content`` unless it exists, atomically, also over NFS.
 
@@ -299,7 +344,14 @@ class SweepLock:
         level = 0
         while True:
             claim = self.path.with_name(f"{self.path.name}.claim-{token}-{level}")
-            descriptor = _create_exclusive(claim, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            try:
+                descriptor = _create_exclusive(claim, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            except OSError as error:  # e.g. a name too long (ENAMETOOLONG), a read-only folder
+                raise SweepLockedError(
+                    f"cannot make the claim file {claim.name} needed to remove the lock file {self.path} "
+                    f"({error.strerror or error}); once no gradlab sweep uses {self.sweep_dir}, delete {self.path} "
+                    "by hand (and, for a name too long, continue the sweep under a shorter --name)"
+                ) from None
             if descriptor is not None:
                 os.close(descriptor)
                 return claim
@@ -365,10 +417,13 @@ class SweepLock:
         # A process that found this lock stale a moment ago may hold the claim
         # on it; it gives the claim up within milliseconds once it sees this PID alive.
         deadline = time.monotonic() + 2.0
-        while (mine := read_holder(self.path)) is not None and mine.token == self._token:
-            if self._remove(mine, check_stale=False) or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+        try:
+            while (mine := read_holder(self.path)) is not None and mine.token == self._token:
+                if self._remove(mine, check_stale=False) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        except SweepLockedError as error:  # the work is done; the next sweep here says the same
+            warnings.warn(str(error), RuntimeWarning, stacklevel=2)
         self._token = None
 
     def __enter__(self) -> SweepLock:

@@ -67,12 +67,16 @@ def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool,
 
     Raises:
         ValueError: ``resume`` and ``overwrite`` together, the path is a file,
+            a name too long for the sweep lock's files,
             or resuming a sweep made for different runs (naming the settings).
         FileExistsError: the folder exists and neither ``resume`` nor ``overwrite`` was given.
     """
+    from gradlab.locking import check_lock_name
+
     if resume and overwrite:
         raise ValueError("choose --resume or --overwrite, not both")
     sweep_dir = check_output_path(sweep_dir)
+    check_lock_name(sweep_dir)
     record = sweep_dir / schema.SWEEP_FILES["sweep"]
     if not sweep_dir.exists() or not any(sweep_dir.iterdir()):
         return sweep_dir
