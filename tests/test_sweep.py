@@ -194,3 +194,45 @@ def test_a_lock_whose_claim_cannot_be_made_says_how_to_clear_it(tmp_path):
                                 "process_start": None, "started": 0.0, "heartbeat": 0.0}))
     with pytest.raises(SweepLockedError, match=f"cannot make the claim file .*delete {lock} by hand"):
         SweepLock(sweep).acquire()
+
+
+def test_a_killed_overwrite_never_strands_the_sweep(tmp_path, monkeypatch):
+    import shutil
+
+    from gradlab.sweep import folder
+
+    runs = plan(modes=("GRU",), seeds=(0,))
+    out, copy = tmp_path / "out", tmp_path / "copy"
+    run_sweep(runs, out / "sweep", figures=False, progress=False)
+
+    def killed_rmtree(path, *arguments, **options):  # deletes sweep.json first, as rmtree may, then is killed
+        (path / "sweep.json").unlink()
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder.shutil, "rmtree", killed_rmtree)
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(runs, out / "sweep", overwrite=True, figures=False, progress=False)
+    assert not (out / "sweep").exists()  # renamed aside whole: never a sweep folder without its sweep.json
+    assert len(list(out.glob(".sweep.deleting-*"))) == 1
+    shutil.copytree(out, copy)
+    replaced = run_sweep(runs, out / "sweep", overwrite=True, figures=False, progress=False)
+    assert len(replaced.summary) == 1 and not list(out.glob(".sweep.deleting-*"))  # the leftover is gone
+    resumed = run_sweep(runs, copy / "sweep", resume=True, figures=False, progress=False)
+    assert len(resumed.summary) == 1 and not list(copy.glob(".sweep.deleting-*"))
+
+
+def test_a_half_deleted_sweep_is_recognised_named_and_replaceable(tmp_path):
+    runs = plan(modes=("GRU",), seeds=(0,))
+    sweep = tmp_path / "sweep"
+    run_sweep(runs, sweep, figures=False, progress=False)
+    (sweep / "sweep.json").unlink()  # as an older gradlab's killed --overwrite left it
+    with pytest.raises(ValueError, match="gradlab sweep folder that lost its sweep.json .*run folders GRU-s0.*"
+                                         "--overwrite"):
+        run_sweep(runs, sweep, resume=True, figures=False, progress=False)
+    assert len(run_sweep(runs, sweep, overwrite=True, figures=False, progress=False).summary) == 1
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a gradlab sweep folder"):  # anything else is still never deleted
+        run_sweep(runs, tmp_path / "notes", overwrite=True, figures=False, progress=False)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"

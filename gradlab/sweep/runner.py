@@ -20,7 +20,7 @@ import pandas as pd
 
 from gradlab.config import DataConfig, RunConfig
 from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor, RunTask, Task
-from gradlab.sweep.folder import check_sweep_dir, finished_run, open_sweep_dir, write_summary
+from gradlab.sweep.folder import check_sweep_dir, clean_leftovers, finished_run, open_sweep_dir, write_summary
 from gradlab.sweep.grouping import DEFAULT_MAX_MEMBERS, group_runs
 
 
@@ -132,6 +132,8 @@ def run_sweep(
     with SweepLock(sweep_dir) as lock, checked_writes(lambda path: lock.verify()):
         check_sweep_dir(sweep_dir, runs, resume=resume, overwrite=overwrite)  # again, now that it is ours
         check_no_live_jobs(sweep_dir)  # cluster jobs an earlier, detached command left running
+        for leftover in clean_leftovers(sweep_dir):
+            print(f"removed {leftover}, which a killed --overwrite of {sweep_dir} left half deleted", file=stream)
         if resume and sweep_dir.is_dir():
             removed = clean_orphaned_temporaries(sweep_dir)  # a killed sweep's half-written files
             if removed:
