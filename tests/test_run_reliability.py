@@ -260,3 +260,18 @@ def test_a_worker_checks_the_lock_before_each_write(tmp_path):
         with pytest.raises(SweepLockLost, match="no longer holds the sweep lock"):
             run_work(task)
     assert not (tmp_path / "sweep" / "GRU-s0").exists()  # not even config.json
+
+
+def test_a_detached_job_writes_on_after_its_command_released_the_lock(tmp_path):
+    import json
+
+    from gradlab.locking import lock_path_for
+    from gradlab.sweep.execute import RunTask, run_work
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    task = RunTask("GRU-s0", BASE.to_dict(), str(sweep / "GRU-s0"), lock=(str(lock_path_for(sweep)), "released"))
+    (sweep / "executor.json").write_text(json.dumps({"executor": "submitit", "jobs": {"GRU-s0": "7"},
+                                                     "detached": True}))  # what --on-interrupt detach records
+    assert run_work(task)[0]["status"] == "finished"
+    assert (sweep / "GRU-s0" / "metrics.json").is_file()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from gradlab.config import DataConfig, RunConfig
@@ -125,14 +126,14 @@ def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[di
     import torch
 
     from gradlab.atomic import checked_writes
-    from gradlab.locking import check_lock
     from gradlab.training import train_ensemble, train_run
     from gradlab.training.ensemble_run import MemberFailures
 
     members = task.members if isinstance(task, EnsembleTask) else (task,)
     configs = [RunConfig.from_dict(member.config) for member in members]
     lock = task.lock
-    writes = checked_writes(lambda path: check_lock(*lock)) if lock is not None else contextlib.nullcontext()
+    writes = checked_writes(lambda path: _check_owner(lock, task.run_dir)) if lock is not None \
+        else contextlib.nullcontext()
     previous = torch.get_num_threads()
     torch.set_num_threads(task.threads)
     try:
@@ -150,6 +151,28 @@ def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[di
             return [result.metrics for result in results]
     finally:
         torch.set_num_threads(previous)
+
+
+def _check_owner(lock: tuple[str, str], run_dir: str) -> None:
+    """Raise :class:`~gradlab.locking.SweepLockLost` unless the sweep's lock is still the one the task was given.
+
+    A job its command left running on purpose (``--on-interrupt detach``, so
+    marked in ``<sweep>/executor.json``) writes on without that command's lock.
+    """
+    from gradlab import schema
+    from gradlab.io import read_json
+    from gradlab.locking import SweepLockLost, check_lock
+
+    try:
+        check_lock(*lock)
+    except SweepLockLost:
+        record = Path(run_dir).parent / schema.SWEEP_FILES["executor"]
+        try:
+            detached = record.is_file() and read_json(record).get("detached") is True
+        except Exception:  # noqa: BLE001 - an unreadable record proves nothing: the lost lock stands
+            detached = False
+        if not detached:
+            raise
 
 
 class Executor(Protocol):

@@ -21,8 +21,9 @@ equal the single runs' up to the rounding of batched matmuls (1e-9 relative
 in float64; tested). A member that diverges is finished and written at once;
 the others go on. A member that fails (a damaged checkpoint, an error in one of
 its callbacks or in writing its folder) is frozen like a diverged one and
-reported alone (:class:`MemberFailures`); the others train on. Times in the summary (``time_per_epoch``, ``wall_time``)
-are the ensemble's divided by its ``ensemble_size``.
+reported alone (:class:`MemberFailures`); the others train on. Times in the
+summary (``time_per_epoch``, ``wall_time``) are the ensemble's divided by its
+``ensemble_size``.
 """
 
 from __future__ import annotations
@@ -265,6 +266,7 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
 
 def _fit_together(configs: list[RunConfig], states: list[TrainState], command: list[str] | None,
                   progress: bool) -> EnsembleFit:
+    """Prepared members as one ensemble: a batched model sharing their weights, its optimiser and trainer."""
     data = states[0].data
     ensemble = EnsembleModel([state.model for state in states])
     for member, state in enumerate(states):
