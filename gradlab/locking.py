@@ -23,12 +23,9 @@ stale lock before it removes it, so nobody removes a lock that replaced it.
 A claim left by a process killed while holding it (a matter of microseconds)
 is passed over once it is older than ``stale_after``.
 
-A holder can lose its lock without knowing: stopped (Ctrl-Z, a suspended
-laptop) or cut off (an NFS stall) for longer than ``stale_after``, it looks
-dead from another host, which takes the lock over. So a holder checks that
-the lock file still carries its token before each write into the sweep
-(:func:`check_lock`, one small read) and stops with :class:`SweepLockLost`
-when it does not.
+A holder stopped or cut off (Ctrl-Z, an NFS stall) for longer than
+``stale_after`` looks dead from another host, which takes the lock over; so a
+holder checks its token before each write into the sweep (:func:`check_lock`).
 
 The lock file lives beside the sweep folder, ``<out>/.<name>.lock``, not in it:
 replacing a sweep (``--overwrite``) deletes the folder, and the lock must
@@ -118,49 +115,18 @@ def _pid_alive(pid: int, process_start: str | None) -> bool:
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
-#: Digits of a claim's level (a claim passed over after a killed claimant adds one); 999 levels is plenty.
-_LEVEL_DIGITS = 3
-
-
-def _pid_digits() -> int:
-    """Digits of the largest PID this system hands out (7 where /proc does not say)."""
-    try:
-        return len(str(int(Path("/proc/sys/kernel/pid_max").read_text()) - 1))
-    except (OSError, ValueError):
-        return 7
-
-
 def longest_lock_file_name(sweep_name: str) -> str:
     """The longest file name the lock of a sweep folder called ``sweep_name`` makes beside it, on this host.
 
     It is the private file through which a claim is created:
     ``.<name>.lock.claim-<token>-<level>.<host>.<pid>.<random>.new``.
     """
-    claim = f".{sweep_name}.lock.claim-{'0' * 32}-{'0' * _LEVEL_DIGITS}"
-    return f"{claim}.{socket.gethostname()}.{'0' * _pid_digits()}.{'0' * 12}.new"
-
-
-def check_lock_name(sweep_dir: str | os.PathLike) -> None:
-    """Raise ``ValueError`` if the lock of ``sweep_dir`` would need a file name too long for its filesystem.
-
-    Called before anything is written: a name that fits the folder but not
-    the lock's own files would train, then leave a lock nothing can remove.
-    """
-    sweep_dir = Path(sweep_dir).resolve()
-    existing = next((path for path in (sweep_dir.parent, *sweep_dir.parent.parents) if path.is_dir()), Path("/"))
-    try:
-        limit = os.pathconf(existing, "PC_NAME_MAX")
+    try:  # digits of the largest PID this system hands out
+        pid_digits = len(str(int(Path("/proc/sys/kernel/pid_max").read_text()) - 1))
     except (OSError, ValueError):
-        limit = 255
-    longest = len(longest_lock_file_name(sweep_dir.name).encode())
-    if longest > limit:
-        room = len(sweep_dir.name.encode()) - (longest - limit)
-        raise ValueError(
-            f"sweep name {sweep_dir.name[:40]!r}... ({len(sweep_dir.name)} characters) is too long: the sweep lock "
-            f"beside it needs file names of the name plus {longest - len(sweep_dir.name.encode())} characters "
-            f"(on host {socket.gethostname()}), and {existing} allows {limit}; give --name at most {max(room, 0)} "
-            "characters"
-        )
+        pid_digits = 7
+    claim = f".{sweep_name}.lock.claim-{'0' * 32}-999"  # a claim's level: 999 passed-over claims is plenty
+    return f"{claim}.{socket.gethostname()}.{'0' * pid_digits}.{'0' * 12}.new"
 
 
 def _create_exclusive(path: Path, content: bytes) -> int | None:

@@ -118,6 +118,34 @@ def clean_leftovers(sweep_dir: Path) -> list[Path]:
     return leftovers
 
 
+def check_lock_name(sweep_dir: str | os.PathLike) -> None:
+    """Raise ``ValueError`` if the lock of ``sweep_dir`` would need a file name too long for its filesystem.
+
+    Called before anything is written: a name that fits the folder but not
+    the lock's own files (:func:`gradlab.locking.longest_lock_file_name`)
+    would train, then leave a lock nothing can remove.
+    """
+    import socket
+
+    from gradlab.locking import longest_lock_file_name
+
+    sweep_dir = Path(sweep_dir).resolve()
+    existing = next((path for path in (sweep_dir.parent, *sweep_dir.parent.parents) if path.is_dir()), Path("/"))
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    longest = len(longest_lock_file_name(sweep_dir.name).encode())
+    if longest > limit:
+        room = len(sweep_dir.name.encode()) - (longest - limit)
+        raise ValueError(
+            f"sweep name {sweep_dir.name[:40]!r}... ({len(sweep_dir.name)} characters) is too long: the sweep lock "
+            f"beside it needs file names of the name plus {longest - len(sweep_dir.name.encode())} characters "
+            f"(on host {socket.gethostname()}), and {existing} allows {limit}; give --name at most {max(room, 0)} "
+            "characters"
+        )
+
+
 def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool, overwrite: bool) -> Path:
     """Check, without writing anything, that ``sweep_dir`` may hold ``runs``.
 
@@ -127,8 +155,6 @@ def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool,
             or resuming a sweep made for different runs (naming the settings).
         FileExistsError: the folder exists and neither ``resume`` nor ``overwrite`` was given.
     """
-    from gradlab.locking import check_lock_name
-
     if resume and overwrite:
         raise ValueError("choose --resume or --overwrite, not both")
     sweep_dir = check_output_path(sweep_dir)
