@@ -6,17 +6,38 @@ can use it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 #: The temporary a write to ``<folder>/<name>`` goes through: ``<folder>/.<name>.<8 characters>.tmp``.
 #: The 8 characters are ``tempfile.mkstemp``'s random part (lower-case letters, digits, underscore).
 TEMPORARY_PATTERN = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+#: Called with the destination before every write in a :func:`checked_writes` block.
+_WRITE_CHECK: contextvars.ContextVar[Callable[[Path], None] | None] = contextvars.ContextVar(
+    "gradlab_write_check", default=None)
+
+
+@contextlib.contextmanager
+def checked_writes(check: Callable[[Path], None]) -> Iterator[None]:
+    """Call ``check(path)`` before each :func:`write_atomic` inside this block; it raises to stop the write.
+
+    A sweep uses it to make every write of its files first check that it
+    still holds the sweep's lock (:func:`gradlab.locking.check_lock`).
+    """
+    token = _WRITE_CHECK.set(check)
+    try:
+        yield
+    finally:
+        _WRITE_CHECK.reset(token)
 
 
 def _umask() -> int:
@@ -36,8 +57,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
 
     Returns:
         ``path`` as a ``Path``.
+
+    Raises:
+        Whatever the check of an enclosing :func:`checked_writes` raises, before anything is written.
     """
     path = Path(path)
+    check = _WRITE_CHECK.get()
+    if check is not None:
+        check(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)  # the name is TEMPORARY_PATTERN's

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.config import ACTIVATION_NAMES, CONFIG_PARTS, DataConfig, RunConfig
-from gradlab.locking import SweepLockedError
+from gradlab.locking import SweepLockedError, SweepLockLost
 from gradlab.sweep.executors.options import add_executor_arguments, executor_from_args
 from gradlab.sweep.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES, group_runs
 from gradlab.sweep.plan import DEFAULT_ACTIVATIONS, DEFAULT_CELLS, DEFAULT_SEEDS, expand_cells, plan_runs
@@ -299,7 +299,7 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
                            workers=args.workers, threads=args.threads, ensemble=args.ensemble,
                            max_members=args.ensemble_max, command=command, executor=executor,
                            figures=not (args.no_figures or args.dry_run), progress=not args.no_progress, extra=extra)
-    except SweepFailed as error:
+    except (SweepFailed, SweepLockLost) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

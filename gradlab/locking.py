@@ -23,6 +23,10 @@ stale lock before it removes it, so nobody removes a lock that replaced it.
 A claim left by a process killed while holding it (a matter of microseconds)
 is passed over once it is older than ``stale_after``.
 
+A holder stopped or cut off (Ctrl-Z, an NFS stall) for longer than
+``stale_after`` looks dead from another host, which takes the lock over; so a
+holder checks its token before each write into the sweep (:func:`check_lock`).
+
 The lock file lives beside the sweep folder, ``<out>/.<name>.lock``, not in it:
 replacing a sweep (``--overwrite``) deletes the folder, and the lock must
 protect that deletion too; an empty folder also stays empty.
@@ -111,6 +115,20 @@ def _pid_alive(pid: int, process_start: str | None) -> bool:
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
+def longest_lock_file_name(sweep_name: str) -> str:
+    """The longest file name the lock of a sweep folder called ``sweep_name`` makes beside it, on this host.
+
+    It is the private file through which a claim is created:
+    ``.<name>.lock.claim-<token>-<level>.<host>.<pid>.<random>.new``.
+    """
+    try:  # digits of the largest PID this system hands out
+        pid_digits = len(str(int(Path("/proc/sys/kernel/pid_max").read_text()) - 1))
+    except (OSError, ValueError):
+        pid_digits = 7
+    claim = f".{sweep_name}.lock.claim-{'0' * 32}-999"  # a claim's level: 999 passed-over claims is plenty
+    return f"{claim}.{socket.gethostname()}.{'0' * pid_digits}.{'0' * 12}.new"
+
+
 def _create_exclusive(path: Path, content: bytes) -> int | None:
     """Create ``path`` holding ``content`` unless it exists, atomically, also over NFS.
 
@@ -186,6 +204,23 @@ def read_holder(path: str | os.PathLike) -> LockHolder | None:
     return LockHolder(path, f"unreadable-{stat.st_ino}-{stat.st_mtime_ns}", None, None, None, None, stat.st_mtime)
 
 
+def check_lock(path: str | os.PathLike, token: str) -> None:
+    """Raise :class:`SweepLockLost` unless the lock file ``path`` is still the lock with ``token``.
+
+    Cheap (one read of a 1 KB file), so a holder calls it before every write
+    into its sweep, also from worker processes that know only the path and token.
+    """
+    holder = read_holder(path)
+    if holder is not None and holder.token == token:
+        return
+    now = f"it is now held by {holder.describe()}" if holder is not None else "its lock file is gone"
+    raise SweepLockLost(
+        f"this process no longer holds the sweep lock {path}: {now}. It was stopped or cut off for longer than the "
+        "lock's stale limit, so another process took the sweep over; stopping without writing more. Let that "
+        "process finish, then --resume if runs are left"
+    )
+
+
 def _is_stale(holder: LockHolder, stale_after: float) -> bool:
     if holder.host == socket.gethostname() and holder.pid is not None:
         return not _pid_alive(holder.pid, holder.process_start)
@@ -230,6 +265,11 @@ class SweepLock:
         self._write_lock = threading.Lock()
 
     @property
+    def token(self) -> str | None:
+        """The unique token of the lock this object holds (None when it holds none); see :func:`check_lock`."""
+        return self._token
+
+    @property
     def held(self) -> bool:
         """Whether this object holds the lock (it may since have been taken over: see :meth:`verify`)."""
         return self._descriptor is not None
@@ -270,7 +310,14 @@ class SweepLock:
         level = 0
         while True:
             claim = self.path.with_name(f"{self.path.name}.claim-{token}-{level}")
-            descriptor = _create_exclusive(claim, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            try:
+                descriptor = _create_exclusive(claim, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            except OSError as error:  # e.g. a name too long (ENAMETOOLONG), a read-only folder
+                raise SweepLockedError(
+                    f"cannot make the claim file {claim.name} needed to remove the lock file {self.path} "
+                    f"({error.strerror or error}); once no gradlab sweep uses {self.sweep_dir}, delete {self.path} "
+                    "by hand (and, for a name too long, continue the sweep under a shorter --name)"
+                ) from None
             if descriptor is not None:
                 os.close(descriptor)
                 return claim
@@ -319,12 +366,9 @@ class SweepLock:
 
         Call before writes that must not race a process that took the lock over.
         """
-        holder = read_holder(self.path)
-        if not self.held or holder is None or holder.token != self._token:
-            raise SweepLockLost(
-                f"the lock {self.path} is no longer held by this process"
-                + (f"; it is now held by {holder.describe()}" if holder is not None else "")
-            )
+        if not self.held:
+            raise SweepLockLost(f"the lock {self.path} is not held by this process")
+        check_lock(self.path, self._token)
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock file, only if it is still this lock."""
@@ -339,10 +383,13 @@ class SweepLock:
         # A process that found this lock stale a moment ago may hold the claim
         # on it; it gives the claim up within milliseconds once it sees this PID alive.
         deadline = time.monotonic() + 2.0
-        while (mine := read_holder(self.path)) is not None and mine.token == self._token:
-            if self._remove(mine, check_stale=False) or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+        try:
+            while (mine := read_holder(self.path)) is not None and mine.token == self._token:
+                if self._remove(mine, check_stale=False) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        except SweepLockedError as error:  # the work is done; the next sweep here says the same
+            warnings.warn(str(error), RuntimeWarning, stacklevel=2)
         self._token = None
 
     def __enter__(self) -> SweepLock:

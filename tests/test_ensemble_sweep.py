@@ -18,7 +18,7 @@ import torch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.io import RunFolder
-from gradlab.sweep import plan_runs, run_sweep
+from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
 from gradlab.sweep.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
 from gradlab.training import train_run
@@ -139,6 +139,71 @@ def test_members_at_different_epochs_resume_in_separate_ensembles(tmp_path, monk
     results = train_ensemble(runs, run_dirs=[folder / run.run_id for run in runs])
     assert [result.status for result in results] == ["finished"] * 3
     assert_runs_match(reference, folder, [run.run_id for run in runs])
+
+
+@pytest.mark.parametrize("ensemble", ["auto", "off"])
+@pytest.mark.parametrize("damaged", [0, 2])
+def test_a_damaged_member_checkpoint_fails_that_run_alone(tmp_path, monkeypatch, damaged, ensemble):
+    runs = _runs("GRU", lrs=(0.01,), seeds=(0, 1, 2))
+    ids = [run.run_id for run in runs]
+    reference = _sweep(runs, tmp_path / "reference", "off")
+    folder = tmp_path / "sweep"
+    with monkeypatch.context() as patch:
+        _interrupt_after_first_epoch(patch)
+        with pytest.raises(KeyboardInterrupt):
+            _sweep(runs, folder, "auto")
+    checkpoint = folder / ids[damaged] / "checkpoint.pt"
+    checkpoint.write_bytes(bytes(range(256)) * 20)  # not a checkpoint at all
+    with pytest.raises(SweepFailed) as failure:
+        _sweep(runs, folder, ensemble, resume=True)
+    message = str(failure.value)
+    assert message.startswith("1 of 3 runs failed"), message
+    assert f"{ids[damaged]}: RunFolderError: {checkpoint} is damaged" in message and "delete it" in message
+    assert message.count(str(checkpoint)) == 1 and "weights_only" not in message, message
+    healthy = [run_id for run_id in ids if run_id != ids[damaged]]
+    assert not RunFolder(folder / ids[damaged]).ended
+    assert_runs_match(reference, folder, healthy)
+
+
+def _fail_for(monkeypatch, run_id: str, cls, hook: str, *, after_steps: int = 0):
+    original = getattr(cls, hook)
+
+    def failing(self, state, *arguments):
+        if state.config.run_id == run_id and state.step >= after_steps:
+            raise RuntimeError(f"{hook} broke")
+        return original(self, state, *arguments)
+
+    monkeypatch.setattr(cls, hook, failing)
+
+
+@pytest.mark.parametrize("where", ["callback", "write"])
+def test_a_member_whose_callback_or_write_raises_fails_alone(tmp_path, monkeypatch, where):
+    from gradlab.training import callbacks, run
+
+    runs = _runs("LSTM", lrs=(0.01,), seeds=(0, 1, 2))
+    ids = [run.run_id for run in runs]
+    reference = _sweep(runs, tmp_path / "reference", "off")
+    with monkeypatch.context() as patch:
+        if where == "callback":  # mid-epoch, after the member has trained a step with the others
+            _fail_for(patch, ids[1], callbacks.History, "on_train_batch", after_steps=2)
+        else:
+            original = run.write_json
+
+            def write_json(path, payload):
+                if Path(path).parent.name == ids[1]:
+                    raise OSError(28, "No space left on device", str(path))
+                return original(path, payload)
+
+            patch.setattr(run, "write_json", write_json)
+        with pytest.raises(SweepFailed) as failure:
+            _sweep(runs, tmp_path / "sweep", "auto")
+    message = str(failure.value)
+    assert message.startswith("1 of 3 runs failed") and ids[1] in message, message
+    assert not RunFolder(tmp_path / "sweep" / ids[1]).ended
+    assert_runs_match(reference, tmp_path / "sweep", [ids[0], ids[2]])
+    assert {RunFolder(tmp_path / "sweep" / run_id).metrics()["ensemble_size"] for run_id in (ids[0], ids[2])} == {3}
+    _sweep(runs, tmp_path / "sweep", "auto", resume=True)  # then --resume trains the failed run alone
+    assert_runs_match(reference, tmp_path / "sweep", ids)
 
 
 def test_float32_ensemble_losses_stay_within_1e4_of_single_runs(sweeps):

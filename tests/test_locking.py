@@ -170,3 +170,20 @@ def test_a_reused_pid_on_this_host_does_not_keep_a_dead_lock(tmp_path):
     write_lock_file(path, host=socket.gethostname(), pid=os.getpid(), process_start="1")
     with SweepLock(tmp_path / "sweep") as lock:
         assert read_holder(lock.path).token != "handwritten"
+
+
+def test_a_holder_whose_lock_was_taken_over_finds_out_before_it_writes(tmp_path):
+    from gradlab.atomic import checked_writes, write_atomic
+    from gradlab.locking import check_lock
+
+    with SweepLock(tmp_path / "sweep") as lock:
+        check_lock(lock.path, lock.token)  # still ours: no error
+        os.unlink(lock.path)  # what a take-over from another host does, then it writes its own lock file
+        write_lock_file(lock.path, token="theirs", host="node7", pid=4242)
+        with pytest.raises(SweepLockLost, match="no longer holds the sweep lock .*PID 4242 on host node7"):
+            lock.verify()
+        with checked_writes(lambda path: lock.verify()):
+            with pytest.raises(SweepLockLost):
+                write_atomic(tmp_path / "sweep" / "metrics.json", lambda temporary: temporary.write_text("{}"))
+        assert not (tmp_path / "sweep").exists()  # nothing written, not even the folder
+    assert read_holder(lock_path_for(tmp_path / "sweep")).token == "theirs"  # release left their lock alone

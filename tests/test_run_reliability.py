@@ -147,3 +147,131 @@ def test_resume_removes_what_a_killed_sweep_left_half_written(tmp_path):
     run_sweep(runs, tmp_path / "sweep", resume=True, figures=False, progress=False)
     assert not any(path.exists() for path in leftovers)
     assert (tmp_path / "sweep" / "GRU-s0" / "metrics.json").is_file()
+
+
+STOPPED_SWEEP = """
+import os, runpy, signal, sys
+from gradlab.training import callbacks
+
+original = callbacks.EpochCheckpoint.on_epoch_end
+stops = []
+
+
+def on_epoch_end(self, state):
+    if state.epochs_done == 2 and not stops:  # once, before the second epoch's checkpoints: a suspended laptop
+        stops.append(state.config.run_id)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    original(self, state)
+
+
+callbacks.EpochCheckpoint.on_epoch_end = on_epoch_end
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+TAKE_OVER = """
+import sys, time
+from gradlab.locking import SweepLock, SweepLockedError
+
+lock = SweepLock(sys.argv[1], stale_after=0.5, heartbeat_every=0.1)
+while True:  # until the stopped holder's heartbeat is older than 0.5 s, as seen from this host
+    try:
+        lock.acquire()
+        break
+    except SweepLockedError:
+        time.sleep(0.05)
+print("held", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def _other_host_available() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None or shutil.which("hostname") is None:
+        return False
+    return subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0
+
+
+def _files(folder):
+    return {str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.stat().st_size)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.skipif(not _other_host_available(), reason="needs unshare --uts (root) to play a second host")
+def test_a_stopped_holder_whose_lock_was_taken_over_writes_nothing_more(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from process_helpers import wait_until
+
+    repository = Path(__file__).resolve().parents[1]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repository), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "stopped.py").write_text(STOPPED_SWEEP)
+    (tmp_path / "take_over.py").write_text(TAKE_OVER)
+    sweep = tmp_path / "runs" / "taken"
+    argv = [sys.executable, str(tmp_path / "stopped.py"), str(repository / "experiments" / "compare_cells.py"),
+            "--dataset", "distance", "--cells", "GRU", "--seeds", "0,1", "--epochs", "4", "--hidden-size", "4",
+            "--num-layers", "1", "--seq-len", "10", "--n-train", "32", "--n-validation", "16", "--n-test", "16",
+            "--batch-size", "16", "--no-figures", "--no-progress", "--device", "cpu",
+            "--out", str(sweep.parent), "--name", sweep.name]
+    holder = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    other = None
+    try:
+        def stopped() -> bool:
+            assert holder.poll() is None, holder.communicate()
+            return Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+        wait_until(stopped, timeout=120)
+        other = subprocess.Popen(
+            ["unshare", "--uts", "sh", "-c", f'hostname gradlab-other-host && exec "$0" "$@"',
+             sys.executable, str(tmp_path / "take_over.py"), str(sweep)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment)
+        assert other.stdout.readline().strip() == "held"
+        before = _files(sweep)
+        assert before, "the stopped sweep had written its first epoch"
+        holder.send_signal(signal.SIGCONT)
+        _, error = holder.communicate(timeout=120)
+        assert holder.returncode == 1, error
+        assert "no longer holds the sweep lock" in error and "gradlab-other-host" in error, error
+        assert "Traceback" not in error, error
+        assert _files(sweep) == before  # not a checkpoint, table, metrics or summary more
+    finally:
+        if holder.poll() is None:
+            holder.send_signal(signal.SIGCONT)
+            holder.kill()
+            holder.communicate()
+        if other is not None:
+            other.communicate(input="", timeout=30)
+    assert other.returncode == 0
+
+
+def test_a_worker_checks_the_lock_before_each_write(tmp_path):
+    from gradlab.locking import SweepLock, SweepLockLost
+    from gradlab.sweep.execute import RunTask, run_work
+
+    with SweepLock(tmp_path / "sweep") as lock:
+        task = RunTask("GRU-s0", BASE.to_dict(), str(tmp_path / "sweep" / "GRU-s0"), lock=(str(lock.path), "another"))
+        with pytest.raises(SweepLockLost, match="no longer holds the sweep lock"):
+            run_work(task)
+    assert not (tmp_path / "sweep" / "GRU-s0").exists()  # not even config.json
+
+
+def test_a_detached_job_writes_on_after_its_command_released_the_lock(tmp_path):
+    import json
+
+    from gradlab.locking import lock_path_for
+    from gradlab.sweep.execute import RunTask, run_work
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    task = RunTask("GRU-s0", BASE.to_dict(), str(sweep / "GRU-s0"), lock=(str(lock_path_for(sweep)), "released"))
+    (sweep / "executor.json").write_text(json.dumps({"executor": "submitit", "jobs": {"GRU-s0": "7"},
+                                                     "detached": True}))  # what --on-interrupt detach records
+    assert run_work(task)[0]["status"] == "finished"
+    assert (sweep / "GRU-s0" / "metrics.json").is_file()

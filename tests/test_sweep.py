@@ -143,3 +143,96 @@ def test_output_path_that_is_a_file_is_rejected(tmp_path):
         check_output_path(tmp_path / "file" / "sweep")
     with pytest.raises(ValueError, match="is a file"):
         run_sweep(plan(seeds=(0,)), tmp_path / "file", figures=False, progress=False)
+
+
+def _longest_name(out) -> int:
+    """The longest sweep name whose lock files fit ``out``'s filesystem on this host."""
+    import os
+
+    from gradlab.locking import longest_lock_file_name
+
+    return os.pathconf(out, "PC_NAME_MAX") - len(longest_lock_file_name(""))
+
+
+def test_a_name_too_long_for_the_lock_files_is_refused_before_anything_is_written(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = plan(modes=("GRU",), seeds=(0,))
+    longest = _longest_name(tmp_path)
+    name = "n" * (longest + 1)  # the folder itself would fit; the lock's claim file would not
+    assert len(name) < 250
+    with pytest.raises(ValueError, match=f"too long.*at most {longest} characters"):
+        run_sweep(runs, tmp_path / name, figures=False, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    script = Path(__file__).resolve().parents[1] / "experiments" / "compare_cells.py"
+    plan_only = subprocess.run([sys.executable, str(script), "--dataset", "distance", "--cells", "GRU", "--seeds", "0",
+                                "--out", str(tmp_path), "--name", name, "--plan"], capture_output=True, text=True,
+                               timeout=120)
+    assert plan_only.returncode == 2 and f"at most {longest} characters" in plan_only.stderr, plan_only.stderr
+    assert list(tmp_path.iterdir()) == []
+    sweep = tmp_path / ("n" * longest)  # the longest name that works trains, releases its lock, and resumes
+    run_sweep(runs, sweep, figures=False, progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [sweep.name]
+    assert len(run_sweep(runs, sweep, resume=True, figures=False, progress=False).summary) == 1
+
+
+def test_a_lock_whose_claim_cannot_be_made_says_how_to_clear_it(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from gradlab.locking import SweepLock, SweepLockedError, lock_path_for
+
+    # Its lock file fits, its claim cannot (41 characters longer): as a sweep made before names were checked left it.
+    sweep = tmp_path / ("n" * (_longest_name(tmp_path) + 20))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = lock_path_for(sweep)
+    lock.write_text(json.dumps({"token": "d" * 32, "host": socket.gethostname(), "pid": dead.pid,
+                                "process_start": None, "started": 0.0, "heartbeat": 0.0}))
+    with pytest.raises(SweepLockedError, match=f"cannot make the claim file .*delete {lock} by hand"):
+        SweepLock(sweep).acquire()
+
+
+def test_a_killed_overwrite_never_strands_the_sweep(tmp_path, monkeypatch):
+    import shutil
+
+    from gradlab.sweep import folder
+
+    runs = plan(modes=("GRU",), seeds=(0,))
+    out, copy = tmp_path / "out", tmp_path / "copy"
+    run_sweep(runs, out / "sweep", figures=False, progress=False)
+
+    def killed_rmtree(path, *arguments, **options):  # deletes sweep.json first, as rmtree may, then is killed
+        (path / "sweep.json").unlink()
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder.shutil, "rmtree", killed_rmtree)
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(runs, out / "sweep", overwrite=True, figures=False, progress=False)
+    assert not (out / "sweep").exists()  # renamed aside whole: never a sweep folder without its sweep.json
+    assert len(list(out.glob(".sweep.deleting-*"))) == 1
+    shutil.copytree(out, copy)
+    replaced = run_sweep(runs, out / "sweep", overwrite=True, figures=False, progress=False)
+    assert len(replaced.summary) == 1 and not list(out.glob(".sweep.deleting-*"))  # the leftover is gone
+    resumed = run_sweep(runs, copy / "sweep", resume=True, figures=False, progress=False)
+    assert len(resumed.summary) == 1 and not list(copy.glob(".sweep.deleting-*"))
+
+
+def test_a_half_deleted_sweep_is_recognised_named_and_replaceable(tmp_path):
+    runs = plan(modes=("GRU",), seeds=(0,))
+    sweep = tmp_path / "sweep"
+    run_sweep(runs, sweep, figures=False, progress=False)
+    (sweep / "sweep.json").unlink()  # as an older gradlab's killed --overwrite left it
+    with pytest.raises(ValueError, match="gradlab sweep folder that lost its sweep.json .*run folders GRU-s0.*"
+                                         "--overwrite"):
+        run_sweep(runs, sweep, resume=True, figures=False, progress=False)
+    assert len(run_sweep(runs, sweep, overwrite=True, figures=False, progress=False).summary) == 1
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a gradlab sweep folder"):  # anything else is still never deleted
+        run_sweep(runs, tmp_path / "notes", overwrite=True, figures=False, progress=False)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"

@@ -16,17 +16,27 @@ when the driver dies.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from gradlab.config import DataConfig, RunConfig
 
 Report = Callable[["Task", "list[dict[str, Any]] | None", "BaseException | None"], None]
+
+#: The ``status`` of a result row for a run that failed inside an ensemble whose other runs ended.
+FAILED = "failed"
+
+
+def failed_row(run_id: str, error: BaseException) -> dict[str, Any]:
+    """The result row of a run that failed alone in its ensemble: its id, :data:`FAILED` and the error."""
+    return {"run_id": run_id, "status": FAILED, "error": f"{type(error).__name__}: {error}"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class RunTask:
     run_dir: str
     command: list[str] | None = None
     threads: int = 1
+    # (lock file, token) of the sweep lock: every write of the run first checks it is still held
+    lock: tuple[str, str] | None = None
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -77,6 +89,10 @@ class EnsembleTask:
     def command(self) -> list[str] | None:
         return self.members[0].command
 
+    @property
+    def lock(self) -> tuple[str, str] | None:
+        return self.members[0].lock
+
 
 Task = RunTask | EnsembleTask
 
@@ -100,25 +116,63 @@ def run_task(task: RunTask, data: Any = None, *, progress: bool = False) -> dict
 
 
 def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[dict[str, Any]]:
-    """Train a task (one run, or an ensemble of runs) in this process; one summary row per run, in order."""
+    """Train a task (one run, or an ensemble of runs) in this process; one summary row per run, in order.
+
+    An ensemble member that fails alone gets a :func:`failed_row` while the
+    others' rows are their summaries; an error that stops the whole task is
+    raised. With ``task.lock``, every write first checks that the sweep lock
+    is still held (:class:`gradlab.locking.SweepLockLost` stops the task).
+    """
     import torch
 
+    from gradlab.atomic import checked_writes
     from gradlab.training import train_ensemble, train_run
+    from gradlab.training.ensemble_run import MemberFailures
 
     members = task.members if isinstance(task, EnsembleTask) else (task,)
     configs = [RunConfig.from_dict(member.config) for member in members]
+    lock = task.lock
+    writes = checked_writes(lambda path: _check_owner(lock, task.run_dir)) if lock is not None \
+        else contextlib.nullcontext()
     previous = torch.get_num_threads()
     torch.set_num_threads(task.threads)
     try:
-        data = data if data is not None else _worker_data(configs[0].data)
-        if isinstance(task, RunTask):
-            return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
-                              progress=progress).metrics]
-        results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
-                                 command=task.command, progress=progress)
-        return [result.metrics for result in results]
+        with writes:
+            data = data if data is not None else _worker_data(configs[0].data)
+            if isinstance(task, RunTask):
+                return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
+                                  progress=progress).metrics]
+            try:
+                results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
+                                         command=task.command, progress=progress)
+            except MemberFailures as failures:
+                return [failed_row(config.run_id, failures.errors[config.run_id]) if result is None else result.metrics
+                        for config, result in zip(configs, failures.results)]
+            return [result.metrics for result in results]
     finally:
         torch.set_num_threads(previous)
+
+
+def _check_owner(lock: tuple[str, str], run_dir: str) -> None:
+    """Raise :class:`~gradlab.locking.SweepLockLost` unless the sweep's lock is still the one the task was given.
+
+    A job its command left running on purpose (``--on-interrupt detach``, so
+    marked in ``<sweep>/executor.json``) writes on without that command's lock.
+    """
+    from gradlab import schema
+    from gradlab.io import read_json
+    from gradlab.locking import SweepLockLost, check_lock
+
+    try:
+        check_lock(*lock)
+    except SweepLockLost:
+        record = Path(run_dir).parent / schema.SWEEP_FILES["executor"]
+        try:
+            detached = record.is_file() and read_json(record).get("detached") is True
+        except Exception:  # noqa: BLE001 - an unreadable record proves nothing: the lost lock stands
+            detached = False
+        if not detached:
+            raise
 
 
 class Executor(Protocol):

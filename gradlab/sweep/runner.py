@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from gradlab.config import DataConfig, RunConfig
-from gradlab.sweep.execute import EnsembleTask, Executor, LocalExecutor, RunTask, Task
-from gradlab.sweep.folder import check_sweep_dir, finished_run, open_sweep_dir, write_summary
+from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor, RunTask, Task
+from gradlab.sweep.folder import check_sweep_dir, clean_leftovers, finished_run, open_sweep_dir, write_summary
 from gradlab.sweep.grouping import DEFAULT_MAX_MEMBERS, group_runs
 
 
@@ -103,11 +103,13 @@ def run_sweep(
     Raises:
         ValueError, FileExistsError, FileNotFoundError: bad input, before any folder is written.
         SweepFailed: some runs raised (each named with its error).
+        SweepLockLost: another process took the sweep's lock over (this one was
+            stopped or cut off for longer than its stale limit); nothing more was written.
     """
     from tqdm.auto import tqdm
 
-    from gradlab.atomic import clean_orphaned_temporaries
-    from gradlab.locking import SweepLock
+    from gradlab.atomic import checked_writes, clean_orphaned_temporaries
+    from gradlab.locking import SweepLock, SweepLockLost
     from gradlab.sweep.executors.common import check_no_live_jobs
 
     stream = stream or sys.stderr
@@ -127,9 +129,11 @@ def run_sweep(
     datasets = {**(datasets or {}), **load_datasets([run for run in runs if run.data not in (datasets or {})],
                                                     progress=progress)}
     executor = executor or LocalExecutor(workers, datasets=datasets, progress=progress)
-    with SweepLock(sweep_dir):
+    with SweepLock(sweep_dir) as lock, checked_writes(lambda path: lock.verify()):
         check_sweep_dir(sweep_dir, runs, resume=resume, overwrite=overwrite)  # again, now that it is ours
         check_no_live_jobs(sweep_dir)  # cluster jobs an earlier, detached command left running
+        for leftover in clean_leftovers(sweep_dir):
+            print(f"removed {leftover}, which a killed --overwrite of {sweep_dir} left half deleted", file=stream)
         if resume and sweep_dir.is_dir():
             removed = clean_orphaned_temporaries(sweep_dir)  # a killed sweep's half-written files
             if removed:
@@ -145,13 +149,18 @@ def run_sweep(
                    disable=not progress, dynamic_ncols=True)
 
         def report(task: Task, results: list[dict[str, Any]] | None, error: BaseException | None) -> None:
+            if isinstance(error, SweepLockLost):
+                raise error  # another process owns the sweep now: nothing more is written
             if error is not None:
                 failed.update(dict.fromkeys(task.run_ids, f"{type(error).__name__}: {error}"))
                 runs_named = "run" if len(task.run_ids) == 1 else f"ensemble of {len(task.run_ids)} runs"
                 print(f"{runs_named} {', '.join(task.run_ids)} failed: {type(error).__name__}: {error}", file=stream)
             else:
                 for run_id, metrics in zip(task.run_ids, results):
-                    if metrics["status"] != "finished":
+                    if metrics["status"] == FAILED:  # alone: the ensemble's other runs ended
+                        failed[run_id] = metrics["error"]
+                        print(f"run {run_id} failed: {metrics['error']}", file=stream)
+                    elif metrics["status"] != "finished":
                         print(f"run {run_id} {metrics['status']} at step {metrics['diverged_step']}", file=stream)
             write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
             bar.update(len(task.run_ids))
@@ -161,17 +170,23 @@ def run_sweep(
         command_list = list(command) if command is not None else None
 
         def as_task(run: RunConfig) -> RunTask:
-            return RunTask(run.run_id, run.to_dict(), str(sweep_dir / run.run_id), command_list, threads)
+            return RunTask(run.run_id, run.to_dict(), str(sweep_dir / run.run_id), command_list, threads,
+                           lock=(str(lock.path), lock.token))
 
         units = group_runs(pending, ensemble=ensemble, workers=getattr(executor, "workers", workers),
                            max_members=max_members)
         tasks: list[Task] = [as_task(unit[0]) if len(unit) == 1 else EnsembleTask(tuple(map(as_task, unit)))
                              for unit in units]
+        lost = False
         try:
             executor.run(tasks, report)
+        except SweepLockLost:
+            lost = True  # the summary belongs to the process that took the sweep over
+            raise
         finally:
             bar.close()
-            summary = write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
+            if not lost:
+                summary = write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
     if figures and not summary.empty:
         draw_figures(sweep_dir, stream=stream)
     if failed:

@@ -212,6 +212,19 @@ def save_tables(state: TrainState, run_dir: Path) -> None:
         write_table(frame, run_dir / schema.RUN_FILES[kind], kind=kind)
 
 
+def _load_failure(error: BaseException) -> str:
+    """What ``torch.load`` found wrong with a file, without its advice about ``weights_only``.
+
+    That advice (load with ``weights_only=False``) is wrong for a damaged file
+    and runs to several lines; the reason sits after ``WeightsUnpickler error:``.
+    """
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no reason given"
+
+
 class EpochCheckpoint(Callback):
     """config.json at the start; every table and a resumable checkpoint at each epoch end.
 
@@ -226,16 +239,15 @@ class EpochCheckpoint(Callback):
 
     def on_fit_start(self, state: TrainState) -> None:
         path = self.folder.file("checkpoint")
-        if not path.is_file():
-            self.folder.path.mkdir(parents=True, exist_ok=True)
+        if not path.is_file():  # write_json makes the folder, after the sweep's checks on writes
             write_json(self.folder.file("config"), {**state.config.to_dict(), **provenance(self.command)})
             return
         self.folder.check_layout("resume")
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
-            raise RunFolderError(f"{path} is damaged ({type(error).__name__}: {error}); delete it to train "
-                                 "that run from the start on --resume, or use --overwrite") from None
+            raise RunFolderError(f"{path} is damaged ({type(error).__name__}: {_load_failure(error)}); delete it "
+                                 "to train that run from the start on --resume, or use --overwrite") from None
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise RunFolderError(f"{path} has checkpoint format {checkpoint.get('format')!r}, not "
                                  f"{CHECKPOINT_FORMAT}; delete it to train that run again")

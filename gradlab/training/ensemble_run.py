@@ -6,7 +6,8 @@ share every shape, so their training steps can be one batched model
 each member is the :class:`TrainState` its single run would have (model built
 from its own seed, its own data order, its own callbacks writing its own
 folder: history, gradients, gates, Jacobian, predictions, metrics,
-checkpoints). The member's model is a window onto the ensemble: its
+checkpoints). The member's model is a window onto the ensemble
+(:mod:`gradlab.training.ensemble_members`): its
 parameters share storage with the ensemble's stacked parameters, so
 validation, diagnostics, checkpoints and testing see the member's current
 weights without copying, and a checkpoint loaded into it lands in the
@@ -19,8 +20,11 @@ and optimiser update. On a GPU validation runs batched too, each member's loss
 reduced exactly as :func:`gradlab.training.evaluate.evaluate` reduces it. Results
 equal the single runs' up to the rounding of batched matmuls (1e-9 relative
 in float64; tested). A member that diverges is finished and written at once;
-the others go on. Times in the summary (``time_per_epoch``, ``wall_time``)
-are the ensemble's divided by its ``ensemble_size``.
+the others go on. A member that fails (a damaged checkpoint, an error in one of
+its callbacks or in writing its folder) is frozen like a diverged one and
+reported alone (:class:`MemberFailures`); the others train on. Times in the
+summary (``time_per_epoch``, ``wall_time``) are the ensemble's divided by its
+``ensemble_size``.
 """
 
 from __future__ import annotations
@@ -34,100 +38,39 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from gradlab.config import RunConfig
-from gradlab.data import DataSplits, SplitTensors, iterate_batches
+from gradlab.data import DataSplits, iterate_batches
 from gradlab.data.from_config import load_data
 from gradlab.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser, EnsembleTrainer
 from gradlab.io import RunFolder
-from gradlab.models import RNNModel
+from gradlab.locking import SweepLockLost
 from gradlab.sweep.grouping import ensemble_blocker, ensemble_key
 from gradlab.training.callbacks import GradientRecording
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, scored_targets
 from gradlab.training.loop import TrainState
+from gradlab.training.ensemble_members import MemberOptimiser, MemberRecording, evaluate_members, share_parameters
 from gradlab.training.run import RunResult, finish_run, prepare, read_run, standard_callbacks
 
 
-class MemberOptimiser:
-    """One member's part of an :class:`EnsembleOptimiser`, as a run's callbacks use a torch optimiser.
+class MemberFailures(RuntimeError):
+    """Some members of an ensemble failed; the others ended and their folders are written.
 
-    Its ``state_dict`` is the one a single run's ``torch.optim.Adam``/``SGD``
-    would have, so checkpoints move freely between ensembles and single runs.
+    Attributes:
+        results: one entry per run, in order: its :class:`RunResult`, or None for a failed run.
+        errors: the failed runs' errors, by run id.
     """
 
-    def __init__(self, shared: EnsembleOptimiser, member: int, model: nn.Module) -> None:
-        self.shared, self.member, self.model = shared, member, model
-
-    @property
-    def param_groups(self) -> list[dict]:
-        """The one group's learning rate, where a run's loop and callbacks read it."""
-        return [{"lr": self.shared.lrs[self.member]}]
-
-    def state_dict(self) -> dict:
-        return self.shared.member_state_dict(self.member)
-
-    def load_state_dict(self, saved: dict) -> None:
-        self.shared.load_member_state_dict(self.member, saved)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for parameter in self.model.parameters():
-            parameter.grad = None
-
-    def step(self) -> None:
-        raise RuntimeError("an ensemble member is updated by its ensemble (EnsembleTrainer.step)")
+    def __init__(self, results: list[RunResult | None], errors: dict[str, BaseException]) -> None:
+        self.results, self.errors = results, errors
+        super().__init__("; ".join(f"run {run_id} failed: {type(error).__name__}: {error}"
+                                   for run_id, error in errors.items()))
 
 
-class MemberRecording(GradientRecording):
-    """A member's ``gradients`` table: training steps from the ensemble's recorder, the final batch from its own."""
-
-    def __init__(self, state: TrainState, every: int, shared: EnsembleGradientRecorder, member: int) -> None:
-        super().__init__(state, every)
-        self.shared, self.member = shared, member
-
-    def step_context(self, state: TrainState) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()  # the ensemble's recorder listens to the batched backward
-
-    def tables(self):
-        self.frames.append(self.shared.take(self.member))
-        return super().tables()
-
-
-def share_parameters(ensemble: EnsembleModel, member: int, model: RNNModel) -> None:
-    """Make ``model``'s parameters views of member ``member``'s slice of the ensemble's (same storage)."""
-    stacked = dict(ensemble.named_parameters())
-    for name, parameter in list(model.named_parameters()):
-        owner, _, attribute = name.rpartition(".")
-        view = stacked[name].detach()[member]
-        setattr(model.get_submodule(owner), attribute, nn.Parameter(view, requires_grad=parameter.requires_grad))
-
-
-@torch.no_grad()
-def evaluate_members(ensemble: EnsembleModel, split: SplitTensors, task: str, *, batch_size: int,
-                     class_names: tuple[str, ...], max_batches: int | None) -> list[tuple[float, float]]:
-    """(loss, accuracy) of every member on a whole split: :func:`~gradlab.training.evaluate.evaluate`, batched."""
-    was_training = ensemble.training
-    ensemble.eval()
-    members = ensemble.num_members
-    scored = scored_targets(task, class_names)
-    totals = torch.zeros(members, 3, dtype=torch.float64, device=split.x.device)
-    elements = 0
-    for index, (x, y) in enumerate(iterate_batches(split, batch_size, shuffle=False)):
-        if max_batches is not None and index >= max_batches:
-            break
-        logits = ensemble(x.unsqueeze(0).expand(members, *x.shape))
-        for member in range(members):  # each member's reduction exactly as a single run's
-            totals[member, 0] += batch_loss(logits[member], y, task, reduction="sum").double()
-            hits, count = batch_correct(logits[member], y, scored)
-            totals[member, 1] += hits
-            totals[member, 2] += count
-        elements += y.numel()
-    ensemble.train(was_training)
-    results = []
-    for loss, correct, counted in totals.tolist():
-        accuracy = correct / counted if scored is not None and counted else float("nan")
-        results.append((loss / max(elements, 1), accuracy))
-    return results
+def _isolable(error: BaseException) -> bool:
+    """Whether ``error`` belongs to one member: not an interrupt, and not the lost sweep lock (which stops all)."""
+    return isinstance(error, Exception) and not isinstance(error, SweepLockLost)
 
 
 def _resume_point(run_dir: Path | None) -> int:
@@ -180,33 +123,71 @@ def train_ensemble(
 
     Raises:
         ValueError: runs that cannot share an ensemble (:func:`check_members`).
+        MemberFailures: some runs failed (each alone: the others trained and were written).
     """
     check_members(configs)
     dirs = [Path(run_dir) for run_dir in run_dirs] if run_dirs is not None else [None] * len(configs)
     if len(dirs) != len(configs):
         raise ValueError(f"expected {len(configs)} run folders, got {len(dirs)}")
     results: list[RunResult | None] = [None] * len(configs)
+    errors: dict[int, BaseException] = {}
     waves: dict[int, list[int]] = {}
     for index, run_dir in enumerate(dirs):
-        if run_dir is not None and RunFolder(run_dir).ended:
-            results[index] = read_run(run_dir)
-        else:
-            waves.setdefault(_resume_point(run_dir), []).append(index)
+        try:
+            if run_dir is not None and RunFolder(run_dir).ended:
+                results[index] = read_run(run_dir)
+                continue
+        except Exception as error:  # noqa: BLE001 - one member's damaged folder is its own failure
+            if not _isolable(error):
+                raise
+            errors[index] = error
+            continue
+        waves.setdefault(_resume_point(run_dir), []).append(index)
     if waves and data is None:
         data = load_data(configs[0].data, progress=progress)
     for indices in waves.values():
-        trained = _train_together([configs[i] for i in indices], data, [dirs[i] for i in indices], command, progress)
-        for index, result in zip(indices, trained):
-            results[index] = result
+        trained, failed = _train_together([configs[i] for i in indices], data, [dirs[i] for i in indices],
+                                          command, progress)
+        for member, index in enumerate(indices):
+            results[index] = trained[member]
+            if member in failed:
+                errors[index] = failed[member]
+    if errors:
+        raise MemberFailures(results, {configs[index].run_id: errors[index] for index in sorted(errors)})
     return results
 
 
-def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path | None],
-                    command: list[str] | None, progress: bool) -> list[RunResult]:
-    states = []
-    for config, run_dir in zip(configs, dirs):
-        states.append(prepare(config, data, run_dir, progress=False))
-        data = states[-1].data  # on its device and dtype: later members reuse it
+def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path | None], command: list[str] | None,
+                    progress: bool) -> tuple[list[RunResult | None], dict[int, BaseException]]:
+    """Train one wave of members; their results (None where failed) and the failed members' errors by index."""
+    states, kept, failed = [], [], {}
+    for index, (config, run_dir) in enumerate(zip(configs, dirs)):
+        try:
+            state = prepare(config, data, run_dir, progress=False)
+        except Exception as error:  # noqa: BLE001 - one member's failure is its own
+            if not _isolable(error):
+                raise
+            failed[index] = error
+            continue
+        states.append(state)
+        kept.append(index)
+        data = state.data  # on its device and dtype: later members reuse it
+    results: list[RunResult | None] = [None] * len(configs)
+    if not states:
+        return results, failed
+    fit = _fit_together([configs[i] for i in kept], states, command, progress)
+    fit.run()
+    for member, index in enumerate(kept):
+        results[index] = fit.results[member]
+        if member in fit.errors:
+            failed[index] = fit.errors[member]
+    return results, failed
+
+
+def _fit_together(configs: list[RunConfig], states: list[TrainState], command: list[str] | None,
+                  progress: bool) -> EnsembleFit:
+    """Prepared members as one ensemble: a batched model sharing their weights, its optimiser and trainer."""
+    data = states[0].data
     ensemble = EnsembleModel([state.model for state in states])
     for member, state in enumerate(states):
         share_parameters(ensemble, member, state.model)
@@ -227,7 +208,7 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
         callbacks = standard_callbacks(state, command, progress=False)
         state.callbacks = [MemberRecording(state, train.record_every, recorder, member)
                            if isinstance(callback, GradientRecording) else callback for callback in callbacks]
-    return EnsembleFit(ensemble, trainer, states, progress=progress).run()
+    return EnsembleFit(ensemble, trainer, states, progress=progress)
 
 
 class EnsembleFit:
@@ -237,21 +218,37 @@ class EnsembleFit:
                  progress: bool) -> None:
         self.ensemble, self.trainer, self.states, self.progress = ensemble, trainer, states, progress
         self.results: list[RunResult | None] = [None] * len(states)
+        self.errors: dict[int, BaseException] = {}  # failed members: frozen, never written again
         self.train = states[0].config.train
         self.data = states[0].data
         self.scored = scored_targets(self.data.task, self.data.class_names)
 
     @property
     def live(self) -> list[int]:
-        return [member for member, result in enumerate(self.results) if result is None]
+        return [member for member, result in enumerate(self.results) if result is None and member not in self.errors]
 
-    def run(self) -> list[RunResult]:
-        for state in self.states:
-            for callback in state.callbacks:
-                callback.on_fit_start(state)
-        if len({(state.step, state.epochs_done) for state in self.states}) > 1:
+    @contextlib.contextmanager
+    def isolated(self, member: int):
+        """Run one member's own work: an error there fails (and freezes) that member alone."""
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - see _isolable
+            if not _isolable(error):
+                raise
+            self.errors[member] = error
+            self.trainer.active[member] = False  # frozen like a diverged member: its stand-in batch changes nothing
+
+    def run(self) -> list[RunResult | None]:
+        """Train every member; their results (None for a member that failed: see :attr:`errors`)."""
+        for member, state in enumerate(self.states):
+            with self.isolated(member):
+                for callback in state.callbacks:
+                    callback.on_fit_start(state)
+        if len({(self.states[member].step, self.states[member].epochs_done) for member in self.live}) > 1:
             raise RuntimeError("ensemble members resumed at different steps; train them in separate ensembles")
-        start = self.states[0].epochs_done
+        if not self.live:
+            return self.results
+        start = self.states[self.live[0]].epochs_done
         per_epoch = math.ceil(len(self.data.train) / self.train.batch_size)
         if self.train.max_steps_per_epoch is not None:
             per_epoch = min(per_epoch, self.train.max_steps_per_epoch)
@@ -296,8 +293,9 @@ class EnsembleFit:
             state = self.states[member]
             state.train_time += elapsed
             state.epochs_done = epoch + 1
-            for callback in state.callbacks:
-                callback.on_epoch_end(state)
+            with self.isolated(member):
+                for callback in state.callbacks:
+                    callback.on_epoch_end(state)
 
     def step(self, batches: dict[int, tuple[Tensor, Tensor]]) -> None:
         """One training step of every live member; frozen (finished) members get a stand-in batch."""
@@ -317,15 +315,16 @@ class EnsembleFit:
             if scored is not None:
                 values["accuracy"] = hits / counted if counted else float("nan")
             values.update(grad_norm=result.grad_norm[member], lr=state.optimiser.param_groups[0]["lr"])
-            for callback in state.callbacks:
-                values.update(callback.extra_values(state))
-            for callback in state.callbacks:
-                callback.on_train_batch(state, values)
-            if state.diverged_step is not None:
+            with self.isolated(member):
+                for callback in state.callbacks:
+                    values.update(callback.extra_values(state))
+                for callback in state.callbacks:
+                    callback.on_train_batch(state, values)
+                if state.diverged_step is None:
+                    for callback in state.callbacks:
+                        callback.on_step_end(state)
+            if state.diverged_step is not None and member not in self.errors:
                 self.finish(member)
-                continue
-            for callback in state.callbacks:
-                callback.on_step_end(state)
 
     def validate(self, members: list[int]) -> None:
         """Validate ``members`` on the whole validation split and tell their callbacks.
@@ -346,12 +345,14 @@ class EnsembleFit:
         for member in members:
             state = self.states[member]
             state.last_validated = state.step
-            for callback in state.callbacks:
-                callback.on_validation(state, *scores[member])
+            with self.isolated(member):
+                for callback in state.callbacks:
+                    callback.on_validation(state, *scores[member])
 
     def finish(self, member: int) -> None:
         """End member ``member`` (after its last epoch, or at its divergence) and write its folder."""
         state = self.states[member]
-        for callback in state.callbacks:
-            callback.on_fit_end(state)
-        self.results[member] = finish_run(state)
+        with self.isolated(member):
+            for callback in state.callbacks:
+                callback.on_fit_end(state)
+            self.results[member] = finish_run(state)

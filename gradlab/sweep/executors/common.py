@@ -115,6 +115,16 @@ def write_record(sweep_dir: Path, engine: str, jobs: Mapping[str, str], **detail
                       {"executor": engine, "host": socket.gethostname(), **details, "jobs": dict(jobs)})
 
 
+def mark_detached(sweep_dir: Path) -> None:
+    """Record in ``<sweep>/executor.json`` that its jobs run on without the command that holds the sweep's lock.
+
+    Their writes then go on after that command releases the lock
+    (:func:`gradlab.sweep.execute.run_work`); a ``--resume`` waits for them.
+    """
+    path = Path(sweep_dir) / RECORD_FILE
+    write_json(path, {**read_json(path), "detached": True})
+
+
 def forget_record(sweep_dir: Path) -> None:
     """Delete ``<sweep>/executor.json`` (every job it named has ended)."""
     (Path(sweep_dir) / RECORD_FILE).unlink(missing_ok=True)

@@ -29,6 +29,7 @@ from gradlab.sweep.executors.common import (
     StatusLine,
     TaskFailed,
     forget_record,
+    mark_detached,
     require_engine,
     run_remote,
     write_record,
@@ -158,6 +159,7 @@ class SubmititExecutor:
             jobs = {run_id: job for run_id, job in jobs.items() if run_id not in stopped}
             named = ", ".join(f"{run_id} (job {job.job_id})" for run_id, job in jobs.items())
         if jobs:
+            mark_detached(self.sweep_dir)  # before this command releases the lock the jobs' writes check
             print(f"interrupted: left {len(jobs)} runs running on {cluster}: {named}{later}; their logs are in "
                   f"{self.log_dir}, they are recorded in {self.sweep_dir / 'executor.json'}, and --resume waits "
                   "until they end", file=self.stream)
