@@ -349,10 +349,14 @@ class RunConfig:
         Raises:
             ValueError: an unknown key (naming it), or an invalid value.
         """
+        if not isinstance(values, dict):
+            raise ValueError(f"a run config must be a JSON object, got {type(values).__name__}")
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key in CONFIG_PARTS:
                 part = CONFIG_PARTS[key]
+                if not isinstance(value, dict):
+                    raise ValueError(f"the {key} options must be a JSON object, got {value!r}")
                 known = {item.name for item in fields(part)}
                 unknown = sorted(set(value) - known)
                 if unknown:
