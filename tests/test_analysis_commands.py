@@ -338,3 +338,39 @@ def test_speed_answer_says_when_runs_shared_an_ensembles_time(tmp_path, ensemble
     assert ("share its time" in choice) == (ensemble_size > 1)
     if ensemble_size > 1:
         assert "an ensemble (of 5-5) share its time" in choice
+
+
+FAST_FIGURES = ["--formats", "png", "--dpi", "30", "--resamples", "20"]
+
+
+def test_figures_without_out_writes_into_the_sweep(tmp_path, monkeypatch):
+    sweep = write_sweep(tmp_path / "runs", "one", cells=("GRU",), seeds=(0, 1), tables=("history",))
+    monkeypatch.chdir(tmp_path)
+    assert main(["figures", str(sweep), *FAST_FIGURES]) == 0
+    assert (sweep / "figures" / REPORT).is_file()
+    assert not (tmp_path / "figures").exists()
+    # several runs directories have no one default
+    other = write_sweep(tmp_path / "runs", "two", cells=("GRU",), seeds=(0, 1), tables=("history",))
+    assert main(["figures", str(sweep), str(other), *FAST_FIGURES]) == 2
+    assert not (tmp_path / "figures").exists()
+
+
+def test_a_report_of_other_sweeps_is_replaced_only_with_overwrite(tmp_path, capsys):
+    first = write_sweep(tmp_path / "runs", "first", cells=("GRU",), seeds=(0, 1), tables=("history", "gradients"))
+    second = write_sweep(tmp_path / "elsewhere", "second", cells=("LSTM",), seeds=(0, 1), tables=("history",))
+    out = tmp_path / "out"
+    assert main(["figures", str(first), "--out", str(out), *FAST_FIGURES]) == 0
+    report = (out / REPORT).read_text()
+    (out / "README.md").write_text("kept")  # not the report's: never deleted
+    capsys.readouterr()
+    assert main(["figures", str(second), "--out", str(out), *FAST_FIGURES]) == 2
+    error = capsys.readouterr().err
+    assert str(out / REPORT) in error and "first" in error and "--overwrite" in error
+    assert (out / REPORT).read_text() == report
+    # the same sweep, read from another working directory, redraws without --overwrite
+    assert main(["figures", str(tmp_path / "runs" / ".." / "runs" / "first"), "--out", str(out), *FAST_FIGURES]) == 0
+    assert main(["figures", str(second), "--out", str(out), "--overwrite", *FAST_FIGURES]) == 0
+    fresh = tmp_path / "fresh"
+    assert main(["figures", str(second), "--out", str(fresh), *FAST_FIGURES]) == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted([*(path.name for path in fresh.iterdir()), "README.md"])
+    assert "second" in (out / REPORT).read_text()
