@@ -143,10 +143,13 @@ def test_report_numbers_equal_the_frames(regenerated, loaded):
     assert f"GRU {format_percent(gru.mean())} [{format_percent(low)}, {format_percent(high)}]" in answers["d"]
     assert "Most accurate above chance: GRU" in answers["d"]
     assert "5 of 5 learned" in answers["c"] and "chance 10.0%" in answers["c"]
-    assert "dataset `fake_digits`" not in report or "`fake_digits`" in report
+    # The dataset is named as the summary records it, in the answers and the overview.
+    assert "In main (`fake_digits`, T = 6)" in answers["a"]
+    assert "in main (`fake_digits`; chance 10.0%)" in answers["c"]
     # Overview row of the main sweep: each cell's mean test accuracy and seeds that learned.
     overview = report.split("## Evidence")[1]
     main_row = next(line for line in overview.splitlines() if line.startswith("| main "))
+    assert main_row.startswith("| main | `fake_digits`; the dataset's fixed split | 5 |")
     assert f"| {format_percent(gru.mean())} (5/5) |" in main_row
     appendix = (out / APPENDIX).read_text()
     # Sequence-length sweep: slope of log10 ratio per timestep is log10(FACTOR), in the (a) answer.
@@ -187,7 +190,8 @@ def test_report_says_when_data_disagrees(tmp_path):
     assert odd.endswith("**contradicted** |")
     # One seed never supports anything.
     one = [line for line in appendix.splitlines() if line.startswith("| one ")]
-    assert one and all(line.endswith("**too few seeds** |") for line in one if "**" in line)
+    verdicts = [line for line in one if "**" in line]
+    assert verdicts and all(line.endswith("**too few seeds** |") for line in verdicts)
 
 
 def test_report_labels_the_split_and_the_tuned_selection(tmp_path):
