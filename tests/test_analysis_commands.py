@@ -13,7 +13,7 @@ from analysis_helpers import CELLS, FACTOR, write_sweep
 from gradlab import schema
 from gradlab.__main__ import main
 from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs, mean_interval
-from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT
+from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT, slug
 from gradlab.analysis.report import build_findings
 from gradlab.analysis.report.format import format_percent, format_ratio
 
@@ -378,3 +378,9 @@ def test_a_report_of_other_sweeps_is_replaced_only_with_overwrite(tmp_path, caps
     assert main(["figures", str(second), "--out", str(fresh), *FAST_FIGURES]) == 0
     assert sorted(path.name for path in out.iterdir()) == sorted([*(path.name for path in fresh.iterdir()), "README.md"])
     assert "second" in (out / REPORT).read_text()
+
+
+def test_figure_names_keep_an_exponents_sign():
+    assert slug("sweep lr=1e+30") == "sweep_lr-1e+30"
+    assert slug("sweep lr=1e+30") != slug("sweep lr=1e-30")
+    assert slug("sweep readout=mean") == "sweep_readout-mean"

@@ -97,8 +97,11 @@ def check_report_target(out: Path, sweeps: Sequence[Path], *, overwrite: bool) -
 
 
 def slug(label: str) -> str:
-    """A file-name-safe form of a group label: ``"s readout=mean"`` -> ``"s_readout-mean"``."""
-    safe = "".join(char if char.isalnum() or char in "-." else "_" if char in " /" else "-" for char in label)
+    """A file-name-safe form of a group label: ``"s readout=mean"`` -> ``"s_readout-mean"``.
+
+    ``+`` is kept, so that an exponent's sign survives: ``lr=1e+30`` and ``lr=1e-30`` name different files.
+    """
+    safe = "".join(char if char.isalnum() or char in "-.+" else "_" if char in " /" else "-" for char in label)
     return safe.strip("_") or "runs"
 
 
