@@ -15,6 +15,7 @@ old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from functools import lru_cache
@@ -127,8 +128,8 @@ def check_metrics(values: object, path: str | os.PathLike) -> dict[str, Any]:
     for name, dtype in schema.SUMMARY.items():
         value = values.get(name)
         allowed = _METRIC_TYPES.get(dtype)
-        if value is None or allowed is None:
-            continue
+        if value is None or allowed is None or isinstance(value, float) and math.isnan(value):
+            continue  # a missing value (pandas writes NaN for a missing integer too)
         if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
             kind = "a boolean" if dtype == "boolean" else "text" if dtype == "string" else \
                 "an integer" if int in allowed and float not in allowed else "a number"
@@ -215,6 +216,7 @@ def provenance(command: list[str] | None) -> dict[str, Any]:
     return {"command": command, "gradlab_version": __version__, "git_commit": git_commit(), "layout": LAYOUT}
 
 
+# What to do about a damaged config.json: the run's other files cannot be trusted without it.
 _CONFIG_FIX = "delete that run folder, and --resume trains the run again"
 
 

@@ -157,3 +157,12 @@ def test_a_damaged_executor_record_is_named_on_resume(finished, tmp_path, capsys
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error and f"{sweep / RECORD_FILE} is damaged" in error and "delete it" in error
+
+
+def test_missing_values_of_a_diverged_run_are_not_damage(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    # a run that diverged before any validation: pandas writes its missing integers as NaN
+    (run / "metrics.json").write_text('{"status": "diverged", "best_epoch": NaN, "diverged_step": 1, '
+                                      '"test_accuracy": NaN, "normalise": null}')
+    assert RunFolder(run).status == "diverged"
