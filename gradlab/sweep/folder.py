@@ -29,7 +29,6 @@ from gradlab.io import (
     RunFolder,
     RunFolderError,
     provenance,
-    read_json_object,
     read_sweep_record,
     summary_frame,
     write_json,
