@@ -9,14 +9,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _figures(args: argparse.Namespace) -> int:
     from gradlab.analysis.commands import figures
 
     formats = [fmt.strip() for fmt in args.formats.split(",") if fmt.strip()]
-    figures(args.runs_dir, args.out, formats=formats, dpi=args.dpi, n_resamples=args.resamples, seed=args.seed,
-            every_configuration=args.all_figures)
+    out = args.out
+    if out is None:
+        if len(args.runs_dir) > 1:
+            print("gradlab figures: error: several runs directories have no one default output folder; "
+                  "give --out", file=sys.stderr)
+            return 2
+        out = Path(args.runs_dir[0]) / "figures"
+    figures(args.runs_dir, out, formats=formats, dpi=args.dpi, n_resamples=args.resamples, seed=args.seed,
+            overwrite=args.overwrite, every_configuration=args.all_figures)
     return 0
 
 
@@ -37,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     figures.add_argument("runs_dir", nargs="+", metavar="RUNS_DIR",
                          help="a sweep folder (<sweep>/<run_id>/...) or a folder of sweeps; several allowed")
-    figures.add_argument("--out", default="figures", help="output folder (default: figures)")
+    figures.add_argument("--out", default=None,
+                         help="output folder (default: RUNS_DIR/figures, beside the runs it draws)")
+    figures.add_argument("--overwrite", action="store_true",
+                         help="replace a findings report in the output folder that other sweeps made, and its "
+                              "figures (without it such a report is refused)")
     figures.add_argument("--formats", default="png,pdf",
                          help="comma-separated figure formats: png, pdf, svg (default: png,pdf)")
     figures.add_argument("--dpi", type=int, default=200, help="resolution of PNG figures (default: 200)")
@@ -66,9 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Exception as error:
+        from gradlab.analysis.commands import ReportExistsError
         from gradlab.analysis.load import RunsDirError
 
-        if isinstance(error, RunsDirError):
+        if isinstance(error, (RunsDirError, ReportExistsError)):
             print(f"gradlab {args.command}: error: {error}", file=sys.stderr)
             return 2
         raise

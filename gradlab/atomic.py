@@ -76,6 +76,12 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
             with open(temporary, "rb") as handle:
                 os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is not None:
+            raise
+        # Writers (pyarrow, torch, json) report a full disk without a path: name the file being written.
+        raise OSError(error.errno, f"{error.strerror or error} (writing {path})", str(path)) from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

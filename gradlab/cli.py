@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradlab.config import ACTIVATION_NAMES, CONFIG_PARTS, DataConfig, RunConfig
+from gradlab.io import RunFolderError
 from gradlab.locking import SweepLockedError, SweepLockLost
 from gradlab.sweep.executors.options import add_executor_arguments, executor_from_args
 from gradlab.sweep.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES, group_runs
@@ -254,7 +255,13 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
         extra = {"grid": grid, "select_by": args.select_by, "match_params": args.match_params,
                  "ensemble": args.ensemble}
         return _execute(args, runs, sweep_dir, argv, extra)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError, SweepLockedError) as error:
+    except (RunFolderError, SweepLockedError, OSError) as error:
+        if isinstance(error, (FileNotFoundError, FileExistsError)):
+            parser.error(str(error))  # a path given on the command line: the usage helps
+        # The disk or a file on it, not the command line: the usage text would bury the message.
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as error:
         parser.error(str(error))
     return 2
 

@@ -46,6 +46,8 @@ PADS: tuple[str, ...] = ("end", "start")
 OPTIMISERS: tuple[str, ...] = ("adam", "sgd")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DTYPES: tuple[str, ...] = ("float32", "float64")
+#: Largest seed: torch's generators take up to 2**64 - 1, but every table stores the seed as int64.
+SEED_MAX: int = 2**63 - 1
 
 
 def check_integer(name: str, value: Any, low: int = 1, high: int | None = None, note: str = "") -> int:
@@ -235,7 +237,7 @@ class DataConfig:
         check_integer("DataConfig.delay", self.delay, 0, note=" (frames of silence)")
         if self.test_speaker is not None and not (self.dataset == "fsdd" and self.split == "speakers"):
             raise ValueError("test_speaker applies to FSDD with split 'speakers' only; drop --test-speaker")
-        check_integer("DataConfig.data_seed", self.data_seed, 0)
+        check_integer("DataConfig.data_seed", self.data_seed, 0, SEED_MAX, note=" (2**63 - 1: tables store seeds as int64)")
         check_number("DataConfig.train_fraction", self.train_fraction, positive=True)
         object.__setattr__(self, "train_fraction", float(self.train_fraction))
         if self.train_fraction > 1.0:
@@ -299,7 +301,7 @@ class TrainConfig:
         check_choice("dtype", self.dtype, DTYPES)
         if self.amp and self.dtype != "float32":
             raise ValueError("amp (bfloat16 autocast) needs dtype float32; drop --amp or --dtype float64")
-        check_integer("TrainConfig.seed", self.seed, 0)
+        check_integer("TrainConfig.seed", self.seed, 0, SEED_MAX, note=" (2**63 - 1: tables store seeds as int64)")
         if self.clip_grad_value is not None:
             check_number("TrainConfig.clip_grad_value", self.clip_grad_value, positive=True)
         check_number("TrainConfig.omega_weight", self.omega_weight, positive=False)
@@ -347,10 +349,14 @@ class RunConfig:
         Raises:
             ValueError: an unknown key (naming it), or an invalid value.
         """
+        if not isinstance(values, dict):
+            raise ValueError(f"a run config must be a JSON object, got {type(values).__name__}")
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key in CONFIG_PARTS:
                 part = CONFIG_PARTS[key]
+                if not isinstance(value, dict):
+                    raise ValueError(f"the {key} options must be a JSON object, got {value!r}")
                 known = {item.name for item in fields(part)}
                 unknown = sorted(set(value) - known)
                 if unknown:

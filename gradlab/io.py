@@ -15,6 +15,7 @@ old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from functools import lru_cache
@@ -81,6 +82,86 @@ def read_json(path: str | os.PathLike) -> Any:
         ) from None
 
 
+def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
+    """Read a JSON file that must hold an object (a dict), as every gradlab JSON file does.
+
+    Args:
+        path: the file.
+        fix: what the reader should do about a damaged file, for the message.
+
+    Raises:
+        RunFolderError: the file is not valid JSON, or holds another value (``null``, a list), naming it and ``fix``.
+        FileNotFoundError: it does not exist.
+    """
+    values = read_json(path)
+    if not isinstance(values, dict):
+        raise RunFolderError(f"{path} is damaged: it holds {_json_kind(values)}, not a JSON object; {fix}")
+    return values
+
+
+def _json_kind(value: object) -> str:
+    """How a JSON value reads in a message: ``null``, ``a list``, ``a string``."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+# What a metrics.json value of each SUMMARY dtype may be (None and NaN stand for a missing value).
+_METRIC_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "boolean": (bool,), "int64": (int,), "Int64": (int,), "float64": (int, float),
+}
+
+
+def check_metrics(values: object, path: str | os.PathLike) -> dict[str, Any]:
+    """``values`` if it is a run's summary row: an object whose status says the run ended and whose values fit SUMMARY.
+
+    Raises:
+        RunFolderError: naming ``path``, the first value that does not fit, and what to do.
+    """
+    fix = "delete it, and --resume trains that run again"
+    if not isinstance(values, dict):
+        raise RunFolderError(f"{path} is damaged: it holds {_json_kind(values)}, not a JSON object; {fix}")
+    if values.get("status") not in (FINISHED, DIVERGED):
+        raise RunFolderError(f"{path} is damaged: its status is {values.get('status')!r}, not "
+                             f"{FINISHED!r} or {DIVERGED!r}; {fix}")
+    for name, dtype in schema.SUMMARY.items():
+        value = values.get(name)
+        allowed = _METRIC_TYPES.get(dtype)
+        if value is None or allowed is None or isinstance(value, float) and math.isnan(value):
+            continue  # a missing value (pandas writes NaN for a missing integer too)
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            kind = "a boolean" if dtype == "boolean" else "text" if dtype == "string" else \
+                "an integer" if int in allowed and float not in allowed else "a number"
+            raise RunFolderError(f"{path} is damaged: {name} is {value!r}, which is not {kind}; {fix}")
+    return values
+
+
+def read_sweep_record(path: str | os.PathLike, *, require_runs: bool = True) -> dict[str, Any]:
+    """A sweep's ``sweep.json``, checked for shape: an object whose ``runs`` lists run configs with a run_id each.
+
+    Args:
+        path: the file.
+        require_runs: whether a record without ``runs`` is damaged (resuming needs the list; analysis does not).
+
+    Raises:
+        RunFolderError: naming the file, what is wrong, and what to do.
+    """
+    fix = "it lists the sweep's runs, so the sweep cannot be continued: start it again with --overwrite or a new --name"
+    record = read_json_object(path, fix)
+    runs = record.get("runs", None if require_runs else [])
+    if not isinstance(runs, list):
+        raise RunFolderError(f"{path} is damaged: its \"runs\" entry is {runs!r}, not a list of runs; {fix}")
+    for index, run in enumerate(runs):
+        if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+            raise RunFolderError(f"{path} is damaged: run {index} of its \"runs\" is not a run config with a "
+                                 f"run_id; {fix}")
+    if not isinstance(record.get("grid"), (dict, list, type(None))) or not isinstance(record.get("select_by"),
+                                                                                      (str, type(None))):
+        raise RunFolderError(f"{path} is damaged: its \"grid\" or \"select_by\" entry is not what gradlab writes; {fix}")
+    return record
+
+
 def write_table(frame: pd.DataFrame, path: str | os.PathLike, *, kind: str | None = None) -> Path:
     """Write ``frame`` as Parquet, atomically; conformed to table ``kind``'s schema when given."""
     if kind is not None:
@@ -135,6 +216,10 @@ def provenance(command: list[str] | None) -> dict[str, Any]:
     return {"command": command, "gradlab_version": __version__, "git_commit": git_commit(), "layout": LAYOUT}
 
 
+# What to do about a damaged config.json: the run's other files cannot be trusted without it.
+_CONFIG_FIX = "delete that run folder, and --resume trains the run again"
+
+
 class RunFolder:
     """One run's folder: its config, metrics, tables and status, read lazily.
 
@@ -156,13 +241,22 @@ class RunFolder:
         return self.file(kind).is_file()
 
     def raw_config(self) -> dict[str, Any]:
-        """config.json as written: the run's config plus :data:`PROVENANCE_KEYS`."""
-        return read_json(self.file("config"))
+        """config.json as written: the run's config plus :data:`PROVENANCE_KEYS`.
+
+        Raises:
+            RunFolderError: the file is not a JSON object, or its layout is not an integer (naming it).
+        """
+        path = self.file("config")
+        values = read_json_object(path, _CONFIG_FIX)
+        layout = values.get("layout", 1)
+        if isinstance(layout, bool) or not isinstance(layout, int):
+            raise RunFolderError(f"{path} is damaged: its layout is {layout!r}, not an integer; {_CONFIG_FIX}")
+        return values
 
     @property
     def layout(self) -> int:
         """The layout version that wrote this folder (1: before layouts were recorded)."""
-        return int(self.raw_config().get("layout", 1)) if self.has("config") else LAYOUT
+        return self.raw_config().get("layout", 1) if self.has("config") else LAYOUT
 
     def check_layout(self, what: str) -> None:
         """Raise :class:`RunFolderError` if the folder was written by another layout than this gradlab's.
@@ -187,8 +281,12 @@ class RunFolder:
             raise RunFolderError(f"{self.file('config')} does not describe a run this gradlab can read: {error}") from None
 
     def metrics(self) -> dict[str, Any]:
-        """metrics.json: the run's summary row (only once the run has ended)."""
-        return read_json(self.file("metrics"))
+        """metrics.json: the run's summary row (only once the run has ended).
+
+        Raises:
+            RunFolderError: the file is damaged or does not hold a summary row (naming it and the fix).
+        """
+        return check_metrics(read_json(self.file("metrics")), self.file("metrics"))
 
     @property
     def status(self) -> str | None:

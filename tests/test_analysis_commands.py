@@ -13,7 +13,7 @@ from analysis_helpers import CELLS, FACTOR, write_sweep
 from gradlab import schema
 from gradlab.__main__ import main
 from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs, mean_interval
-from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT
+from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT, slug
 from gradlab.analysis.report import build_findings, tune
 from gradlab.analysis.report.format import format_percent, format_ratio
 
@@ -145,9 +145,13 @@ def test_report_numbers_equal_the_frames(regenerated, loaded):
     expected = f"{100 * (gru.mean() - lstm.mean()):+.1f} [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
     assert expected in row and "**GRU better**" in row
     assert "Welch t test of the difference over seeds" in answers["4"]
+    # The dataset is named as the summary records it, in the overview.
+    assert "| main | `fake_digits` |" in report
     # Overview row of the main sweep: each cell's mean test accuracy and seeds that learned.
     overview = report.split("## Evidence")[1]
     main_row = next(line for line in overview.splitlines() if line.startswith("| main "))
+    assert main_row.startswith("| main | `fake_digits` | 5 |")  # the split is stated once, in the caption
+    assert "Splits: `fake_digits`: the dataset's fixed split" in overview
     assert f"| {format_percent(gru.mean())} (5/5) |" in main_row
 
 
@@ -183,7 +187,8 @@ def test_report_says_when_data_disagrees(tmp_path):
     assert odd.endswith("**contradicted** |")
     # One seed never supports anything.
     one = [line for line in appendix.splitlines() if line.startswith("| one ")]
-    assert one and all(line.endswith("**too few seeds** |") for line in one if "**" in line)
+    verdicts = [line for line in one if "**" in line]
+    assert verdicts and all(line.endswith("**too few seeds** |") for line in verdicts)
 
 
 def test_report_labels_the_split_and_the_tuned_selection(tmp_path):
@@ -330,3 +335,45 @@ def test_runs_of_an_older_layout_are_read_with_a_warning_naming_it(tmp_path):
     with pytest.warns(OlderLayoutWarning, match="run-folder layout 1, before 2"):
         data = load_runs(tmp_path / "runs")
     assert not data.summary.empty
+
+
+FAST_FIGURES = ["--formats", "png", "--dpi", "30", "--resamples", "20"]
+
+
+def test_figures_without_out_writes_into_the_sweep(tmp_path, monkeypatch):
+    sweep = write_sweep(tmp_path / "runs", "one", cells=("GRU",), seeds=(0, 1), tables=("history",))
+    monkeypatch.chdir(tmp_path)
+    assert main(["figures", str(sweep), *FAST_FIGURES]) == 0
+    assert (sweep / "figures" / REPORT).is_file()
+    assert not (tmp_path / "figures").exists()
+    # several runs directories have no one default
+    other = write_sweep(tmp_path / "runs", "two", cells=("GRU",), seeds=(0, 1), tables=("history",))
+    assert main(["figures", str(sweep), str(other), *FAST_FIGURES]) == 2
+    assert not (tmp_path / "figures").exists()
+
+
+def test_a_report_of_other_sweeps_is_replaced_only_with_overwrite(tmp_path, capsys):
+    first = write_sweep(tmp_path / "runs", "first", cells=("GRU",), seeds=(0, 1), tables=("history", "gradients"))
+    second = write_sweep(tmp_path / "elsewhere", "second", cells=("LSTM",), seeds=(0, 1), tables=("history",))
+    out = tmp_path / "out"
+    assert main(["figures", str(first), "--out", str(out), *FAST_FIGURES]) == 0
+    report = (out / REPORT).read_text()
+    (out / "README.md").write_text("kept")  # not the report's: never deleted
+    capsys.readouterr()
+    assert main(["figures", str(second), "--out", str(out), *FAST_FIGURES]) == 2
+    error = capsys.readouterr().err
+    assert str(out / REPORT) in error and "first" in error and "--overwrite" in error
+    assert (out / REPORT).read_text() == report
+    # the same sweep, read from another working directory, redraws without --overwrite
+    assert main(["figures", str(tmp_path / "runs" / ".." / "runs" / "first"), "--out", str(out), *FAST_FIGURES]) == 0
+    assert main(["figures", str(second), "--out", str(out), "--overwrite", *FAST_FIGURES]) == 0
+    fresh = tmp_path / "fresh"
+    assert main(["figures", str(second), "--out", str(fresh), *FAST_FIGURES]) == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted([*(path.name for path in fresh.iterdir()), "README.md"])
+    assert "second" in (out / REPORT).read_text()
+
+
+def test_figure_names_keep_an_exponents_sign():
+    assert slug("sweep lr=1e+30") == "sweep_lr-1e+30"
+    assert slug("sweep lr=1e+30") != slug("sweep lr=1e-30")
+    assert slug("sweep readout=mean") == "sweep_readout-mean"

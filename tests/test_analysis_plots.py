@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -203,5 +207,12 @@ def test_empty_frames_raise(frames):
 
 def test_cell_colours_fixed_and_distinct():
     assert len(set(CELL_COLOURS.values())) == len(CELL_COLOURS)
-    assert cell_colour("RNN_ELU") == cell_colour("RNN_ELU") not in CELL_COLOURS.values()
+    # A cell without a fixed colour gets the same one in every interpreter (str hashes are salted per process).
+    colour = cell_colour("RNN_ELU")
+    assert colour not in CELL_COLOURS.values()
+    script = "from gradlab.analysis.style import cell_colour; print(cell_colour('RNN_ELU'))"
+    for hash_seed in ("1", "2"):
+        printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "PYTHONHASHSEED": hash_seed}).stdout.strip()
+        assert printed == colour
     assert cell_order(["GRU", "RNN_ELU", "LSTM", "RNN_RELU", "RNN_TANH"]) == ["RNN_TANH", "RNN_RELU", "RNN_ELU", "LSTM", "GRU"]

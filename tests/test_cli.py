@@ -101,6 +101,11 @@ CLI_ERRORS = [
     (["--name", "../x"], "plain folder name"),
     (["--lr", "fast"], "cannot read"),
     (["--init", "orthogonal,forget_bias", "--cells", "GRU"], "forget_bias"),
+    # torch cannot seed from 2**64 ("Overflow when unpacking long long"), and int64 tables cannot store 2**63
+    (["--seeds", f"0,{2**64}"], "TrainConfig.seed must be an integer in [0, 9223372036854775807]"),
+    (["--seeds", f"{2**63}", "--plan"], "TrainConfig.seed must be an integer in [0, 9223372036854775807]"),
+    (["--seeds", "-1", "--plan"], "TrainConfig.seed must be an integer in [0,"),
+    (["--data-seed", f"{2**64}", "--plan"], "DataConfig.data_seed must be an integer in [0, 9223372036854775807]"),
 ]
 
 

@@ -230,6 +230,19 @@ def test_loud_float_wav_is_skipped_as_non_finite_not_poisoning_the_rest(tmp_path
     assert np.isfinite(result.features).all()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_a_float_wav_holding_nan_or_inf_is_skipped_as_non_finite(tmp_path, bad):
+    good = write_wav(tmp_path / "good.wav", tone(300, 0.5, 16000))
+    audio = tone(300, 0.5, 16000)
+    audio[100:110] = bad
+    poisoned = _float_wav(tmp_path / "poisoned.wav", audio)
+    with pytest.warns(RuntimeWarning, match=r"1 non_finite.*poisoned\.wav"):
+        result = extract_features([good, poisoned], FeatureConfig(), num_workers=1, progress=False)
+    assert [(f.path, f.reason) for f in result.failures] == [(str(poisoned), "non_finite")]
+    assert "10 of 8000 samples are NaN or infinite" in result.failures[0].detail
+    assert result.ok.tolist() == [True, False] and np.isfinite(result.features).all()
+
+
 def test_silent_and_zero_length_clips_are_skipped_as_empty(tmp_path):
     good = write_wav(tmp_path / "good.wav", tone(300, 0.5, 16000))
     silent = write_wav(tmp_path / "silent.wav", np.zeros(8000, np.float32))

@@ -204,6 +204,53 @@ def test_adam_step_equals_torch_adam_to_1e12():
             torch.testing.assert_close(q[s], p, rtol=1e-12, atol=0)
 
 
+def test_a_frozen_adam_member_keeps_its_state_and_the_others_equal_torch_adam():
+    """A diverged member is frozen: its parameters, moments and step count stay as they were at divergence."""
+    generator = torch.Generator().manual_seed(2)
+    stacked = [torch.nn.Parameter(torch.randn(3, 4, 5, generator=generator, dtype=torch.float64)),
+               torch.nn.Parameter(torch.randn(3, 6, generator=generator, dtype=torch.float64))]
+    singles = [[torch.nn.Parameter(p[s].detach().clone()) for p in stacked] for s in range(3)]
+    lrs = [1e-3, 1e-2, 1e-1]
+    optimiser = EnsembleOptimiser(stacked, "adam", lrs)
+    references = [torch.optim.Adam(params, lr=lr) for params, lr in zip(singles, lrs)]
+    for step in range(6):
+        for p in stacked:
+            p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        for s, params in enumerate(singles):
+            for p, q in zip(params, stacked):
+                p.grad = q.grad[s].clone()
+        active = [True, step < 2, True]  # member 1 diverges after two steps
+        optimiser.step(active)
+        for reference, on in zip(references, active):
+            if on:
+                reference.step()
+        if step == 1:
+            frozen = {name: value.clone() if torch.is_tensor(value) else value
+                      for name, value in _flat_state(optimiser.member_state_dict(1)).items()}
+            frozen_parameters = [p[1].clone() for p in stacked]
+    assert optimiser.steps == [6, 2, 6]
+    state = _flat_state(optimiser.member_state_dict(1))
+    assert state.keys() == frozen.keys()
+    for name, value in frozen.items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=0, msg=name)
+    for p, kept in zip(stacked, frozen_parameters):
+        torch.testing.assert_close(p[1], kept, rtol=0, atol=0)
+    # Every member's state, frozen or not, is what torch.optim.Adam holds after the same steps.
+    for s, reference in enumerate(references):
+        expected = _flat_state(reference.state_dict())
+        state = _flat_state(optimiser.member_state_dict(s))
+        assert state.keys() == expected.keys()
+        for name, value in expected.items():
+            torch.testing.assert_close(state[name], value, rtol=1e-12, atol=0, msg=f"{name} of member {s}")
+        for p, q in zip(singles[s], stacked):
+            torch.testing.assert_close(q[s], p, rtol=1e-12, atol=0)
+
+
+def _flat_state(state_dict: dict) -> dict:
+    """An optimiser state_dict's tensors by "<param index>.<name>" (hyperparameters left out)."""
+    return {f"{index}.{name}": value for index, values in state_dict["state"].items() for name, value in values.items()}
+
+
 def test_member_norms_and_clipping_equal_torch_utils():
     generator = torch.Generator().manual_seed(1)
     stacked = [torch.zeros(4, 3, 2, dtype=torch.float64), torch.zeros(4, 5, dtype=torch.float64)]

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from data_helpers import fsdd_recordings
 from train_helpers import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-FSDD = REPO.parent / "shared" / "data" / "fsdd"
-needs_fsdd = pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD recordings not found at {FSDD}")
 ALL_CELLS = ["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]
 
 
@@ -29,10 +27,9 @@ def summary_of(out: Path) -> pd.DataFrame:
     return pd.read_parquet(sweep / "summary.parquet")
 
 
-@needs_fsdd
 def test_compare_cells_dry_run_on_fsdd_every_cell(tmp_path, cache_dir, capsys):
     out = tmp_path / "runs"
-    assert compare_cells.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(FSDD), "--cache-dir", cache_dir,
+    assert compare_cells.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(fsdd_recordings()), "--cache-dir", cache_dir,
                                "--out", str(out), "--no-progress"]) == 0
     summary = summary_of(out)
     assert sorted(summary["cell"]) == sorted(ALL_CELLS)
@@ -50,10 +47,9 @@ def test_compare_cells_dry_run_on_synthetic_tasks_every_cell(tmp_path, dataset):
     assert set(summary["status"]) == {"finished"}
 
 
-@needs_fsdd
 def test_sequence_length_dry_run_on_fsdd_changes_the_hop(tmp_path, cache_dir):
     out = tmp_path / "runs"
-    assert sequence_length.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(FSDD), "--cache-dir", cache_dir,
+    assert sequence_length.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(fsdd_recordings()), "--cache-dir", cache_dir,
                                  "--out", str(out), "--no-progress", "--hops", "1024,512"]) == 0
     summary = summary_of(out)
     assert sorted(summary["cell"].unique()) == sorted(ALL_CELLS)

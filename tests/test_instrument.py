@@ -310,13 +310,21 @@ def test_vanishing_gradient_physics_tanh_rnn_against_lstm_with_forget_bias():
     assert ratios["LSTM"] > 1e6 * ratios["RNN_TANH"]
 
 
-def test_low_precision_gradients_are_summarised_in_float64():
+@pytest.mark.parametrize("value", [0.01, 1e-30, 3e30], ids=["ordinary", "squares-underflow", "squares-overflow"])
+def test_low_precision_gradients_are_summarised_in_float64(value):
+    # 1e-30 squared (1e-60) is below bf16's (and float32's) smallest value, so a norm summed in bf16 or
+    # float32 is 0; 3e30 squared overflows them to inf. Summed in float64 each is exact to rounding.
     recorder = GradientRecorder(_model("GRU"), every=1, run_info=RUN)
-    grad = torch.full((4, 300), 0.01, dtype=torch.bfloat16)  # exact norm per sample: 0.01 * sqrt(300)
+    grad = torch.full((4, 300), value, dtype=torch.bfloat16)
+    grad[1] *= 2  # samples differ: each sample's own norm
     recorder._store(object(), grad)
     norms = recorder._sample_norms.popitem()[1]
     assert norms.dtype == torch.float64
-    torch.testing.assert_close(norms, torch.full((4,), 0.01 * 300 ** 0.5, dtype=torch.float64), rtol=1e-2, atol=0)
+    stored = float(grad[0, 0])  # the bf16 value (0.01 is stored as 0.010009765625)
+    expected = torch.tensor([1.0, 2.0, 1.0, 1.0], dtype=torch.float64) * stored * 300 ** 0.5
+    torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
+    naive = torch.linalg.vector_norm(grad, dim=1)  # bf16 throughout: rounds to 3 digits, or under/overflows
+    assert not torch.allclose(naive.double(), expected, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize(

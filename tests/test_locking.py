@@ -62,7 +62,7 @@ def test_sigkilled_holder_does_not_block_the_next_sweep(tmp_path):
     holder = start("hold", str(tmp_path / "sweep"))
     assert read_lines(holder, 1) == ["held"]
     holder.send_signal(signal.SIGKILL)
-    wait_until(lambda: not running(holder.pid), timeout=5)  # a zombie until reaped below: dead all the same
+    wait_until(lambda: not running(holder.pid), timeout=60)  # a zombie until reaped below: dead all the same
     try:
         with SweepLock(tmp_path / "sweep") as lock:
             assert read_holder(lock.path).pid == os.getpid()
@@ -73,10 +73,11 @@ def test_sigkilled_holder_does_not_block_the_next_sweep(tmp_path):
 def test_other_host_lock_is_taken_over_only_after_its_heartbeat_is_stale(tmp_path):
     path = lock_path_for(tmp_path / "sweep")
     write_lock_file(path, host="node7", pid=os.getpid(), heartbeat=time.time())  # a live-looking PID: not ours to check
-    lock = SweepLock(tmp_path / "sweep", stale_after=0.5, heartbeat_every=0.1)
+    # Ages are set in the file, not waited for: a stalled test process must not make a fresh heartbeat stale.
+    lock = SweepLock(tmp_path / "sweep", stale_after=600, heartbeat_every=0.1)
     with pytest.raises(SweepLockedError, match=f"PID {os.getpid()} on host node7"):
         lock.acquire()
-    time.sleep(0.6)
+    write_lock_file(path, host="node7", pid=os.getpid(), heartbeat=time.time() - 601)  # node7 stopped beating
     with lock:
         assert read_holder(path).host == socket.gethostname()
 
@@ -84,10 +85,10 @@ def test_other_host_lock_is_taken_over_only_after_its_heartbeat_is_stale(tmp_pat
 def test_unreadable_lock_file_ages_by_its_mtime(tmp_path):
     path = lock_path_for(tmp_path / "sweep")
     path.write_text("")
-    lock = SweepLock(tmp_path / "sweep", stale_after=0.5, heartbeat_every=0.1)
+    lock = SweepLock(tmp_path / "sweep", stale_after=600, heartbeat_every=0.1)
     with pytest.raises(SweepLockedError, match="PID [?] on host [?]"):
         lock.acquire()
-    os.utime(path, (time.time() - 1, time.time() - 1))
+    os.utime(path, (time.time() - 601, time.time() - 601))
     with lock:
         assert read_holder(path).pid == os.getpid()
 
@@ -106,10 +107,10 @@ def test_claim_left_by_a_killed_contender_is_passed_over_once_old(tmp_path):
 def test_heartbeat_advances_while_held(tmp_path):
     with SweepLock(tmp_path / "sweep", stale_after=1.0, heartbeat_every=0.05) as lock:
         first = read_holder(lock.path)
-        time.sleep(0.3)
+        # polled, not slept: on a loaded machine the heartbeat thread may run late, but it must run
+        wait_until(lambda: read_holder(lock.path).heartbeat > first.heartbeat, timeout=60)
         second = read_holder(lock.path)
     assert second.token == first.token and second.started == first.started
-    assert second.heartbeat - first.heartbeat >= 0.2
 
 
 def test_release_removes_the_lock_file_only_while_it_is_ours(tmp_path):
@@ -120,7 +121,7 @@ def test_release_removes_the_lock_file_only_while_it_is_ours(tmp_path):
     written = lock.path.read_text()
     with pytest.raises(SweepLockLost, match="node7"):
         lock.verify()
-    time.sleep(0.2)
+    lock._write_heartbeat()  # what the heartbeat thread does, called here rather than waited for
     assert lock.path.read_text() == written  # our heartbeat goes to our old file, not the successor's
     lock.release()
     assert json.loads(lock.path.read_text())["token"] == "successor"

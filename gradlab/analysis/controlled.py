@@ -20,6 +20,7 @@ from gradlab import schema
 from gradlab.config import RunConfig
 from gradlab.analysis.compare import compare
 from gradlab.analysis.load import RunData
+from gradlab.io import read_sweep_record
 from gradlab.analysis.stats import first_to_last_ratio
 
 #: Interventions and their reference (control) values, by dotted option.
@@ -53,8 +54,8 @@ def recorded_configs(data: RunData) -> pd.DataFrame:
     rows = []
     for sweep, path in data.sweeps.items():
         try:
-            record = json.loads((path / schema.SWEEP_FILES["sweep"]).read_text())
-        except (OSError, ValueError):
+            record = read_sweep_record(path / schema.SWEEP_FILES["sweep"], require_runs=False)
+        except (OSError, ValueError):  # load_runs warned about a damaged one
             continue
         if not isinstance(record, dict):
             continue

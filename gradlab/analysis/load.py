@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from gradlab import schema
-from gradlab.io import LAYOUT, RUN_TABLES, RunFolder, RunFolderError
+from gradlab.io import LAYOUT, RUN_TABLES, RunFolder, RunFolderError, read_sweep_record
 
 # Files whose presence marks a folder as one run's folder.
 _RUN_MARKERS: tuple[str, ...] = ("config", "metrics", *RUN_TABLES)
@@ -169,6 +169,17 @@ def _read_summary_file(sweep: str, path: Path, skipped: list[str]) -> pd.DataFra
         return None
 
 
+def _check_sweep_record(path: Path, skipped: list[str]) -> None:
+    """Warn when the sweep's sweep.json is damaged: the runs are still analysed, without what it records."""
+    record = path / schema.SWEEP_FILES["sweep"]
+    if record.is_file():
+        try:
+            read_sweep_record(record, require_runs=False)
+        except (RunFolderError, OSError) as error:
+            _warn(skipped, f"{str(error).split(';')[0]}; its runs are read without it (no grid selection, "
+                           "no class names)")
+
+
 def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
@@ -187,6 +198,8 @@ def _read_run(sweep: str, run_dir: Path) -> dict[str, pd.DataFrame]:
     folder = RunFolder(run_dir)
     tables = {}
     try:
+        if folder.has("config"):
+            folder.raw_config()  # checked for shape: a run whose config.json is damaged is not analysed
         for kind in RUN_TABLES:
             if folder.has(kind):
                 tables[kind] = _with_sweep(folder.table(kind), kind, sweep, folder.file(kind))
@@ -230,6 +243,7 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> RunData:
     tables: dict[str, list[pd.DataFrame]] = {kind: [] for kind in ("summary", *RUN_TABLES)}
     skipped: list[str] = []
     for sweep, path in sweeps.items():
+        _check_sweep_record(path, skipped)
         summary = _read_summary_file(sweep, path, skipped)
         listed = set(summary["run_id"]) if summary is not None else set()
         damaged, unlisted, older = set(), [], []

@@ -124,7 +124,8 @@ def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
         soundfile.LibsndfileError: The file cannot be decoded.
         UnusableAudio: The header declares a sample rate outside
             ``SAMPLE_RATE_RANGE`` or more than ``MAX_CHANNELS`` channels
-            (reason ``"unreadable"``), or the clip holds no sound (``"empty"``).
+            (reason ``"unreadable"``), holds NaN or infinite samples (``"non_finite"``), or
+            holds no sound (``"empty"``).
     """
     with soundfile.SoundFile(os.fspath(path)) as handle:
         rate, channels = handle.samplerate, handle.channels
@@ -145,6 +146,9 @@ def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
         needed = math.ceil(config.clip_seconds * rate) + reach
         audio = handle.read(needed, dtype="float32", always_2d=True)  # (S, C)
     audio = audio.mean(axis=1)  # (S,)
+    if not np.isfinite(audio).all():  # a float WAV can store NaN or inf; librosa would refuse it as if undecodable
+        bad = int(np.sum(~np.isfinite(audio)))
+        raise UnusableAudio(SKIP_NON_FINITE, f"{bad} of {audio.shape[0]} samples are NaN or infinite")
     if not np.any(audio):
         raise UnusableAudio(
             SKIP_EMPTY,

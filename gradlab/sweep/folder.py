@@ -37,7 +37,7 @@ from gradlab.io import (
     RunFolder,
     RunFolderError,
     provenance,
-    read_json,
+    read_sweep_record,
     summary_frame,
     write_json,
     write_table,
@@ -178,7 +178,7 @@ def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool,
                          "--overwrite, or use a new --name")
     if not record.is_file():
         raise ValueError(f"cannot resume {sweep_dir}: it has no {record.name}, so it is not a gradlab sweep folder")
-    stored = read_json(record)
+    stored = read_sweep_record(record)
     if stored.get("layout", 1) != provenance(None)["layout"]:
         raise RunFolderError(
             f"cannot resume {sweep_dir}: it was written by gradlab with run-folder layout {stored.get('layout', 1)}; "
@@ -187,7 +187,7 @@ def check_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, resume: bool,
     planned = {run["run_id"]: run for run in stored["runs"]}
     for run in runs:
         if run.run_id in planned:
-            differences = result_differences(_normalised(planned[run.run_id]), run.to_dict())
+            differences = result_differences(_normalised(planned[run.run_id], record), run.to_dict())
             if differences:
                 raise ValueError(
                     f"cannot resume {sweep_dir}: run {run.run_id} was made with other settings "
@@ -210,7 +210,8 @@ def open_sweep_dir(sweep_dir: Path, runs: Sequence[RunConfig], *, overwrite: boo
                "runs": [run.to_dict() for run in runs]}
     if record.is_file():
         listed = {run["run_id"] for run in payload["runs"]}
-        payload["runs"] = [run for run in read_json(record)["runs"] if run["run_id"] not in listed] + payload["runs"]
+        payload["runs"] = [run for run in read_sweep_record(record)["runs"] if run["run_id"] not in listed] \
+            + payload["runs"]
     write_json(record, payload)
     return sweep_dir
 
@@ -225,7 +226,7 @@ def finished_run(run_dir: Path, run: RunConfig) -> bool:
     if not folder.ended:
         return False
     stored = {key: value for key, value in folder.raw_config().items() if key not in PROVENANCE_KEYS}
-    differences = result_differences(_normalised(stored), run.to_dict())
+    differences = result_differences(_normalised(stored, folder.file("config")), run.to_dict())
     if differences:
         raise RunFolderError(f"{run_dir} holds run {run.run_id} made with other settings "
                              f"({describe_differences(differences)}); delete that run folder, "
@@ -233,12 +234,14 @@ def finished_run(run_dir: Path, run: RunConfig) -> bool:
     return True
 
 
-def _normalised(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored config dict as this gradlab writes it (lists as tuples' lists, options in full)."""
+def _normalised(stored: dict[str, Any], source: Path) -> dict[str, Any]:
+    """A stored config dict (read from ``source``) as this gradlab writes it (lists as tuples' lists, options in full)."""
     try:
         return RunConfig.from_dict(stored).to_dict()
     except (ValueError, TypeError) as error:
-        raise RunFolderError(f"a stored run config cannot be read by this gradlab: {error}") from None
+        fix = "delete that run folder, and --resume trains the run again" if source.name == schema.RUN_FILES["config"] \
+            else "start the sweep again with --overwrite or a new --name"
+        raise RunFolderError(f"{source} holds a run config this gradlab cannot read ({error}); {fix}") from None
 
 
 def collect_summary(sweep_dir: Path, *, warn: Any = None) -> pd.DataFrame:

@@ -12,7 +12,6 @@ over all checks of the report.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from gradlab.analysis.learning import (
     selection_groups,
 )
 from gradlab.analysis.load import RunData
+from gradlab.io import read_sweep_record
 from gradlab.analysis.report import answers
 from gradlab.analysis.report.study import Study, study
 from gradlab.analysis.report.evidence import (
@@ -56,8 +56,8 @@ def sweep_config(data: RunData, sweep: str) -> dict:
     """The sweep's sweep.json (empty when absent or unreadable)."""
     path = data.sweeps.get(sweep)
     try:
-        return json.loads((path / schema.SWEEP_FILES["sweep"]).read_text()) if path is not None else {}
-    except (OSError, ValueError):
+        return read_sweep_record(path / schema.SWEEP_FILES["sweep"], require_runs=False) if path is not None else {}
+    except (OSError, ValueError):  # load_runs warned about a damaged one
         return {}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from gradlab import schema
 from gradlab.config import RunConfig
-from gradlab.io import RunFolder, read_json, write_json
+from gradlab.io import RunFolder, RunFolderError, read_json_object, write_json
 from gradlab.sweep.execute import Task, run_work
 
 #: Where a sweep records jobs that may outlive the command that submitted them.
@@ -142,7 +142,11 @@ def live_jobs(sweep_dir: str | os.PathLike) -> dict[str, str]:
     path = sweep_dir / RECORD_FILE
     if not path.is_file():
         return {}
-    record = read_json(path)
+    fix = "delete it once you know the jobs it lists have ended"
+    record = read_json_object(path, fix)
+    if not isinstance(record.get("jobs"), dict):
+        raise RunFolderError(f"{path} is damaged: its \"jobs\" entry is {record.get('jobs')!r}, not an object of "
+                             f"run ids and jobs; {fix}")
     jobs = {run_id: job for run_id, job in record["jobs"].items() if not RunFolder(sweep_dir / run_id).ended}
     if not jobs:
         return {}

@@ -1,0 +1,65 @@
+"""A full or read-only disk: the error names the file, and the command line prints it without the usage text."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gradlab.atomic import write_atomic
+from gradlab.io import write_table
+
+from train_helpers import load_script
+
+compare_cells = load_script("compare_cells")
+TINY = ["--dataset", "distance", "--seq-len", "12", "--n-train", "32", "--n-validation", "16", "--n-test", "16",
+        "--epochs", "1", "--batch-size", "16", "--hidden-size", "4", "--num-layers", "1", "--cells", "GRU",
+        "--seeds", "0", "--no-progress", "--no-figures", "--device", "cpu"]
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as pyarrow, torch.save and write() report it: no path
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    with pytest.raises(OSError, match=r"No space left on device \(writing .*notes.txt\)") as caught:
+        write_atomic(tmp_path / "notes.txt", _disk_full)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "notes.txt")
+    assert os.listdir(tmp_path) == []  # no temporary left behind
+
+
+def test_a_full_disk_under_a_table_names_the_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", _disk_full)
+    with pytest.raises(OSError, match=r"No space left on device \(writing .*history.parquet\)"):
+        write_table(pd.DataFrame({"a": [1]}), tmp_path / "run" / "history.parquet")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_disk_error_at_start_is_one_line_without_the_usage(tmp_path, monkeypatch, capsys, code):
+    import gradlab.sweep.folder
+
+    def refuse(path, payload):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(gradlab.sweep.folder, "write_json", refuse)
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cells.main([*TINY, "--out", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "usage:" not in error and "Traceback" not in error
+    (line,) = error.strip().splitlines()
+    assert line.endswith(f": error: [Errno {code}] {os.strerror(code)}: "
+                         f"'{tmp_path / 'runs' / 'compare_cells-distance' / 'sweep.json'}'")
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and os.geteuid() != 0,
+                    reason="needs /sys, which refuses new files even to root")
+def test_an_unwritable_output_folder_is_one_line_without_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cells.main([*TINY, "--out", "/sys/gradlab-test-output"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "usage:" not in error and "/sys/gradlab-test-output" in error and len(error.strip().splitlines()) == 1
