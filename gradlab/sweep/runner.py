@@ -218,8 +218,10 @@ def draw_figures(sweep_dir: str | os.PathLike, *, stream: Any = None) -> list[Pa
     stream = stream or sys.stderr
     log = io.StringIO()
     try:
+        # The sweep's own folder: a renamed sweep redraws its report; one sweep's configurations are few,
+        # so each gets its own figures too.
         written = figures(sweep_dir, Path(sweep_dir) / "figures", formats=("png",), n_resamples=1000, stream=log,
-                          overwrite=True)  # the sweep's own folder: a renamed sweep redraws its report
+                          overwrite=True, every_configuration=True)
     except Exception as error:  # noqa: BLE001 - drawing must not lose a finished sweep
         print(f"figures failed ({type(error).__name__}: {error}); redraw with: python -m gradlab figures {sweep_dir}",
               file=stream)
