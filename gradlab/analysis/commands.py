@@ -232,33 +232,25 @@ def figures(
     from gradlab.analysis.report.answers import answer_figures
     from gradlab.analysis.report.study import study
 
-    answers: list[str] = []
-    for stem, draw in answer_figures(study(tuned)):
+    def draw_and_save(name: str, draw: Callable[[], object], what: str) -> bool:
+        """Draw one figure and write it in every format as ``name.<format>``; False when it cannot be drawn."""
         try:
             fig = draw()
         except (ValueError, KeyError) as error:
-            print(f"skipped {stem}: {error}", file=stream)
-            continue
+            print(f"skipped {what}: {error}", file=stream)
+            return False
         for fmt in formats:
-            path = out / f"{stem}.{fmt}"
+            path = out / f"{name}.{fmt}"
             write_atomic(path, lambda temporary, f=fig, k=fmt: f.savefig(temporary, format=k, dpi=dpi))
             written.append(path)
             print(f"wrote {path}", file=stream)
-        answers.append(f"{stem}.{formats[0]}")
+        return True
+
+    answers = [f"{stem}.{formats[0]}" for stem, draw in answer_figures(study(tuned)) if draw_and_save(stem, draw, stem)]
     for label, stem, draw in _figure_jobs(tuned) if every_configuration else _figure_jobs(tuned, dynamics_only=True):
-        if stem in missing:
-            continue
-        try:
-            fig = draw()
-        except ValueError as error:
-            print(f"skipped {stem} for {label}: {error}", file=stream)
-            continue
-        for fmt in formats:
-            path = out / f"{stem}__{slug(label)}.{fmt}"
-            write_atomic(path, lambda temporary, f=fig, k=fmt: f.savefig(temporary, format=k, dpi=dpi))
-            written.append(path)
-            print(f"wrote {path}", file=stream)
-        linked.setdefault(label, []).append(f"{stem}__{slug(label)}.{formats[0]}")
+        name = f"{stem}__{slug(label)}"
+        if stem not in missing and draw_and_save(name, draw, f"{stem} for {label}"):
+            linked.setdefault(label, []).append(f"{name}.{formats[0]}")
     findings = build_findings(data, figures=linked, answer_figures=answers, n_resamples=n_resamples, seed=seed)
     for name, text in ((REPORT, findings.main()), (APPENDIX, findings.appendix())):
         path = out / name
