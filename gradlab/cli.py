@@ -330,6 +330,13 @@ def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, execu
         flat = {f"{part}.{key}": value for part in CONFIG_PARTS for key, value in run.to_dict()[part].items()}
         lines.append(f"  {run.run_id}: " + ", ".join(f"{key.split('.', 1)[1]}={flat[key]}" for key in varying)
                      + f", seed={run.train.seed}")
+    job_time_limit = getattr(executor, "job_time_limit", None)
+    if job_time_limit is not None:  # a cluster job holds a whole ensemble: say what each holds and may take
+        lines.append(f"{len(units)} jobs (time limit: --time-limit for each of their runs):")
+        for number, unit in enumerate(units, 1):
+            runs_text = "1 run" if len(unit) == 1 else f"{len(unit)} runs"
+            lines.append(f"  job {number}: {runs_text}, time limit {job_time_limit(len(unit))} min: "
+                         + ", ".join(run.run_id for run in unit))
     lines.append("every run checked; nothing written")
     return "\n".join(lines)
 

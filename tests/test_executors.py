@@ -23,6 +23,7 @@ import torch
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.io import RUN_TABLES, RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
+from gradlab.sweep.execute import EnsembleTask, RunTask
 from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs
 from gradlab.sweep.executors.common import RECORD_FILE, require_engine
 
@@ -265,6 +266,63 @@ def test_slurm_script_carries_every_option(tmp_path, monkeypatch):
                  "--account=lab", f"--output={tmp_path / 'sweep' / 'logs'}/"):
         assert f"#SBATCH {line}" in script, line
     assert engine._executor.parameters["array_parallelism"] == 32
+
+
+class _RecordingEngine:
+    """Stands in for submitit's AutoExecutor: records the time limit each job array was submitted with."""
+
+    cluster = "local"
+
+    def __init__(self) -> None:
+        self.parameters: dict = {}
+        self.arrays: list[tuple[int, list[tuple[str, ...]]]] = []
+
+    def update_parameters(self, **parameters) -> None:
+        self.parameters.update(parameters)
+
+    def map_array(self, function, tasks):
+        self.arrays.append((self.parameters["timeout_min"], [task.run_ids for task in tasks]))
+        return [_FinishedJob(f"{len(self.arrays)}_{index}", task) for index, task in enumerate(tasks)]
+
+
+class _FinishedJob:
+    def __init__(self, job_id: str, task) -> None:
+        self.job_id, self.task, self.state = job_id, task, "COMPLETED"
+
+    def done(self) -> bool:
+        return True
+
+    def exception(self):
+        return None
+
+    def result(self):
+        return [{"run_id": run_id, "status": "finished"} for run_id in self.task.run_ids]
+
+
+def test_submitit_time_limit_is_per_run_so_an_ensembles_job_gets_one_for_each_member(tmp_path, monkeypatch):
+    """--time-limit says minutes each run may take: a job that holds an ensemble of 3 runs gets 3 times as long."""
+    pytest.importorskip("submitit")
+    tasks = [RunTask(f"GRU-s{seed}", {}, str(tmp_path / f"GRU-s{seed}")) for seed in range(4)]
+    ensemble, single = EnsembleTask(tuple(tasks[:3])), tasks[3]
+    executor = SubmititExecutor(tmp_path / "sweep", time_limit=7, progress=False)
+    engine = _RecordingEngine()
+    monkeypatch.setattr(executor, "_engine", lambda: engine)
+    reported = []
+    executor.run([ensemble, single], lambda task, metrics, error: reported.append((task.run_ids, error)))
+    assert engine.arrays == [(21, [("GRU-s0", "GRU-s1", "GRU-s2")]), (7, [("GRU-s3",)])]
+    assert reported == [(("GRU-s0", "GRU-s1", "GRU-s2"), None), (("GRU-s3",), None)]
+    assert executor.job_time_limit(32) == 7 * 32
+
+
+def test_plan_shows_each_jobs_runs_and_time_limit(tmp_path, capsys):
+    argv = ["--dataset", "distance", "--cells", "GRU", "--seeds", "0,1,2", "--ensemble-max", "2", "--plan",
+            "--out", str(tmp_path), "--executor", "submitit", "--time-limit", "5"]
+    assert _compare_cells(argv) == 0
+    said = capsys.readouterr().out
+    assert "2 jobs (time limit: --time-limit for each of their runs)" in said
+    assert "job 1: 2 runs, time limit 10 min: GRU-s0, GRU-s1" in said
+    assert "job 2: 1 run, time limit 5 min: GRU-s2" in said
+    assert not list(tmp_path.iterdir())
 
 
 @no_cuda

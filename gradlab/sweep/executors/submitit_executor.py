@@ -1,12 +1,19 @@
 """Runs as Slurm jobs through submitit, or as submitit's local processes where there is no Slurm.
 
 submitit's ``AutoExecutor`` picks the engine: a Slurm job array (one array
-element per run, at most ``array_parallelism`` at once) when Slurm is
-present, else one local process per run (at most ``array_parallelism`` at
-once, submitted as earlier ones end). Either way each run is pickled into
-``<sweep>/logs/``, unpickled by a fresh Python process, and trained by
-:func:`gradlab.sweep.executors.common.run_remote`; that process's standard
-output and error are ``<sweep>/logs/<job id>_0_log.out`` and ``.err``.
+element per task, at most ``array_parallelism`` at once) when Slurm is
+present, else one local process per task (at most ``array_parallelism`` at
+once, submitted as earlier ones end). A task is one run, or an ensemble of
+runs that train together (:mod:`gradlab.sweep.grouping`). Either way each
+task is pickled into ``<sweep>/logs/``, unpickled by a fresh Python process,
+and trained by :func:`gradlab.sweep.executors.common.run_remote`; that
+process's standard output and error are ``<sweep>/logs/<job id>_0_log.out``
+and ``.err``.
+
+``time_limit`` is what each run may take, so a job that trains an ensemble
+of N runs is given N times as long (:meth:`SubmititExecutor.job_time_limit`):
+an ensemble never does more work than its runs would alone. Tasks with
+different limits go into separate job arrays, since an array has one limit.
 
 The jobs are recorded in ``<sweep>/executor.json`` while any may run, so a
 driver that dies or detaches leaves enough behind for ``--resume`` to ask
@@ -35,6 +42,8 @@ from gradlab.sweep.executors.common import (
 )
 
 ON_INTERRUPT: tuple[str, ...] = ("cancel", "detach")
+#: Seconds between checks on the jobs by default: locally, and on Slurm (where each check may ask sacct).
+POLL_S: dict[str, float] = {"local": 0.2, "slurm": 10.0}
 
 
 class SubmititExecutor:
@@ -44,11 +53,12 @@ class SubmititExecutor:
         sweep_dir: the sweep folder (on a filesystem the workers share); logs go to ``<sweep>/logs/``.
         cluster: ``None`` (Slurm when present, else local), ``"slurm"`` or ``"local"``.
         partition: Slurm partition (default: the cluster's).
-        time_limit: minutes each run may take before Slurm (or submitit locally) stops it.
-        cpus_per_task: CPUs per run.
-        gpus_per_task: GPUs per run (locally: the first N visible GPUs; 0 hides them).
-        mem_gb: memory per run in GB (Slurm; default: the cluster's).
-        array_parallelism: runs at once (default: Slurm's 256; locally the number of CPUs).
+        time_limit: minutes each run may take; a job that trains an ensemble of N runs may take N times as
+            long before Slurm (or submitit locally) stops it.
+        cpus_per_task: CPUs per job (one run or one ensemble); it trains with the task's own torch threads.
+        gpus_per_task: GPUs per job (locally: the first N visible GPUs; 0 hides them).
+        mem_gb: memory per job in GB (Slurm; default: the cluster's).
+        array_parallelism: jobs at once (default: Slurm's 256; locally the number of CPUs).
         sbatch: more ``#SBATCH`` settings, e.g. ``{"account": "lab", "qos": "short"}``.
         on_interrupt: on Ctrl-C, ``cancel`` the submitted jobs or ``detach`` (leave them running).
         poll_s: seconds between checks on the jobs (default 0.2 locally, 10 on Slurm).
@@ -94,6 +104,27 @@ class SubmititExecutor:
                                  mem_gb=self.mem_gb, **{key: value for key, value in slurm.items() if value is not None})
         return engine
 
+    def job_time_limit(self, runs: int) -> int:
+        """Minutes the job of a task with ``runs`` runs may take: ``time_limit`` for each of them."""
+        return self.time_limit * runs
+
+    def _submit(self, engine: Any, batch: Sequence[Task]) -> list[Any]:
+        """Submit ``batch`` (one job array per distinct time limit); its jobs, in the order of ``batch``."""
+        by_limit: dict[int, list[int]] = {}
+        for index, task in enumerate(batch):
+            by_limit.setdefault(self.job_time_limit(len(task.run_ids)), []).append(index)
+        jobs: list[Any] = [None] * len(batch)
+        for limit, indices in by_limit.items():
+            engine.update_parameters(timeout_min=limit)
+            try:
+                submitted = engine.map_array(run_remote, [batch[index] for index in indices])
+            except (RuntimeError, OSError) as error:  # sbatch refused: partition, account, limits
+                raise ValueError(f"submitting {len(indices)} jobs (time limit {limit} min) to {engine.cluster} "
+                                 f"failed: {error}") from error
+            for index, job in zip(indices, submitted):
+                jobs[index] = job
+        return jobs
+
     def run(self, tasks: Sequence[Task], report: Report) -> None:
         """Submit every task, then report each as its job ends; see the class docstring."""
         if not tasks:
@@ -103,7 +134,7 @@ class SubmititExecutor:
         # Slurm takes the whole array at once and throttles it itself; submitit's local
         # executor would start every process at once, so it is fed as slots free up.
         window = (self.array_parallelism or os.cpu_count() or 1) if local else len(tasks)
-        poll = self.poll_s if self.poll_s is not None else (0.2 if local else 10.0)
+        poll = self.poll_s if self.poll_s is not None else POLL_S["local" if local else "slurm"]
         queue, active, submitted = list(tasks), {}, {}
         failed = done = 0
         status = StatusLine(f"submitit ({engine.cluster})", len(tasks), enabled=self.progress, stream=self.stream)
@@ -111,12 +142,7 @@ class SubmititExecutor:
             while queue or active:
                 if queue and len(active) < window:
                     batch, queue = queue[:window - len(active)], queue[window - len(active):]
-                    try:
-                        jobs = engine.map_array(run_remote, batch)
-                    except (RuntimeError, OSError) as error:  # sbatch refused: partition, account, limits
-                        raise ValueError(f"submitting {len(batch)} runs to {engine.cluster} failed: {error}") \
-                            from error
-                    for task, job in zip(batch, jobs):
+                    for task, job in zip(batch, self._submit(engine, batch)):
                         active[task.run_id] = (task, job)
                         submitted.update(dict.fromkeys(task.run_ids, job.job_id))
                     write_record(self.sweep_dir, "submitit", submitted, cluster=engine.cluster,
