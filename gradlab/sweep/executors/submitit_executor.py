@@ -150,7 +150,7 @@ class SubmititExecutor:
                 for run_id, (task, job) in list(active.items()):
                     if job.done():
                         del active[run_id]
-                        error = _job_error(task, job, local)
+                        error = _job_error(task, job, local, self.time_limit)
                         failed, done = failed + (error is not None), done + 1
                         report(task, job.result() if error is None else None, error)
                 running = sum(job.state == "RUNNING" for _, job in active.values())
@@ -189,20 +189,32 @@ class SubmititExecutor:
                   "until they end", file=self.stream)
 
 
-def _job_error(task: Task, job: Any, local: bool) -> TaskFailed | None:
-    """Why ``job`` ended without a result (its Python error, or how the job ended), or None."""
+def _job_error(task: Task, job: Any, local: bool, time_limit: int) -> TaskFailed | None:
+    """Why ``job`` ended without a result (its Python error, or how the job ended), or None.
+
+    ``time_limit`` is the minutes each run may take (the executor's ``time_limit``).
+    """
     from submitit.core.utils import FailedJobError
 
     error = job.exception()
     if error is None:
         return None
+    runs = len(task.run_ids)
     if isinstance(error, FailedJobError):  # the run raised: its trace sits between two rules; keep its last line
         trace = str(error).split("----------------------")[1]
         reason = [line for line in trace.splitlines() if line.strip()][-1].strip()
-    elif local:
-        reason = f"job {job.job_id} ended without a result (its process was killed: out of memory, time limit or " \
-                 "a signal)"
+        # submitit stops a job that Slurm warns of its time limit with "Job not requeued because: timed-out ..."
+        timed_out = "UncompletedJobError" in reason and "timed-out" in reason
     else:
-        reason = f"job {job.job_id} ended without a result (Slurm state {job.state}: time limit, out of memory, " \
-                 "node lost or cancelled)"
+        timed_out = not local and str(job.state).startswith("TIMEOUT")
+    if timed_out:
+        each = f"--time-limit {time_limit} min for each of its {runs} runs" if runs > 1 else \
+            f"--time-limit {time_limit} min"
+        reason = f"job {job.job_id} reached its time limit ({time_limit * runs} min: {each}); --resume continues " \
+                 "from the last epoch checkpoint, and a larger --time-limit lets a run end in one job"
+    elif not isinstance(error, FailedJobError):
+        reason = f"job {job.job_id} ended without a result (its process was killed: out of memory, time limit " \
+                 "or a signal)" if local else \
+            f"job {job.job_id} ended without a result (Slurm state {job.state}: time limit, out of memory, node " \
+            "lost or cancelled)"
     return TaskFailed(task.run_id, reason, job.paths.stderr)
