@@ -1,4 +1,5 @@
-"""Sweeps on real engines: submitit (its local executor: the pickling and job-folder path of Slurm) and Ray.
+"""Sweeps on real engines: submitit (its local executor, also where Slurm is installed: the pickling and job-folder
+path of Slurm) and Ray. tests/test_slurm.py runs submitit against a real Slurm cluster.
 
 Each runs the same tiny sweep as ``--executor local`` and must write the same
 results bit for bit (wall times aside); a run that fails in its worker is
@@ -101,7 +102,7 @@ def _job_logs(sweep: Path) -> dict[str, str]:
 def test_submitit_sweep_equals_local(local_sweep, tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
-    executor = SubmititExecutor(sweep, array_parallelism=2, progress=False)
+    executor = SubmititExecutor(sweep, cluster="local", array_parallelism=2, progress=False)
     run_sweep(RUNS, sweep, executor=executor, ensemble="off", figures=False, progress=False)
     assert_same_results(local_sweep, sweep, [run.run_id for run in RUNS])
     assert sorted(_job_logs(sweep).values()) == sorted(run.run_id for run in RUNS)  # one job (and log) per run
@@ -112,8 +113,8 @@ def test_submitit_sweep_equals_local(local_sweep, tmp_path):
 def test_submitit_trains_one_job_per_ensemble(local_ensembles, tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
-    run_sweep(RUNS, sweep, executor=SubmititExecutor(sweep, array_parallelism=2, progress=False), figures=False,
-              progress=False)
+    run_sweep(RUNS, sweep, executor=SubmititExecutor(sweep, cluster="local", array_parallelism=2, progress=False),
+              figures=False, progress=False)
     assert_same_results(local_ensembles, sweep, [run.run_id for run in RUNS])
     assert sorted(_job_logs(sweep).values()) == ["GRU-s0+1", "RNN_TANH-s0+1"]  # one job per ensemble of 2
     assert {RunFolder(sweep / run.run_id).metrics()["ensemble_size"] for run in RUNS} == {2}
@@ -133,8 +134,8 @@ def test_submitit_failed_run_is_named_with_its_log_and_resume_redoes_only_it(loc
     pytest.importorskip("submitit")
     sweep, runs = tmp_path / "submitit", [run for run in RUNS if run.model.mode == "GRU"]
     with pytest.raises(SweepFailed) as failure:
-        run_sweep(_with_device(runs, "GRU-s1", "cuda"), sweep, executor=SubmititExecutor(sweep, progress=False),
-                  figures=False, progress=False)
+        run_sweep(_with_device(runs, "GRU-s1", "cuda"), sweep,
+                  executor=SubmititExecutor(sweep, cluster="local", progress=False), figures=False, progress=False)
     message = str(failure.value)
     assert "1 of 2 runs failed" in message and "GRU-s1: TaskFailed" in message and "CUDA is not available" in message
     log = Path(message.split("(log: ")[1].split(")")[0])
@@ -144,8 +145,8 @@ def test_submitit_failed_run_is_named_with_its_log_and_resume_redoes_only_it(loc
     kept = (sweep / "GRU-s0" / "metrics.json").read_bytes()
     before = set(_job_logs(sweep))
 
-    run_sweep(runs, sweep, resume=True, executor=SubmititExecutor(sweep, progress=False), figures=False,
-              progress=False)
+    run_sweep(runs, sweep, resume=True, executor=SubmititExecutor(sweep, cluster="local", progress=False),
+              figures=False, progress=False)
     new = [run_id for name, run_id in _job_logs(sweep).items() if name not in before]
     assert new == ["GRU-s1"]  # only the failed run was submitted again
     assert (sweep / "GRU-s0" / "metrics.json").read_bytes() == kept
@@ -172,7 +173,7 @@ def test_submitit_job_killed_mid_run_is_named_with_its_log(tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
     long_run = replace(RUNS[0], train=replace(RUNS[0].train, epochs=10_000))
-    executor = SubmititExecutor(sweep, progress=False)
+    executor = SubmititExecutor(sweep, cluster="local", progress=False)
 
     def kill() -> None:  # what the out-of-memory killer or a lost node does to a job: no warning, no result
         deadline = time.monotonic() + 120
@@ -197,6 +198,13 @@ def _compare_cells(argv):
     return load_script("compare_cells").main(argv)
 
 
+#: ``python -c NO_SLURM script args``: runs a script with submitit's Slurm engine out of reach, so that its
+#: local executor runs the jobs even where Slurm is installed (tests/test_slurm.py sends jobs to Slurm).
+NO_SLURM = ("import runpy, sys; from submitit.slurm import slurm; "
+            "slurm.SlurmExecutor.affinity = classmethod(lambda cls: -1); "
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("choice", ["detach", "cancel"])
 def test_interrupted_submitit_sweep_detaches_or_cancels_and_resume_waits(tmp_path, capsys, choice):
@@ -207,9 +215,9 @@ def test_interrupted_submitit_sweep_detaches_or_cancels_and_resume_waits(tmp_pat
     driver_log = tmp_path / "driver.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with open(driver_log, "w") as log:  # a file, not a pipe: detached jobs keep the driver's streams open
-        driver = subprocess.Popen([sys.executable, str(REPO / "experiments" / "compare_cells.py"), *argv,
-                                   "--executor", "submitit", "--on-interrupt", choice], stdout=log, stderr=log,
-                                  env=env, cwd=tmp_path)
+        driver = subprocess.Popen([sys.executable, "-c", NO_SLURM, str(REPO / "experiments" / "compare_cells.py"),
+                                   *argv, "--executor", "submitit", "--on-interrupt", choice], stdout=log,
+                                  stderr=log, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (sweep / RECORD_FILE).exists():
         assert driver.poll() is None and time.monotonic() < deadline, driver_log.read_text()
@@ -307,7 +315,7 @@ def test_submitit_time_limit_is_per_run_so_an_ensembles_job_gets_one_for_each_me
     pytest.importorskip("submitit")
     tasks = [RunTask(f"GRU-s{seed}", {}, str(tmp_path / f"GRU-s{seed}")) for seed in range(4)]
     ensemble, single = EnsembleTask(tuple(tasks[:3])), tasks[3]
-    executor = SubmititExecutor(tmp_path / "sweep", time_limit=7, progress=False)
+    executor = SubmititExecutor(tmp_path / "sweep", cluster="local", time_limit=7, progress=False)
     engine = _RecordingEngine()
     monkeypatch.setattr(executor, "_engine", lambda: engine)
     reported = []
