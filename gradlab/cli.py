@@ -280,7 +280,7 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
              extra: dict[str, Any]) -> int:
     from gradlab.sweep.folder import check_sweep_dir
     from gradlab.sweep.plan import varying_options
-    from gradlab.sweep.runner import SweepFailed, check_devices, load_datasets, run_sweep
+    from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, load_datasets, run_sweep
     from gradlab.analysis.summary_table import cell_table, format_table
 
     executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
@@ -289,8 +289,9 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
         if executor is None:  # a cluster's runs check their device where they run
             check_devices(runs)
         load_datasets(runs, progress=False)
+        max_members = fitting_members(executor, args.ensemble_max, stream=sys.stdout)
         print(plan_text(runs, sweep_dir, workers=args.workers, executor=executor, ensemble=args.ensemble,
-                        max_members=args.ensemble_max))
+                        max_members=max_members))
         return 0
     command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     try:

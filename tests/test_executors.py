@@ -25,7 +25,7 @@ from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.io import RUN_TABLES, RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
-from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs
+from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs, submitit_executor
 from gradlab.sweep.executors.common import RECORD_FILE, require_engine
 
 from train_helpers import load_script
@@ -323,6 +323,23 @@ def test_submitit_time_limit_is_per_run_so_an_ensembles_job_gets_one_for_each_me
     assert engine.arrays == [(21, [("GRU-s0", "GRU-s1", "GRU-s2")]), (7, [("GRU-s3",)])]
     assert reported == [(("GRU-s0", "GRU-s1", "GRU-s2"), None), (("GRU-s3",), None)]
     assert executor.job_time_limit(32) == 7 * 32
+
+
+@pytest.mark.parametrize("text, minutes", [("infinite", None), ("UNLIMITED", None), ("30", 30), ("30:59", 30),
+                                           ("1:00:00", 60), ("2-12", 3600), ("1-02:30", 1590), ("1-00:00:00", 1440)])
+def test_slurm_time_limits_read_as_minutes(text, minutes):
+    assert submitit_executor.slurm_minutes(text) == minutes
+
+
+def test_ensembles_are_cut_so_that_each_job_fits_the_partitions_time_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(submitit_executor, "partition_time_limit", lambda partition: {"short": 100}.get(partition))
+    assert SubmititExecutor(tmp_path, partition="short", time_limit=30).members_that_fit(32) == 3  # 3 x 30 <= 100
+    assert SubmititExecutor(tmp_path, partition="short", time_limit=30).members_that_fit(2) == 2
+    assert SubmititExecutor(tmp_path, partition="long", time_limit=30).members_that_fit(32) == 32  # no cap
+    assert SubmititExecutor(tmp_path, cluster="local", partition="short", time_limit=30).members_that_fit(32) == 32
+    with pytest.raises(ValueError, match=r"--time-limit 120 is more than Slurm partition short allows a job "
+                                         r"\(100 min\); give at most --time-limit 100"):
+        SubmititExecutor(tmp_path, partition="short", time_limit=120).members_that_fit(32)
 
 
 def test_plan_shows_each_jobs_runs_and_time_limit(tmp_path, capsys):

@@ -14,6 +14,9 @@ and ``.err``.
 of N runs is given N times as long (:meth:`SubmititExecutor.job_time_limit`):
 an ensemble never does more work than its runs would alone. Tasks with
 different limits go into separate job arrays, since an array has one limit.
+Where the Slurm partition caps a job's time (``MaxTime``), ensembles are cut
+to as many runs as fit (:meth:`SubmititExecutor.members_that_fit`), since a
+job asking for more would wait in the queue for ever.
 
 The jobs are recorded in ``<sweep>/executor.json`` while any may run, so a
 driver that dies or detaches leaves enough behind for ``--resume`` to ask
@@ -23,6 +26,8 @@ Slurm (or this machine) whether they still run.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -108,6 +113,21 @@ class SubmititExecutor:
         """Minutes the job of a task with ``runs`` runs may take: ``time_limit`` for each of them."""
         return self.time_limit * runs
 
+    def members_that_fit(self, max_members: int) -> int:
+        """Most runs per ensemble whose job fits the Slurm partition's time cap (``max_members`` where none caps it).
+
+        Raises:
+            ValueError: even one run's ``time_limit`` exceeds the partition's cap.
+        """
+        cap = None if self.cluster == "local" else partition_time_limit(self.partition)
+        if cap is None:
+            return max_members
+        name = f"Slurm partition {self.partition}" if self.partition else "the default Slurm partition"
+        if self.time_limit > cap:
+            raise ValueError(f"--time-limit {self.time_limit} is more than {name} allows a job ({cap} min); "
+                             f"give at most --time-limit {cap}, or another --partition")
+        return min(max_members, cap // self.time_limit)
+
     def _submit(self, engine: Any, batch: Sequence[Task]) -> list[Any]:
         """Submit ``batch`` (one job array per distinct time limit); its jobs, in the order of ``batch``."""
         by_limit: dict[int, list[int]] = {}
@@ -187,6 +207,54 @@ class SubmititExecutor:
             print(f"interrupted: left {len(jobs)} runs running on {cluster}: {named}{later}; their logs are in "
                   f"{self.log_dir}, they are recorded in {self.sweep_dir / 'executor.json'}, and --resume waits "
                   "until they end", file=self.stream)
+
+
+def partition_time_limit(partition: str | None) -> int | None:
+    """Minutes Slurm partition ``partition`` (None: the default one) allows a job; None where nothing caps it.
+
+    None also where this machine cannot ask Slurm (no ``sinfo``, or it fails): the jobs then meet the
+    partition's own check when they are submitted.
+    """
+    if shutil.which("sinfo") is None:
+        return None
+    try:
+        answer = subprocess.run(["sinfo", "--noheader", "--format", "%P %l"], capture_output=True, text=True,
+                                timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if answer.returncode != 0:
+        return None
+    for line in answer.stdout.splitlines():
+        name, _, limit = line.strip().partition(" ")
+        if (partition is None and name.endswith("*")) or name.rstrip("*") == partition:
+            return slurm_minutes(limit.strip())
+    return None
+
+
+def slurm_minutes(limit: str) -> int | None:
+    """Slurm's time format (``infinite``, ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in whole minutes.
+
+    Raises:
+        ValueError: text that is none of these.
+    """
+    text = limit.strip().lower()
+    if text in ("infinite", "unlimited"):
+        return None
+    days, dash, clock = text.rpartition("-")
+    try:
+        parts = [int(part) for part in clock.split(":")]
+        day_count = int(days) if dash else 0
+    except ValueError:
+        raise ValueError(f"not a Slurm time limit: {limit!r}") from None
+    if dash:  # days-hours[:minutes[:seconds]]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    else:  # minutes[:seconds]
+        hours, (minutes, seconds) = 0, (parts + [0])[:2]
+    if len(parts) > 3 or min(parts + [day_count]) < 0:
+        raise ValueError(f"not a Slurm time limit: {limit!r}")
+    return day_count * 1440 + hours * 60 + minutes + seconds // 60
 
 
 def _job_error(task: Task, job: Any, local: bool, time_limit: int) -> TaskFailed | None:
