@@ -46,21 +46,18 @@ def _with_device(runs, run_id, device):
     return [replace(run, train=replace(run.train, device=device)) if run.run_id == run_id else run for run in runs]
 
 
-def assert_same_results(expected: Path, actual: Path, run_ids, *, ignore=(), rtol: float | None = None) -> None:
-    """Summary rows and every run table equal bit for bit (or to ``rtol``), wall times (and summary columns
-    ``ignore``) aside."""
-    exact = {"check_exact": True} if rtol is None else {"check_exact": False, "rtol": rtol, "atol": 0.0}
-
+def assert_same_results(expected: Path, actual: Path, run_ids) -> None:
+    """Summary rows and every run table equal bit for bit, wall times aside."""
     def summary(path):
-        frame = pd.read_parquet(path / "summary.parquet").drop(columns=[*WALL_TIMES, *ignore])
+        frame = pd.read_parquet(path / "summary.parquet").drop(columns=WALL_TIMES)
         return frame[frame["run_id"].isin(run_ids)].sort_values("run_id").reset_index(drop=True)
 
-    pd.testing.assert_frame_equal(summary(expected), summary(actual), **exact)
+    pd.testing.assert_frame_equal(summary(expected), summary(actual), check_exact=True)
     for run_id in run_ids:
         for kind in RUN_TABLES:
             tables = [RunFolder(path / run_id).table(kind) for path in (expected, actual)]
             tables = [table.drop(columns=[c for c in WALL_TIMES if c in table.columns]) for table in tables]
-            pd.testing.assert_frame_equal(*tables, obj=f"{run_id} {kind}", **exact)
+            pd.testing.assert_frame_equal(*tables, check_exact=True, obj=f"{run_id} {kind}")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -104,6 +105,12 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def worker_pid(sweep: Path, job: str) -> int:
+    """The process that trains job ``job``'s runs (its log's first gradlab line names it)."""
+    log = (sweep / "logs" / f"{job}_0_log.out").read_text()
+    return int(log.split("(pid ")[1].split(")")[0])
+
+
 def act_when_training(sweep: Path, run_id: str, action) -> threading.Thread:
     """Call ``action(job id)`` once ``run_id`` has its first epoch checkpoint (mid-run), in a thread."""
     def watch() -> None:
@@ -141,7 +148,8 @@ def test_job_array_sweep_equals_the_local_sweep(slurm, tmp_path, capfd):
 
 
 def test_scancel_mid_run_then_resume_equals_an_uninterrupted_run(slurm, tmp_path):
-    runs = plan_runs(replace(BASE, train=replace(BASE.train, epochs=20)), modes=("GRU",), seeds=(0, 1))
+    # Long enough that the job is still training when Slurm kills it, KillWait (2 s) after scancel's SIGTERM.
+    runs = plan_runs(replace(BASE, train=replace(BASE.train, epochs=60)), modes=("GRU",), seeds=(0, 1))
     reference = tmp_path / "local"
     run_sweep(runs, reference, figures=False, progress=False)
     sweep = tmp_path / "slurm"
@@ -156,9 +164,17 @@ def test_scancel_mid_run_then_resume_equals_an_uninterrupted_run(slurm, tmp_path
     assert not RunFolder(sweep / "GRU-s0").ended and RunFolder(sweep / "GRU-s0").has("checkpoint")
     run_sweep(runs, sweep, resume=True, executor=SubmititExecutor(sweep, partition="debug", progress=False),
               figures=False, progress=False)
-    # A kill between the members' checkpoints leaves them at different epochs: they then resume as two
-    # ensembles of one. The training is the same, but a recorded gradient norm can then differ in its last bit.
-    assert_same_results(reference, sweep, ["GRU-s0", "GRU-s1"], ignore=["ensemble_size"], rtol=1e-6)
+    if {RunFolder(sweep / run.run_id).metrics()["ensemble_size"] for run in runs} == {2}:
+        assert_same_results(reference, sweep, ["GRU-s0", "GRU-s1"])
+    else:
+        # The kill fell between the members' checkpoints, leaving them at different epochs: they resumed as two
+        # ensembles of one, whose float32 arithmetic is not bit for bit that of an ensemble of two (gradient
+        # norms and, through Adam, losses move by a few 1e-6 relative; gate statistics that count thresholds
+        # can move by a step). Their learning curves still agree closely.
+        for run in runs:
+            tables = [RunFolder(path / run.run_id).table("history").drop(columns="wall_time")
+                      for path in (reference, sweep)]
+            pd.testing.assert_frame_equal(*tables, check_exact=False, rtol=1e-4, atol=0.0)
 
 
 def test_job_killed_by_its_time_limit_then_resumed(slurm, tmp_path):
@@ -170,8 +186,7 @@ def test_job_killed_by_its_time_limit_then_resumed(slurm, tmp_path):
     timed_out = []
 
     def freeze_and_time_out(job: str) -> None:
-        log = (sweep / "logs" / f"{job}_0_log.out").read_text()
-        os.kill(int(log.split("(pid ")[1].split(")")[0]), signal.SIGSTOP)  # Slurm's SIGKILL still ends it
+        os.kill(worker_pid(sweep, job), signal.SIGSTOP)  # Slurm's signals still reach it
         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=0"], check=True)
         timed_out.append(job)
 
@@ -203,6 +218,8 @@ def test_detach_then_resume(slurm, tmp_path, capsys):
     wait_for(lambda: (sweep / "GRU-s0" / "checkpoint.pt").exists() or driver.poll() is not None, 180,
              "the run to start training")
     assert driver.poll() is None, driver_log.read_text()
+    worker = worker_pid(sweep, json.loads((sweep / RECORD_FILE).read_text())["jobs"]["GRU-s0"])
+    os.kill(worker, signal.SIGSTOP)  # held mid-run while the test looks, however fast this machine trains
     driver.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
     assert driver.wait(timeout=60) != 0
     said = driver_log.read_text()
@@ -212,6 +229,7 @@ def test_detach_then_resume(slurm, tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         _compare_cells([*argv, "--resume"])  # the detached job still writes there
     assert refused.value.code == 2 and "GRU-s0 (job" in capsys.readouterr().err
+    os.kill(worker, signal.SIGCONT)
     wait_for(lambda: not live_jobs(sweep), 180, "the detached job to end")
     assert RunFolder(sweep / "GRU-s0").ended  # it finished by itself
     assert _compare_cells([*argv, "--resume"]) == 0
