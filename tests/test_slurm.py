@@ -279,17 +279,21 @@ def test_readme_slurm_command_runs_a_tiny_sweep(slurm, tmp_path, capfd):
 
 
 def test_ensembles_are_cut_to_fit_a_partition_that_caps_job_time(slurm, tmp_path, capsys):
-    """Partition ``short`` allows 4 minutes a job: with 2 minutes a run, ensembles hold at most 2 runs."""
+    """Partition ``short`` allows 10 minutes a job: with 5 minutes a run, ensembles hold at most 2 runs.
+
+    (Limits of a few minutes would not do: submitit asks Slurm to warn a job 90 s before its limit and
+    then stops it, so a 2-minute job ends after 30 s.)
+    """
     argv = [*TINY, "--cells", "GRU", "--seeds", "0,1,2", "--epochs", "1", "--max-steps-per-epoch", "1",
             "--out", str(tmp_path), "--name", "short", "--executor", "submitit", "--partition", "short"]
-    assert _compare_cells([*argv, "--time-limit", "2", "--plan"]) == 0
+    assert _compare_cells([*argv, "--time-limit", "5", "--plan"]) == 0
     said = capsys.readouterr().out
-    assert "job 1: 2 runs, time limit 4 min: GRU-s0, GRU-s1" in said and "job 2: 1 run, time limit 2 min" in said
+    assert "job 1: 2 runs, time limit 10 min: GRU-s0, GRU-s1" in said and "job 2: 1 run, time limit 5 min" in said
     with pytest.raises(SystemExit) as refused:
-        _compare_cells([*argv, "--time-limit", "5"])
-    assert refused.value.code == 2 and "give at most --time-limit 4" in capsys.readouterr().err
+        _compare_cells([*argv, "--time-limit", "11"])
+    assert refused.value.code == 2 and "give at most --time-limit 10" in capsys.readouterr().err
     assert not (tmp_path / "short").exists()  # refused before anything was written
-    assert _compare_cells([*argv, "--time-limit", "2"]) == 0
+    assert _compare_cells([*argv, "--time-limit", "5"]) == 0
     jobs = job_ids(tmp_path / "short")
-    assert sorted(minutes(squeue(job, "%l")[0]) for job in jobs) == [2, 4]
+    assert sorted(minutes(squeue(job, "%l")[0]) for job in jobs) == [5, 10]
     assert {squeue(job, "%P")[0] for job in jobs} == {"short"}
