@@ -271,7 +271,7 @@ def test_slurm_script_carries_every_option(tmp_path, monkeypatch):
     engine = executor._engine()
     script = engine._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
     for line in ("--partition=gpu", "--time=120", "--cpus-per-task=4", "--gpus-per-node=1", "--mem=8GB",
-                 "--account=lab", f"--output={tmp_path / 'sweep' / 'logs'}/"):
+                 "--account=lab", f"--output={tmp_path / 'sweep' / 'logs'}/", "--signal=USR2@0"):
         assert f"#SBATCH {line}" in script, line
     assert engine._executor.parameters["array_parallelism"] == 32
 

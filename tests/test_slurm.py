@@ -181,7 +181,8 @@ def test_job_killed_by_its_time_limit_then_resumed(slurm, tmp_path):
     """Slurm's shortest limit is a minute and it checks limits about every 30 s, so the test freezes the training
     process mid-run (as a run too long for its limit would still be training) and lowers the job's limit to zero
     (``scontrol update``): Slurm's own time-limit kill, within 30 s and whatever this machine's speed."""
-    run = replace(BASE, run_id="GRU-s0", train=replace(BASE.train, epochs=20))
+    # Long enough that the job is still training when Slurm kills it, KillWait (2 s) after its SIGTERM.
+    run = replace(BASE, run_id="GRU-s0", train=replace(BASE.train, epochs=100))
     sweep = tmp_path / "slurm"
     timed_out = []
 
@@ -279,11 +280,7 @@ def test_readme_slurm_command_runs_a_tiny_sweep(slurm, tmp_path, capfd):
 
 
 def test_ensembles_are_cut_to_fit_a_partition_that_caps_job_time(slurm, tmp_path, capsys):
-    """Partition ``short`` allows 10 minutes a job: with 5 minutes a run, ensembles hold at most 2 runs.
-
-    (Limits of a few minutes would not do: submitit asks Slurm to warn a job 90 s before its limit and
-    then stops it, so a 2-minute job ends after 30 s.)
-    """
+    """Partition ``short`` allows 10 minutes a job: with 5 minutes a run, ensembles hold at most 2 runs."""
     argv = [*TINY, "--cells", "GRU", "--seeds", "0,1,2", "--epochs", "1", "--max-steps-per-epoch", "1",
             "--out", str(tmp_path), "--name", "short", "--executor", "submitit", "--partition", "short"]
     assert _compare_cells([*argv, "--time-limit", "5", "--plan"]) == 0

@@ -102,8 +102,11 @@ class SubmititExecutor:
         """submitit's AutoExecutor with this executor's settings (creates ``<sweep>/logs/``)."""
         submitit = require_engine("submitit", EXTRAS["submitit"])
         engine = submitit.AutoExecutor(folder=self.log_dir, cluster=self.cluster)
+        # signal_delay_s=0: submitit asks Slurm to warn a job 90 s before its limit and then stops it, which
+        # only serves jobs that checkpoint through submitit; gradlab's runs checkpoint every epoch themselves,
+        # so each job keeps its whole limit (a 2-minute job ended after 30 s).
         slurm = {"slurm_partition": self.partition, "slurm_array_parallelism": self.array_parallelism,
-                 "slurm_additional_parameters": self.sbatch or None}
+                 "slurm_additional_parameters": self.sbatch or None, "slurm_signal_delay_s": 0}
         engine.update_parameters(name=f"gradlab-{self.sweep_dir.name}", timeout_min=self.time_limit,
                                  cpus_per_task=self.cpus_per_task, gpus_per_node=self.gpus_per_task,
                                  mem_gb=self.mem_gb, **{key: value for key, value in slurm.items() if value is not None})
