@@ -288,7 +288,7 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
              extra: dict[str, Any]) -> int:
     from gradlab.sweep.folder import check_sweep_dir
     from gradlab.sweep.plan import varying_options
-    from gradlab.sweep.runner import SweepFailed, check_devices, load_datasets, run_sweep
+    from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, load_datasets, run_sweep
     from gradlab.analysis.summary_table import cell_table, format_table
 
     executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
@@ -297,8 +297,9 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
         if executor is None:  # a cluster's runs check their device where they run
             check_devices(runs)
         load_datasets(runs, progress=False)
+        max_members = fitting_members(executor, args.ensemble_max, stream=sys.stdout)
         print(plan_text(runs, sweep_dir, workers=args.workers, executor=executor, ensemble=args.ensemble,
-                        max_members=args.ensemble_max))
+                        max_members=max_members))
         return 0
     command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     try:
@@ -338,6 +339,13 @@ def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, execu
         flat = {f"{part}.{key}": value for part in CONFIG_PARTS for key, value in run.to_dict()[part].items()}
         lines.append(f"  {run.run_id}: " + ", ".join(f"{key.split('.', 1)[1]}={flat[key]}" for key in varying)
                      + f", seed={run.train.seed}")
+    job_time_limit = getattr(executor, "job_time_limit", None)
+    if job_time_limit is not None:  # a cluster job holds a whole ensemble: say what each holds and may take
+        lines.append(f"{len(units)} jobs (time limit: --time-limit for each of their runs):")
+        for number, unit in enumerate(units, 1):
+            runs_text = "1 run" if len(unit) == 1 else f"{len(unit)} runs"
+            lines.append(f"  job {number}: {runs_text}, time limit {job_time_limit(len(unit))} min: "
+                         + ", ".join(run.run_id for run in unit))
     lines.append("every run checked; nothing written")
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""Sweeps on real engines: submitit (its local executor: the pickling and job-folder path of Slurm) and Ray.
+"""Sweeps on real engines: submitit (its local executor, also where Slurm is installed: the pickling and job-folder
+path of Slurm) and Ray. tests/test_slurm.py runs submitit against a real Slurm cluster.
 
 Each runs the same tiny sweep as ``--executor local`` and must write the same
 results bit for bit (wall times aside); a run that fails in its worker is
@@ -23,7 +24,8 @@ import torch
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.io import RUN_TABLES, RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
-from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs
+from gradlab.sweep.execute import EnsembleTask, RunTask
+from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs, submitit_executor
 from gradlab.sweep.executors.common import RECORD_FILE, require_engine
 
 from train_helpers import load_script
@@ -97,7 +99,7 @@ def _job_logs(sweep: Path) -> dict[str, str]:
 def test_submitit_sweep_equals_local(local_sweep, tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
-    executor = SubmititExecutor(sweep, array_parallelism=2, progress=False)
+    executor = SubmititExecutor(sweep, cluster="local", array_parallelism=2, progress=False)
     run_sweep(RUNS, sweep, executor=executor, ensemble="off", figures=False, progress=False)
     assert_same_results(local_sweep, sweep, [run.run_id for run in RUNS])
     assert sorted(_job_logs(sweep).values()) == sorted(run.run_id for run in RUNS)  # one job (and log) per run
@@ -108,8 +110,8 @@ def test_submitit_sweep_equals_local(local_sweep, tmp_path):
 def test_submitit_trains_one_job_per_ensemble(local_ensembles, tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
-    run_sweep(RUNS, sweep, executor=SubmititExecutor(sweep, array_parallelism=2, progress=False), figures=False,
-              progress=False)
+    run_sweep(RUNS, sweep, executor=SubmititExecutor(sweep, cluster="local", array_parallelism=2, progress=False),
+              figures=False, progress=False)
     assert_same_results(local_ensembles, sweep, [run.run_id for run in RUNS])
     assert sorted(_job_logs(sweep).values()) == ["GRU-s0+1", "RNN_TANH-s0+1"]  # one job per ensemble of 2
     assert {RunFolder(sweep / run.run_id).metrics()["ensemble_size"] for run in RUNS} == {2}
@@ -129,8 +131,8 @@ def test_submitit_failed_run_is_named_with_its_log_and_resume_redoes_only_it(loc
     pytest.importorskip("submitit")
     sweep, runs = tmp_path / "submitit", [run for run in RUNS if run.model.mode == "GRU"]
     with pytest.raises(SweepFailed) as failure:
-        run_sweep(_with_device(runs, "GRU-s1", "cuda"), sweep, executor=SubmititExecutor(sweep, progress=False),
-                  figures=False, progress=False)
+        run_sweep(_with_device(runs, "GRU-s1", "cuda"), sweep,
+                  executor=SubmititExecutor(sweep, cluster="local", progress=False), figures=False, progress=False)
     message = str(failure.value)
     assert "1 of 2 runs failed" in message and "GRU-s1: TaskFailed" in message and "CUDA is not available" in message
     log = Path(message.split("(log: ")[1].split(")")[0])
@@ -140,8 +142,8 @@ def test_submitit_failed_run_is_named_with_its_log_and_resume_redoes_only_it(loc
     kept = (sweep / "GRU-s0" / "metrics.json").read_bytes()
     before = set(_job_logs(sweep))
 
-    run_sweep(runs, sweep, resume=True, executor=SubmititExecutor(sweep, progress=False), figures=False,
-              progress=False)
+    run_sweep(runs, sweep, resume=True, executor=SubmititExecutor(sweep, cluster="local", progress=False),
+              figures=False, progress=False)
     new = [run_id for name, run_id in _job_logs(sweep).items() if name not in before]
     assert new == ["GRU-s1"]  # only the failed run was submitted again
     assert (sweep / "GRU-s0" / "metrics.json").read_bytes() == kept
@@ -168,7 +170,7 @@ def test_submitit_job_killed_mid_run_is_named_with_its_log(tmp_path):
     pytest.importorskip("submitit")
     sweep = tmp_path / "submitit"
     long_run = replace(RUNS[0], train=replace(RUNS[0].train, epochs=10_000))
-    executor = SubmititExecutor(sweep, progress=False)
+    executor = SubmititExecutor(sweep, cluster="local", progress=False)
 
     def kill() -> None:  # what the out-of-memory killer or a lost node does to a job: no warning, no result
         deadline = time.monotonic() + 120
@@ -193,6 +195,13 @@ def _compare_cells(argv):
     return load_script("compare_cells").main(argv)
 
 
+#: ``python -c NO_SLURM script args``: runs a script with submitit's Slurm engine out of reach, so that its
+#: local executor runs the jobs even where Slurm is installed (tests/test_slurm.py sends jobs to Slurm).
+NO_SLURM = ("import runpy, sys; from submitit.slurm import slurm; "
+            "slurm.SlurmExecutor.affinity = classmethod(lambda cls: -1); "
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("choice", ["detach", "cancel"])
 def test_interrupted_submitit_sweep_detaches_or_cancels_and_resume_waits(tmp_path, capsys, choice):
@@ -203,9 +212,9 @@ def test_interrupted_submitit_sweep_detaches_or_cancels_and_resume_waits(tmp_pat
     driver_log = tmp_path / "driver.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with open(driver_log, "w") as log:  # a file, not a pipe: detached jobs keep the driver's streams open
-        driver = subprocess.Popen([sys.executable, str(REPO / "experiments" / "compare_cells.py"), *argv,
-                                   "--executor", "submitit", "--on-interrupt", choice], stdout=log, stderr=log,
-                                  env=env, cwd=tmp_path)
+        driver = subprocess.Popen([sys.executable, "-c", NO_SLURM, str(REPO / "experiments" / "compare_cells.py"),
+                                   *argv, "--executor", "submitit", "--on-interrupt", choice], stdout=log,
+                                  stderr=log, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (sweep / RECORD_FILE).exists():
         assert driver.poll() is None and time.monotonic() < deadline, driver_log.read_text()
@@ -262,9 +271,83 @@ def test_slurm_script_carries_every_option(tmp_path, monkeypatch):
     engine = executor._engine()
     script = engine._executor._make_submission_file_text("python -m submitit.core._submit", "uid")
     for line in ("--partition=gpu", "--time=120", "--cpus-per-task=4", "--gpus-per-node=1", "--mem=8GB",
-                 "--account=lab", f"--output={tmp_path / 'sweep' / 'logs'}/"):
+                 "--account=lab", f"--output={tmp_path / 'sweep' / 'logs'}/", "--signal=USR2@0"):
         assert f"#SBATCH {line}" in script, line
     assert engine._executor.parameters["array_parallelism"] == 32
+
+
+class _RecordingEngine:
+    """Stands in for submitit's AutoExecutor: records the time limit each job array was submitted with."""
+
+    cluster = "local"
+
+    def __init__(self) -> None:
+        self.parameters: dict = {}
+        self.arrays: list[tuple[int, list[tuple[str, ...]]]] = []
+
+    def update_parameters(self, **parameters) -> None:
+        self.parameters.update(parameters)
+
+    def map_array(self, function, tasks):
+        self.arrays.append((self.parameters["timeout_min"], [task.run_ids for task in tasks]))
+        return [_FinishedJob(f"{len(self.arrays)}_{index}", task) for index, task in enumerate(tasks)]
+
+
+class _FinishedJob:
+    def __init__(self, job_id: str, task) -> None:
+        self.job_id, self.task, self.state = job_id, task, "COMPLETED"
+
+    def done(self) -> bool:
+        return True
+
+    def exception(self):
+        return None
+
+    def result(self):
+        return [{"run_id": run_id, "status": "finished"} for run_id in self.task.run_ids]
+
+
+def test_submitit_time_limit_is_per_run_so_an_ensembles_job_gets_one_for_each_member(tmp_path, monkeypatch):
+    """--time-limit says minutes each run may take: a job that holds an ensemble of 3 runs gets 3 times as long."""
+    pytest.importorskip("submitit")
+    tasks = [RunTask(f"GRU-s{seed}", {}, str(tmp_path / f"GRU-s{seed}")) for seed in range(4)]
+    ensemble, single = EnsembleTask(tuple(tasks[:3])), tasks[3]
+    executor = SubmititExecutor(tmp_path / "sweep", cluster="local", time_limit=7, progress=False)
+    engine = _RecordingEngine()
+    monkeypatch.setattr(executor, "_engine", lambda: engine)
+    reported = []
+    executor.run([ensemble, single], lambda task, metrics, error: reported.append((task.run_ids, error)))
+    assert engine.arrays == [(21, [("GRU-s0", "GRU-s1", "GRU-s2")]), (7, [("GRU-s3",)])]
+    assert reported == [(("GRU-s0", "GRU-s1", "GRU-s2"), None), (("GRU-s3",), None)]
+    assert executor.job_time_limit(32) == 7 * 32
+
+
+@pytest.mark.parametrize("text, minutes", [("infinite", None), ("UNLIMITED", None), ("30", 30), ("30:59", 30),
+                                           ("1:00:00", 60), ("2-12", 3600), ("1-02:30", 1590), ("1-00:00:00", 1440)])
+def test_slurm_time_limits_read_as_minutes(text, minutes):
+    assert submitit_executor.slurm_minutes(text) == minutes
+
+
+def test_ensembles_are_cut_so_that_each_job_fits_the_partitions_time_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(submitit_executor, "partition_time_limit", lambda partition: {"short": 100}.get(partition))
+    assert SubmititExecutor(tmp_path, partition="short", time_limit=30).members_that_fit(32) == 3  # 3 x 30 <= 100
+    assert SubmititExecutor(tmp_path, partition="short", time_limit=30).members_that_fit(2) == 2
+    assert SubmititExecutor(tmp_path, partition="long", time_limit=30).members_that_fit(32) == 32  # no cap
+    assert SubmititExecutor(tmp_path, cluster="local", partition="short", time_limit=30).members_that_fit(32) == 32
+    with pytest.raises(ValueError, match=r"--time-limit 120 is more than Slurm partition short allows a job "
+                                         r"\(100 min\); give at most --time-limit 100"):
+        SubmititExecutor(tmp_path, partition="short", time_limit=120).members_that_fit(32)
+
+
+def test_plan_shows_each_jobs_runs_and_time_limit(tmp_path, capsys):
+    argv = ["--dataset", "distance", "--cells", "GRU", "--seeds", "0,1,2", "--ensemble-max", "2", "--plan",
+            "--out", str(tmp_path), "--executor", "submitit", "--time-limit", "5"]
+    assert _compare_cells(argv) == 0
+    said = capsys.readouterr().out
+    assert "2 jobs (time limit: --time-limit for each of their runs)" in said
+    assert "job 1: 2 runs, time limit 10 min: GRU-s0, GRU-s1" in said
+    assert "job 2: 1 run, time limit 5 min: GRU-s2" in said
+    assert not list(tmp_path.iterdir())
 
 
 @no_cuda

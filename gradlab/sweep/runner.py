@@ -91,7 +91,8 @@ def run_sweep(
         ensemble: ``auto``: runs that differ only in seed, learning rate, clipping or init
             train together as one batched ensemble, each still writing its own
             folder (:mod:`gradlab.sweep.grouping`); ``off``: every run alone.
-        max_members: most runs in one ensemble.
+        max_members: most runs in one ensemble (fewer where the executor's jobs must fit a cluster's
+            cap on job time: :func:`fitting_members`).
         executor: where runs execute (default: :class:`LocalExecutor` with ``workers``).
         datasets: datasets already loaded, by DataConfig (the rest are loaded here).
         command: the command line, stored in ``sweep.json`` and each ``config.json``.
@@ -119,6 +120,7 @@ def run_sweep(
     if not runs:
         raise ValueError("the sweep has no runs")
     group_runs(runs, ensemble=ensemble, max_members=max_members)  # checks both before anything is written
+    max_members = fitting_members(executor, max_members, stream=stream)
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
         raise ValueError("run ids repeat")
@@ -193,6 +195,22 @@ def run_sweep(
         raise SweepFailed(f"{len(failed)} of {len(runs)} runs failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
                           f"the others are saved in {sweep_dir}, and --resume retrains only the failed ones")
     return SweepResult(sweep_dir=sweep_dir, summary=summary, failed=failed)
+
+
+def fitting_members(executor: Executor | None, max_members: int, *, stream: Any = None) -> int:
+    """``max_members``, lowered (with a note) until an ensemble's job fits the cluster's cap on job time.
+
+    Raises:
+        ValueError: not even one run fits (from the executor's ``members_that_fit``).
+    """
+    fit = getattr(executor, "members_that_fit", None)
+    if fit is None:
+        return max_members
+    fitted = fit(max_members)
+    if fitted < max_members:
+        print(f"ensembles of at most {fitted} runs, so that each job fits the partition's time limit "
+              "(--plan lists each job's limit)", file=stream or sys.stderr)
+    return fitted
 
 
 def _skipped_files(datasets: Mapping[DataConfig, Any]) -> dict[str, Any]:

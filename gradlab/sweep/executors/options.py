@@ -35,19 +35,21 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                        help="on Ctrl-C, cancel the submitted runs or (submitit) leave them running and record their "
                             "jobs in <sweep>/executor.json; --resume waits until they end (default: cancel)")
     group.add_argument("--cpus-per-task", type=int, default=None, metavar="N",
-                       help="CPUs per run on submitit or ray (default: --threads)")
+                       help="CPUs each job reserves on submitit or ray; a job trains one run or one ensemble with "
+                            "--threads torch threads, so CPUs beyond --threads sit idle (default: --threads)")
     group.add_argument("--gpus-per-task", type=int, default=None, metavar="N",
-                       help="GPUs per run on submitit or ray (default: 0: submitit's jobs then see no GPU, so "
-                            "--device auto trains on the CPU and --device cuda fails at once; Ray does not hide "
-                            "GPUs it did not reserve, so ask for them whenever runs use one)")
+                       help="GPUs per job (one run or one ensemble) on submitit or ray (default: 0: submitit's "
+                            "jobs then see no GPU, so --device auto trains on the CPU and --device cuda fails at once; "
+                            "Ray does not hide GPUs it did not reserve, so ask for them whenever runs use one)")
     group.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
     group.add_argument("--time-limit", type=int, default=None, metavar="MINUTES",
-                       help=f"minutes each run may take before Slurm stops it (default: {DEFAULT_TIME_LIMIT}; "
-                            "--resume continues a stopped run from its last epoch)")
+                       help=f"minutes each run may take before Slurm stops it (default: {DEFAULT_TIME_LIMIT}); a "
+                            "job that trains an ensemble of N runs gets N times as long (--plan lists each job's "
+                            "limit), and --resume continues a stopped run from its last epoch")
     group.add_argument("--mem-gb", type=float, default=None, metavar="GB",
-                       help="memory per run in GB (Slurm; default: the cluster's)")
+                       help="memory per job (one run or one ensemble) in GB (Slurm; default: the cluster's)")
     group.add_argument("--array-parallelism", type=int, default=None, metavar="N",
-                       help="runs at once in the job array (default: Slurm 256; locally the number of CPUs)")
+                       help="jobs at once in the job array (default: Slurm 256; locally the number of CPUs)")
     group.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE",
                        help="another #SBATCH setting, e.g. --sbatch account=mylab --sbatch qos=short (repeatable)")
     group.add_argument("--ray-address", default=None, metavar="ADDRESS",
