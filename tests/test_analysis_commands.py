@@ -12,7 +12,7 @@ from analysis_helpers import CELLS, FACTOR, write_sweep
 
 from gradlab import schema
 from gradlab.__main__ import main
-from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs, mean_interval
+from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs
 from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT, slug
 from gradlab.analysis.report import build_findings, tune
 from gradlab.analysis.report.format import format_percent, format_ratio

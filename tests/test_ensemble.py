@@ -7,7 +7,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gradlab.ensemble import (
     EnsembleGradientRecorder,

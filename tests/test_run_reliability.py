@@ -229,7 +229,7 @@ def test_a_stopped_holder_whose_lock_was_taken_over_writes_nothing_more(tmp_path
 
         wait_until(stopped, timeout=120)
         other = subprocess.Popen(
-            ["unshare", "--uts", "sh", "-c", f'hostname gradlab-other-host && exec "$0" "$@"',
+            ["unshare", "--uts", "sh", "-c", 'hostname gradlab-other-host && exec "$0" "$@"',
              sys.executable, str(tmp_path / "take_over.py"), str(sweep)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment)
         assert other.stdout.readline().strip() == "held"

@@ -20,7 +20,6 @@ import pandas as pd
 from gradlab import schema
 from gradlab.analysis.learning import (
     classes_from_configs,
-    most_accurate,
     select_by_validation,
     selected_runs,
     selection_groups,

@@ -122,7 +122,8 @@ def mark_detached(sweep_dir: Path) -> None:
     (:func:`gradlab.sweep.execute.run_work`); a ``--resume`` waits for them.
     """
     path = Path(sweep_dir) / RECORD_FILE
-    write_json(path, {**read_json(path), "detached": True})
+    record = read_json_object(path, "delete it once you know the jobs it lists have ended")
+    write_json(path, {**record, "detached": True})
 
 
 def forget_record(sweep_dir: Path) -> None:
