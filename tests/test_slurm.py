@@ -221,16 +221,20 @@ def test_detach_then_resume(slurm, tmp_path, capsys):
     assert driver.poll() is None, driver_log.read_text()
     worker = worker_pid(sweep, json.loads((sweep / RECORD_FILE).read_text())["jobs"]["GRU-s0"])
     os.kill(worker, signal.SIGSTOP)  # held mid-run while the test looks, however fast this machine trains
-    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
-    assert driver.wait(timeout=60) != 0
-    said = driver_log.read_text()
-    assert "left 1 runs running on slurm: GRU-s0 (job" in said, said
-    assert "sacct" not in said  # submitit found what it asks for: no warning on every poll
-    assert list(live_jobs(sweep)) == ["GRU-s0"]
-    with pytest.raises(SystemExit) as refused:
-        _compare_cells([*argv, "--resume"])  # the detached job still writes there
-    assert refused.value.code == 2 and "GRU-s0 (job" in capsys.readouterr().err
-    os.kill(worker, signal.SIGCONT)
+    try:
+        driver.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
+        assert driver.wait(timeout=60) != 0
+        said = driver_log.read_text()
+        assert "left 1 runs running on slurm: GRU-s0 (job" in said, said
+        assert "sacct" not in said  # submitit found what it asks for: no warning on every poll
+        assert list(live_jobs(sweep)) == ["GRU-s0"]
+        with pytest.raises(SystemExit) as refused:
+            _compare_cells([*argv, "--resume"])  # the detached job still writes there
+        assert refused.value.code == 2 and "GRU-s0 (job" in capsys.readouterr().err
+    finally:  # a failed check must not leave a stopped job holding the cluster's CPUs for the next tests
+        os.kill(worker, signal.SIGCONT)
+        if driver.poll() is None:
+            driver.kill()
     wait_for(lambda: not live_jobs(sweep), 180, "the detached job to end")
     assert RunFolder(sweep / "GRU-s0").ended  # it finished by itself
     assert _compare_cells([*argv, "--resume"]) == 0
