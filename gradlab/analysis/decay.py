@@ -37,8 +37,11 @@ INIT_GAIN: dict[str, float] = {"default": 1.0 / math.sqrt(3.0), "orthogonal": 1.
 #: What the gates table calls saturated, in terms of the derivative (gradlab.cells.SATURATION_THRESHOLD).
 SATURATION_RULE = ("pre-activation beyond 1.325 for tanh and 2.65 for sigmoid, where the derivative is below a "
                    "quarter of its peak (tanh' < 0.25, sigmoid' < 0.0625)")
-#: A step's gradient norm counts as a spike when it exceeds this multiple of its run's median.
+#: A step's gradient norm counts as a spike when it exceeds this multiple of the median of the
+#: :data:`SPIKE_WINDOW` steps before it: a burst against the recent level, not the large norms of the
+#: first updates, which every cell has while its loss is still high.
 SPIKE_FACTOR = 10.0
+SPIKE_WINDOW = 20
 
 
 def _top_layer(summary: pd.DataFrame) -> pd.DataFrame:
@@ -120,7 +123,8 @@ def clipping_and_spikes(history: pd.DataFrame, summary: pd.DataFrame) -> pd.Data
         Run keys, ``cell``, ``seed``, ``clip_grad_norm``, ``steps``,
         ``clipped`` (fraction of steps whose norm exceeded the clip limit; NaN
         for an unclipped run), ``spikes`` (steps above :data:`SPIKE_FACTOR` x
-        the run's median norm) and ``max_over_median``.
+        the median of the :data:`SPIKE_WINDOW` steps before them) and
+        ``max_over_median`` (the largest such ratio).
     """
     keys = ["sweep", "run_id"] if "sweep" in history.columns else ["run_id"]
     norms = history[(history["split"] == "train") & (history["metric"] == "grad_norm")]
@@ -132,12 +136,13 @@ def clipping_and_spikes(history: pd.DataFrame, summary: pd.DataFrame) -> pd.Data
         values = values[np.isfinite(values)]
         if len(values) == 0:
             continue
-        median = float(np.median(values))
+        recent = pd.Series(values).rolling(SPIKE_WINDOW).median().shift(1).to_numpy()  # causal baseline
+        ratios = np.divide(values, recent, out=np.full(len(values), np.nan), where=recent > 0)
         key = key if isinstance(key, tuple) else (key,)
         rows.append({**dict(zip(keys, key)), "cell": run["cell"].iloc[0], "seed": int(run["seed"].iloc[0]),
                      "steps": len(values), "_values": values,
-                     "spikes": int((values > SPIKE_FACTOR * median).sum()) if median > 0 else 0,
-                     "max_over_median": float(values.max() / median) if median > 0 else np.nan})
+                     "spikes": int(np.nansum(ratios > SPIKE_FACTOR)),
+                     "max_over_median": float(np.nanmax(ratios)) if np.isfinite(ratios).any() else np.nan})
     if not rows:
         return pd.DataFrame(columns=[*keys, "cell", "seed", "clip_grad_norm", "steps", "clipped", "spikes",
                                      "max_over_median"])
