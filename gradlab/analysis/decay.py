@@ -13,8 +13,9 @@ radius of that matrix. An orthogonal matrix preserves norms and mixes units:
 gain 1. The identity (IRNN) does not mix units, so the same relu units stay
 active step after step and the gradient along them is not reduced at all:
 the i.i.d. argument does not apply and no prediction is made (measured decay
-close to 1, against 0.76 that gain x slope_rms would say). ``slope_rms`` is measured by the gate statistics at every timestep
-(``gates`` table, gate ``h``, stat ``slope_rms``), so the prediction uses no
+close to 1, against 0.76 that gain x slope_rms would say). ``slope_rms`` is
+measured by the gate statistics at every timestep (``gates`` table, gate
+``h``, stat ``slope_rms``), so the prediction uses no
 gradient measurement at all.
 
 The measured decay is ``(|dL/dh_0| / |dL/dh_{T-1}|)^(1/(T-1))`` of the top

@@ -226,7 +226,7 @@ def _exploding(study: Study) -> str | None:
             text += f", {diverged} diverged"
         parts.append(text)
     return ("Exploding gradients: the global gradient norm before clipping spikes (a step above 10x the median of "
-            "the 20 steps before it) in " + "; ".join(parts) + ". Validation chose clipping at 1 where it helped, so clipping "
-            "acting often marks a cell whose updates would otherwise be too large.")
+            "the 20 steps before it) in " + "; ".join(parts) + ". Validation chose clipping at 1 where it helped, so "
+            "clipping acting often marks a cell whose updates would otherwise be too large.")
 
 
