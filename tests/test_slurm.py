@@ -148,8 +148,10 @@ def test_job_array_sweep_equals_the_local_sweep(slurm, tmp_path, capfd):
 
 
 def test_scancel_mid_run_then_resume_equals_an_uninterrupted_run(slurm, tmp_path):
-    # Long enough that the job is still training when Slurm kills it, KillWait (2 s) after scancel's SIGTERM.
-    runs = plan_runs(replace(BASE, train=replace(BASE.train, epochs=60)), modes=("GRU",), seeds=(0, 1))
+    # Long enough that the job is still training when Slurm kills it: the process trains on through KillWait (2 s)
+    # after scancel's SIGTERM (submitit ignores it) and until the step is reaped, some seconds on a loaded node, at
+    # 30-60 tiny epochs a second on a fast one.
+    runs = plan_runs(replace(BASE, train=replace(BASE.train, epochs=300)), modes=("GRU",), seeds=(0, 1))
     reference = tmp_path / "local"
     run_sweep(runs, reference, figures=False, progress=False)
     sweep = tmp_path / "slurm"
@@ -181,8 +183,10 @@ def test_job_killed_by_its_time_limit_then_resumed(slurm, tmp_path):
     """Slurm's shortest limit is a minute and it checks limits about every 30 s, so the test freezes the training
     process mid-run (as a run too long for its limit would still be training) and lowers the job's limit to zero
     (``scontrol update``): Slurm's own time-limit kill, within 30 s and whatever this machine's speed."""
-    # Long enough that the job is still training when Slurm kills it, KillWait (2 s) after its SIGTERM.
-    run = replace(BASE, run_id="GRU-s0", train=replace(BASE.train, epochs=100))
+    # Long enough that the job is still training when Slurm kills it: its SIGCONT thaws the process, which trains on
+    # through KillWait (2 s) after the SIGTERM (submitit ignores it) until the step is reaped. 100 epochs were too
+    # few: a fast machine finished them all in that window and the resume had nothing left to train.
+    run = replace(BASE, run_id="GRU-s0", train=replace(BASE.train, epochs=400))
     sweep = tmp_path / "slurm"
     timed_out = []
 
