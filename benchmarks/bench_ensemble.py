@@ -12,8 +12,8 @@ and noisy; a ratio measured in one run is what compares):
 - gradlab: S single runs one after the other (``RNNModel``, ``torch.optim.Adam``,
   ``GradientRecorder`` recording every 10 steps, the single run's step:
   loss, backward, total gradient norm, one host sync, optimiser step);
-- ensemble: one :class:`gradlab.ensemble.EnsembleModel` of S members stepped by
-  :class:`gradlab.ensemble.EnsembleTrainer`, recording every 10 steps;
+- ensemble: one :class:`gradlab.training.ensemble.EnsembleModel` of S members stepped by
+  :class:`gradlab.training.ensemble.EnsembleTrainer`, recording every 10 steps;
 - torch.nn: S runs of ``torch.nn.LSTM``/``GRU``/``RNN`` (cuDNN on a GPU) with
   the same head and optimiser and no recording.
 
@@ -41,15 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradlab.ensemble import (
+from gradlab.training.ensemble import (
     EnsembleGradientRecorder,
     EnsembleModel,
     EnsembleOptimiser,
     EnsembleTrainer,
     streaming,
 )
-from gradlab.instrument import GradientRecorder
-from gradlab.models import RNNModel
+from gradlab.instruments.recorder import GradientRecorder
+from gradlab.nn.models import RNNModel
 
 MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 FEATURES, CLASSES = 20, 3

@@ -6,15 +6,15 @@ For each cell and sequence length, one training step (forward, backward and
 an Adam update on a batch, the default hand-written BPTT) is the reference;
 the same run then times, interleaved repetition by repetition:
 
-- ``lyapunov``: :func:`gradlab.diagnostics.lyapunov_spectrum`, all
+- ``lyapunov``: :func:`gradlab.instruments.diagnostics.lyapunov_spectrum`, all
   exponents (H, or 2H for the LSTM), default warmup;
 - ``lyapunov k=1``: only the leading exponent;
-- ``singular``: :func:`gradlab.diagnostics.jacobian_singular_values`, top 4
+- ``singular``: :func:`gradlab.instruments.diagnostics.jacobian_singular_values`, top 4
   at the default gaps;
 - ``floss``: forward and backward of
-  :func:`gradlab.remedies.gradient_flossing_loss` with k = 1;
-- ``omega``: :func:`gradlab.remedies.loss_state_gradients` then forward and
-  backward of :func:`gradlab.remedies.vanishing_gradient_regulariser`.
+  :func:`gradlab.instruments.remedies.gradient_flossing_loss` with k = 1;
+- ``omega``: :func:`gradlab.instruments.remedies.loss_state_gradients` then forward and
+  backward of :func:`gradlab.instruments.remedies.vanishing_gradient_regulariser`.
 
 Defaults are FSDD's shapes: 16 samples, 20 features, hidden 32, 2 layers,
 T = 32 and the 200 steps of the distance task. The median ratio is printed
@@ -31,9 +31,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from gradlab.diagnostics import jacobian_singular_values, lyapunov_spectrum
-from gradlab.models import RNNModel
-from gradlab.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
+from gradlab.instruments.diagnostics import jacobian_singular_values, lyapunov_spectrum
+from gradlab.nn.models import RNNModel
+from gradlab.instruments.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
 
 
 def _timed(function: Callable[[], object], clock: Callable[[], float]) -> float:

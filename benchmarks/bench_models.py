@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from gradlab.models import RNNModel, load_torch_weights
+from gradlab.nn.models import RNNModel, load_torch_weights
 
 
 class TorchClassifier(nn.Module):

@@ -3,7 +3,7 @@
 For each cell and sequence length, times one training step (forward,
 cross-entropy, backward, SGD update) of an ``RNNModel`` at the coursework's
 shapes (batch 100, 20 features, hidden 32, 2 layers) with and without
-:class:`gradlab.instrument.GradientRecorder` attached. Repetitions interleave
+:class:`gradlab.instruments.recorder.GradientRecorder` attached. Repetitions interleave
 on and off (alternating which goes first) and report medians, so both see the
 same machine load; the ratio on/off is the cost of a recorded step, and
 ``every=10`` amortises it over ten steps.
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gradlab.instrument import GradientRecorder
-from gradlab.io import write_table
-from gradlab.models import RNNModel
+from gradlab.instruments.recorder import GradientRecorder
+from gradlab.store.io import write_table
+from gradlab.nn.models import RNNModel
 
 CELLS: tuple[str, ...] = ("RNN_TANH", "LSTM", "GRU")
 

@@ -41,7 +41,7 @@ def drift_by_epoch(alone, together) -> list[float]:
 
 def compare_sweeps(first: Path, second: Path, tolerance: float = 1e-9) -> None:
     """Print the per-epoch drift between the same runs in two sweep folders."""
-    from gradlab.io import RunFolder
+    from gradlab.store.io import RunFolder
 
     by_epoch: dict[int, float] = {}
     worst: dict[str, float] = {}

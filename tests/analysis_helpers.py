@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradlab import schema
+from gradlab.store import schema
 
 #: Per-step gradient factor of each (cell, state): tanh vanishes fastest.
 FACTOR: dict[tuple[str, str], float] = {

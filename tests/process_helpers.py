@@ -5,7 +5,7 @@ Run as a script (``python process_helpers.py MODE ...``) it plays one role:
 - ``hold SWEEP``: take the sweep lock, print ``held``, wait to be killed.
 - ``write TARGET``: start an atomic write of TARGET, print ``writing`` half-way, wait to be killed.
 - ``pool with|without``: start a spawn pool of two workers (with or without
-  :func:`gradlab.parent_watch.exit_with_parent`), give each a long task that
+  :func:`gradlab.sweep.parent_watch.exit_with_parent`), give each a long task that
   prints its PID, and wait to be killed.
 
 Imported, it gives the tests a way to start those roles and to race locks
@@ -105,7 +105,7 @@ def race(barrier, results, root: str, rounds: int, index: int) -> None:
     A winner whose lock file is no longer its own by the end of the round
     reports "lost": two processes both believed they held the lock.
     """
-    from gradlab.locking import SweepLock, SweepLockedError, SweepLockLost
+    from gradlab.store.locking import SweepLock, SweepLockedError, SweepLockLost
 
     for round_index in range(rounds):
         lock = SweepLock(Path(root) / f"sweep{round_index}", stale_after=1.0, heartbeat_every=0.1)
@@ -156,13 +156,13 @@ def sleep_and_report(seconds: float) -> None:
 
 def _main(mode: str, argument: str) -> None:
     if mode == "hold":
-        from gradlab.locking import SweepLock
+        from gradlab.store.locking import SweepLock
 
         with SweepLock(argument, stale_after=1.0, heartbeat_every=0.05):
             print("held", flush=True)
             time.sleep(60)
     elif mode == "write":
-        from gradlab.atomic import write_atomic
+        from gradlab.store.atomic import write_atomic
 
         def stall(temporary: Path) -> None:
             temporary.write_text("half of it")
@@ -171,7 +171,7 @@ def _main(mode: str, argument: str) -> None:
 
         write_atomic(argument, stall)
     elif mode == "pool":
-        from gradlab.parent_watch import exit_with_parent
+        from gradlab.sweep.parent_watch import exit_with_parent
 
         watch = {"initializer": exit_with_parent, "initargs": (os.getpid(), 0.1)} if argument == "with" else {}
         pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"), **watch)

@@ -7,9 +7,9 @@ import pandas as pd
 import torch
 
 from gradlab.analysis.carry import carry_profile
-from gradlab.diagnostics import gate_statistics
-from gradlab.instrument import GradientRecorder
-from gradlab.models import RNNModel
+from gradlab.instruments.diagnostics import gate_statistics
+from gradlab.instruments.recorder import GradientRecorder
+from gradlab.nn.models import RNNModel
 
 RUN = {"run_id": "r", "seed": 0}
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from analysis_helpers import CELLS, FACTOR, write_sweep
 
-from gradlab import schema
+from gradlab.store import schema
 from gradlab.__main__ import main
 from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs
 from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT, slug

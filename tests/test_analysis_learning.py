@@ -8,7 +8,7 @@ import pytest
 from analysis_helpers import all_frames, summary_row
 from scipy import stats as scipy_stats
 
-from gradlab import schema
+from gradlab.store import schema
 from gradlab.analysis import (
     beats_chance,
     chance_level,

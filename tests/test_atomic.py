@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from gradlab.atomic import write_atomic
+from gradlab.store.atomic import write_atomic
 
 
 def test_write_replaces_whole_file_with_umask_permissions(tmp_path):
@@ -44,7 +44,7 @@ def _leftover(folder, name):
 def test_cleaning_removes_only_the_writers_temporaries(tmp_path):
     from pathlib import Path
 
-    from gradlab.atomic import clean_orphaned_temporaries
+    from gradlab.store.atomic import clean_orphaned_temporaries
 
     run = tmp_path / "sweep" / "run-a"
     run.mkdir(parents=True)
@@ -61,7 +61,7 @@ def test_cleaning_removes_only_the_writers_temporaries(tmp_path):
 
 
 def test_cleaning_can_spare_recent_temporaries(tmp_path):
-    from gradlab.atomic import clean_orphaned_temporaries
+    from gradlab.store.atomic import clean_orphaned_temporaries
 
     old, new = _leftover(tmp_path, "a.npz"), _leftover(tmp_path, "b.npz")
     os.utime(old, (1, 1))
@@ -72,7 +72,7 @@ def test_cleaning_can_spare_recent_temporaries(tmp_path):
 
 
 def test_writer_killed_mid_write_leaves_a_temporary_that_cleaning_removes(tmp_path):
-    from gradlab.atomic import clean_orphaned_temporaries
+    from gradlab.store.atomic import clean_orphaned_temporaries
     from process_helpers import kill_group, read_lines, start
 
     target = tmp_path / "run" / "checkpoint.pt"

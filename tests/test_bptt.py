@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from gradlab.cells import GRUCell, LSTMCell, RNNCell
-from gradlab.bptt import bptt_unroll, has_handwritten_backward
-from gradlab.models import RecurrentNet, StateKey, unroll_direction
+from gradlab.nn.cells import GRUCell, LSTMCell, RNNCell
+from gradlab.nn.bptt import bptt_unroll, has_handwritten_backward
+from gradlab.nn.models import RecurrentNet, StateKey, unroll_direction
 
 CELLS = {
     "lstm": lambda: LSTMCell(3, 4),

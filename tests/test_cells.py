@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradlab.cells import ACTIVATIONS, GRUCell, LSTMCell, RNNCell, get_activation
+from gradlab.nn.cells import ACTIVATIONS, GRUCell, LSTMCell, RNNCell, get_activation
 
 TOL = dict(rtol=0, atol=1e-12)
 
@@ -134,7 +134,7 @@ def test_cell_rejects_bad_sizes_and_shapes():
 
 
 def test_config_names_every_activation():
-    from gradlab.cells import ACTIVATIONS
+    from gradlab.nn.cells import ACTIVATIONS
     from gradlab.config import ACTIVATION_NAMES
 
     assert tuple(ACTIVATIONS) == ACTIVATION_NAMES

@@ -13,7 +13,7 @@ import torch
 
 from gradlab.cli import base_config, option_values
 from gradlab.config import CONFIG_PARTS, DataConfig, ModelConfig, RunConfig, TrainConfig
-from gradlab.models import RNNModel
+from gradlab.nn.models import RNNModel
 from gradlab.sweep.plan import count_parameters, hidden_for_params, plan_runs
 
 from train_helpers import load_script
@@ -141,13 +141,13 @@ def test_resuming_a_sweep_of_an_older_layout_says_so(tmp_path, capsys):
 
 
 def test_config_io_and_analysis_load_no_torch():
-    code = ("import sys, gradlab.config, gradlab.io, gradlab.analysis, gradlab.schema; "
+    code = ("import sys, gradlab.config, gradlab.store.io, gradlab.analysis, gradlab.store.schema; "
             "loaded = [name for name in ('torch', 'librosa') if name in sys.modules]; "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_no_module_is_longer_than_400_lines():
-    long = {str(path.relative_to(REPO)): n for path in (REPO / "gradlab").rglob("*.py")
+    long = {str(path.relative_to(REPO)): n for path in (REPO / "src" / "gradlab").rglob("*.py")
             if (n := len(path.read_text().splitlines())) > 400}
     assert not long, long

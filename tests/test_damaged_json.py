@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from gradlab import schema
+from gradlab.store import schema
 from gradlab.__main__ import main
-from gradlab import io
-from gradlab.io import RunFolder, RunFolderError
+from gradlab.store import io
+from gradlab.store.io import RunFolder, RunFolderError
 
 from analysis_helpers import write_sweep
 from train_helpers import load_script

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gradlab.atomic import write_atomic
-from gradlab.io import write_table
+from gradlab.store.atomic import write_atomic
+from gradlab.store.io import write_table
 
 from train_helpers import load_script
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from gradlab import schema
-from gradlab.diagnostics import jacobian_singular_values, lyapunov_exponents, lyapunov_spectrum
-from gradlab.models import RecurrentNet, RNNModel, unroll_direction
-from gradlab.lyapunov import random_basis
+from gradlab.store import schema
+from gradlab.instruments.diagnostics import jacobian_singular_values, lyapunov_exponents, lyapunov_spectrum
+from gradlab.nn.models import RecurrentNet, RNNModel, unroll_direction
+from gradlab.instruments.lyapunov import random_basis
 
 from test_instrument_diagnostics import _layer_inputs
 

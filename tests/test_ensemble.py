@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gradlab.ensemble import (
+from gradlab.training.ensemble import (
     EnsembleGradientRecorder,
     EnsembleModel,
     EnsembleOptimiser,
@@ -17,9 +17,9 @@ from gradlab.ensemble import (
     member_grad_norms,
     streaming,
 )
-from gradlab.bptt import KINDS
-from gradlab.instrument import GradientRecorder
-from gradlab.models import RNNModel
+from gradlab.nn.bptt import KINDS
+from gradlab.instruments.recorder import GradientRecorder
+from gradlab.nn.models import RNNModel
 from gradlab.training import batch_loss
 
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]

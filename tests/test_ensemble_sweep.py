@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from gradlab.io import RunFolder
+from gradlab.store.io import RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
-from gradlab.sweep.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
+from gradlab.training.ensemble.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
 from gradlab.training import train_run
 from gradlab.training.ensemble_run import EnsembleFit, train_ensemble
 
@@ -227,7 +227,7 @@ def test_an_ensemble_on_real_fsdd_recordings_equals_one_by_one(sweeps):
 
 
 def test_runs_group_by_everything_but_seed_and_learning_rate():
-    from gradlab.bptt import KINDS
+    from gradlab.nn.bptt import KINDS
 
     assert set(ENSEMBLE_MODES) == set(KINDS)  # the torch-free list names the cells with a batched backward
     tanh = _runs("RNN_TANH")
@@ -284,7 +284,7 @@ def test_plan_says_how_runs_group_and_bad_flags_are_refused(tmp_path, capsys):
 def test_batched_validation_equals_each_members_own():
     """The GPU's validation path (all members at once) gives each member's own evaluate() numbers."""
     from gradlab.data.from_config import load_data
-    from gradlab.ensemble import EnsembleModel
+    from gradlab.training.ensemble import EnsembleModel
     from gradlab.training.ensemble_run import evaluate_members, share_parameters
     from gradlab.training.evaluate import evaluate
     from gradlab.training.run import prepare

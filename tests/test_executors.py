@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from gradlab.io import RUN_TABLES, RunFolder
+from gradlab.store.io import RUN_TABLES, RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
 from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs, submitit_executor

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from gradlab.cells import GRUCell, LSTMCell, RNNCell
-from gradlab.initialisation import initialise_
-from gradlab.models import RNNModel
+from gradlab.nn.cells import GRUCell, LSTMCell, RNNCell
+from gradlab.nn.initialisation import initialise_
+from gradlab.nn.models import RNNModel
 
 
 def test_default_is_torch_uniform_and_seeded():

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gradlab.locking import SweepLock, SweepLockedError, SweepLockLost, lock_path_for, read_holder
+from gradlab.store.locking import SweepLock, SweepLockedError, SweepLockLost, lock_path_for, read_holder
 from process_helpers import kill_group, race_processes, read_lines, running, start, wait_until, write_lock_file
 
 ROUNDS = 20
@@ -174,8 +174,8 @@ def test_a_reused_pid_on_this_host_does_not_keep_a_dead_lock(tmp_path):
 
 
 def test_a_holder_whose_lock_was_taken_over_finds_out_before_it_writes(tmp_path):
-    from gradlab.atomic import checked_writes, write_atomic
-    from gradlab.locking import check_lock
+    from gradlab.store.atomic import checked_writes, write_atomic
+    from gradlab.store.locking import check_lock
 
     with SweepLock(tmp_path / "sweep") as lock:
         check_lock(lock.path, lock.token)  # still ours: no error

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradlab.models import RecurrentNet, RNNModel, StateKey, load_torch_weights, normalise_mode
+from gradlab.nn.models import RecurrentNet, RNNModel, StateKey, load_torch_weights, normalise_mode
 
 TOL = dict(rtol=0, atol=1e-10)
 MODES = ["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]

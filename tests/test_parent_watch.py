@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from gradlab.parent_watch import exit_with_parent
+from gradlab.sweep.parent_watch import exit_with_parent
 from process_helpers import kill_group, read_lines, running, start, wait_until
 
 
@@ -40,7 +40,7 @@ def test_poll_interval_must_be_positive():
 
 
 def test_the_watch_exits_at_its_first_poll_after_the_parent_is_gone(monkeypatch):
-    from gradlab import parent_watch
+    from gradlab.sweep import parent_watch
 
     parents = iter([100, 100, 100, 1, 1])  # the parent dies between the third and the fourth poll
     polls = []

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradlab.lyapunov import lyapunov_exponents
-from gradlab.models import RNNModel
-from gradlab.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
+from gradlab.instruments.lyapunov import lyapunov_exponents
+from gradlab.nn.models import RNNModel
+from gradlab.instruments.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
 
 CELLS = ["RNN_TANH", "LSTM", "GRU"]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gradlab import schema
+from gradlab.store import schema
 from gradlab.analysis.load import RunData
 from gradlab.analysis.report.answers import (
     answer_choice,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from gradlab.io import RunFolderError
+from gradlab.store.io import RunFolderError
 from gradlab.sweep import plan_runs, run_sweep
 from gradlab.training import train_run
 
@@ -171,7 +171,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 TAKE_OVER = """
 import sys, time
-from gradlab.locking import SweepLock, SweepLockedError
+from gradlab.store.locking import SweepLock, SweepLockedError
 
 lock = SweepLock(sys.argv[1], stale_after=0.5, heartbeat_every=0.1)
 while True:  # until the stopped holder's heartbeat is older than 0.5 s, as seen from this host
@@ -252,7 +252,7 @@ def test_a_stopped_holder_whose_lock_was_taken_over_writes_nothing_more(tmp_path
 
 
 def test_a_worker_checks_the_lock_before_each_write(tmp_path):
-    from gradlab.locking import SweepLock, SweepLockLost
+    from gradlab.store.locking import SweepLock, SweepLockLost
     from gradlab.sweep.execute import RunTask, run_work
 
     with SweepLock(tmp_path / "sweep") as lock:
@@ -265,7 +265,7 @@ def test_a_worker_checks_the_lock_before_each_write(tmp_path):
 def test_a_detached_job_writes_on_after_its_command_released_the_lock(tmp_path):
     import json
 
-    from gradlab.locking import lock_path_for
+    from gradlab.store.locking import lock_path_for
     from gradlab.sweep.execute import RunTask, run_work
 
     sweep = tmp_path / "sweep"

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from gradlab.config import DataConfig, RunConfig, TrainConfig
-from gradlab.runcheck import EXECUTION_FIELDS, MISSING, describe_differences, result_differences
+from gradlab.store.runcheck import EXECUTION_FIELDS, MISSING, describe_differences, result_differences
 
 
 def _requested() -> dict:
@@ -91,6 +91,6 @@ def test_extra_ignored_names_cover_whole_sections():
 
 
 def test_runcheck_does_not_import_torch():
-    code = "import sys, gradlab.runcheck, gradlab.locking, gradlab.atomic, gradlab.parent_watch; print('torch' in sys.modules)"
+    code = "import sys, gradlab.store.runcheck, gradlab.store.locking, gradlab.store.atomic, gradlab.sweep.parent_watch; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

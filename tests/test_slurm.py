@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gradlab.io import RunFolder
+from gradlab.store.io import RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.executors import SubmititExecutor, live_jobs, submitit_executor
 from gradlab.sweep.executors.common import RECORD_FILE

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from gradlab import schema
+from gradlab.store import schema
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.analysis.summary_table import cell_table
 from gradlab.sweep import expand_cells, plan_runs, run_sweep
@@ -149,7 +149,7 @@ def _longest_name(out) -> int:
     """The longest sweep name whose lock files fit ``out``'s filesystem on this host."""
     import os
 
-    from gradlab.locking import longest_lock_file_name
+    from gradlab.store.locking import longest_lock_file_name
 
     return os.pathconf(out, "PC_NAME_MAX") - len(longest_lock_file_name(""))
 
@@ -183,7 +183,7 @@ def test_a_lock_whose_claim_cannot_be_made_says_how_to_clear_it(tmp_path):
     import subprocess
     import sys
 
-    from gradlab.locking import SweepLock, SweepLockedError, lock_path_for
+    from gradlab.store.locking import SweepLock, SweepLockedError, lock_path_for
 
     # Its lock file fits, its claim cannot (41 characters longer): as a sweep made before names were checked left it.
     sweep = tmp_path / ("n" * (_longest_name(tmp_path) + 20))

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradlab import schema
+from gradlab.store import schema
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.data import DataSplits, SplitTensors
-from gradlab.models import RNNModel
+from gradlab.nn.models import RNNModel
 from gradlab.data.from_config import load_data
-from gradlab.io import PROVENANCE_KEYS
+from gradlab.store.io import PROVENANCE_KEYS
 from gradlab.training import build_model, evaluate, train_run
 
 from train_helpers import InterruptAfterEpoch
@@ -264,7 +264,7 @@ def test_float64_keeps_gradients_that_float32_underflows():
 def test_the_loss_is_computed_in_the_runs_dtype(dtype):
     # A float64 run must not route its loss through float32: that adds ~1e-7 relative
     # noise to every gradient it records. Half precision alone is lifted to float32.
-    from gradlab.ensemble import cross_entropy_loss
+    from gradlab.training.ensemble import cross_entropy_loss
     from gradlab.training import batch_loss
 
     generator = torch.Generator().manual_seed(0)

@@ -9,8 +9,8 @@ import torch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.data.from_config import load_data
-from gradlab.lyapunov import lyapunov_spectrum
-from gradlab.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
+from gradlab.instruments.lyapunov import lyapunov_spectrum
+from gradlab.instruments.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
 from gradlab.training import batch_loss, build_model, train_run
 from gradlab.training.seeding import seed_everything
 

@@ -9,7 +9,7 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from gradlab.io import RUN_TABLES, RunFolder
+from gradlab.store.io import RUN_TABLES, RunFolder
 from gradlab.training import Callback
 
 REPO = Path(__file__).resolve().parents[1]

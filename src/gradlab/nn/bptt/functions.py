@@ -1,0 +1,187 @@
+"""The hand-written BPTT layers as ``torch.autograd.Function`` s, one per cell kind.
+
+Each takes the layer's inputs and parameters, runs the projection and the
+recurrence without an autograd graph, and computes every gradient by hand;
+see :mod:`gradlab.nn.bptt` for the contract.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradlab.nn.bptt.steps import (
+    TIME,
+    add_matmul_,
+    affine,
+    bias_grad,
+    first_dh,
+    input_grads,
+    into_previous,
+    lstm_factors,
+    lstm_grad_step,
+    lstm_scale,
+    lstm_step,
+    matmul,
+    member_major,
+    previous_states,
+    project,
+    step_buffer,
+    step_order,
+    weight_grad,
+    writable_steps,
+)
+
+
+class LSTMFunction(torch.autograd.Function):
+    """inputs ([S,] T, B, I), W_ih, b_ih + b_hh, h0, c0 ([S,] B, H), W_hh ([S,] 4H, H) -> outputs, h_T, c_T."""
+
+    @staticmethod
+    def forward(ctx, inputs, weight_ih, bias, h0, c0, weight_hh, reverse, on_grad):
+        hidden = weight_hh.shape[-1]
+        # One sigmoid for all four gates: with the g rows of the pre-activation
+        # doubled, s_g = sigmoid(2 a_g) and tanh(a_g) = 2 s_g - 1, so
+        # c' = f c + i (2 s_g - 1) = f c - i + 2 i s_g. Per-step operator count,
+        # not arithmetic, is what costs at these sizes. The doubling is exact,
+        # and goes into the weights, so the projection lands ready to use.
+        scale = lstm_scale(hidden, inputs)
+        rows = scale.unsqueeze(1)  # (4H, 1)
+        # Each step adds h W^T in place into the whole-sequence gate buffer
+        # (addmm_ skips addmm's copy of its input), and writes its states into
+        # whole-sequence buffers: no per-step tensors to stack.
+        acts = project(inputs, weight_ih * rows, None if bias is None else bias * scale)  # i, f, s_g, o after the loop
+        weight_t = (weight_hh * rows).transpose(-1, -2)  # ([S,] H, 4H)
+        cells = acts.new_empty(acts.shape[:-1] + (hidden,))  # ([S,] T, B, H)
+        tanh_cells, outputs = torch.empty_like(cells), torch.empty_like(cells)
+        # Per-step views made once (unbind is one call; indexing per step is one each).
+        act_steps, cell_steps = acts.unbind(TIME), cells.unbind(TIME)
+        tanh_steps, out_steps = tanh_cells.unbind(TIME), outputs.unbind(TIME)
+        h, c = h0, c0
+        for t in step_order(acts.shape[TIME], reverse):
+            gates = add_matmul_(act_steps[t], h, weight_t)
+            h, c = lstm_step(gates, c, cell_steps[t], tanh_steps[t], out_steps[t])
+        ctx.save_for_backward(inputs, weight_ih, acts, cells, tanh_cells, outputs, h0, c0, weight_hh)
+        ctx.reverse, ctx.on_grad = reverse, on_grad
+        ctx.set_materialize_grads(False)
+        # The final state is returned as copies: an output may not be a view of another.
+        return outputs, h.clone(), c.clone()
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_h_last, grad_c_last):
+        inputs, weight_ih, acts, cells, tanh_cells, outputs, h0, c0, weight_hh = ctx.saved_tensors
+        reverse, on_grad = ctx.reverse, ctx.on_grad
+        gates = acts.chunk(4, dim=-1)  # i, f, s_g, o, each ([S,] T, B, H)
+        order = step_order(cells.shape[TIME], not reverse)
+        dh_to_dc, to_gates = lstm_factors(*gates, previous_states(cells, c0, reverse), outputs, tanh_cells)
+        to_c_steps, to_gate_steps, f_steps = dh_to_dc.unbind(TIME), to_gates.unbind(TIME), gates[1].unbind(TIME)
+        grad_gates = step_buffer(len(order), acts.shape[:TIME] + acts.shape[TIME + 1 :], acts)  # (T, [S,] B, 4H)
+        dh = first_dh(grad_outputs, grad_h_last, order[0], h0)
+        dc = torch.zeros_like(c0) if grad_c_last is None else grad_c_last
+        incoming = writable_steps(grad_outputs)
+        for k, t in enumerate(order):
+            step_grad, dc = lstm_grad_step(dh, dc, to_c_steps[t], to_gate_steps[t], grad_gates[t], on_grad, t)
+            dh = into_previous(step_grad, weight_hh, incoming, order, k)  # into h_{t-1}
+            dc = dc * f_steps[t]  # into c_{t-1}
+        grad_gates = member_major(grad_gates)  # ([S,] T, B, 4H)
+        grad_weight = weight_grad(grad_gates, previous_states(outputs, h0, reverse))  # ([S,] 4H, H)
+        return (*input_grads(ctx, grad_gates, inputs, weight_ih), dh, dc, grad_weight, None, None)
+
+
+class GRUFunction(torch.autograd.Function):
+    """inputs ([S,] T, B, I), W_ih, b_ih, h0 ([S,] B, H), W_hh ([S,] 3H, H), b_hh ([S,] 3H) -> outputs, h_T."""
+
+    @staticmethod
+    def forward(ctx, inputs, weight_ih, bias_ih, h0, weight_hh, bias_hh, reverse, on_grad):
+        hidden = weight_hh.shape[-1]
+        x_proj = project(inputs, weight_ih, bias_ih)  # ([S,] T, B, 3H)
+        weight_t = weight_hh.transpose(-1, -2)  # ([S,] H, 3H)
+        bias = None if bias_hh is None else bias_hh.unsqueeze(-2)  # ([S,] 1, 3H)
+        gates = torch.empty_like(x_proj)  # r, z, n
+        hidden_ns = x_proj.new_empty(x_proj.shape[:-1] + (hidden,))  # W_hn h + b_hn, ([S,] T, B, H)
+        outputs = torch.empty_like(hidden_ns)
+        x_steps, gate_steps = x_proj.unbind(TIME), gates.unbind(TIME)
+        hidden_n_steps, out_steps = hidden_ns.unbind(TIME), outputs.unbind(TIME)
+        h = h0
+        for t in step_order(x_proj.shape[TIME], reverse):
+            projected = matmul(h, weight_t) if bias is None else affine(bias, h, weight_t)  # ([S,] B, 3H)
+            x_rz, x_n = x_steps[t].split((2 * hidden, hidden), dim=-1)
+            h_rz, h_n = projected.split((2 * hidden, hidden), dim=-1)
+            rz, n = gate_steps[t].split((2 * hidden, hidden), dim=-1)
+            torch.add(x_rz, h_rz, out=rz).sigmoid_()
+            r, z = rz.chunk(2, dim=-1)
+            torch.addcmul(x_n, r, h_n, out=n).tanh_()
+            hidden_n_steps[t].copy_(h_n)
+            h = torch.addcmul(n, z, h - n, out=out_steps[t])  # (1 - z) n + z h
+        ctx.save_for_backward(inputs, weight_ih, gates, hidden_ns, outputs, h0, weight_hh)
+        ctx.reverse, ctx.on_grad, ctx.has_bias = reverse, on_grad, bias_hh is not None
+        ctx.set_materialize_grads(False)
+        return outputs, h.clone()
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_h_last):
+        inputs, weight_ih, gates, hidden_n, outputs, h0, weight_hh = ctx.saved_tensors
+        reverse, on_grad = ctx.reverse, ctx.on_grad
+        r, z, n = gates.chunk(3, dim=-1)  # each ([S,] T, B, H)
+        h_prev = previous_states(outputs, h0, reverse)
+        # Per step, with dh the total dL/dh_t:
+        #   d a_r = dh (1-z)(1-n^2) (W_hn h + b_hn) r (1-r)   d a_z = dh (h_{t-1} - n) z (1-z)
+        #   d a_n = dh (1-z)(1-n^2)                           d(W_hn h + b_hn) = d a_n r
+        dh_to_dn = (1 - z) * (1 - n * n)
+        to_input = torch.cat([dh_to_dn * hidden_n * r * (1 - r), (h_prev - n) * z * (1 - z), dh_to_dn], dim=-1)
+        to_hidden = torch.cat([to_input[..., : 2 * r.shape[-1]], dh_to_dn * r], dim=-1)  # ([S,] T, B, 3H)
+        order = step_order(outputs.shape[TIME], not reverse)
+        dh = first_dh(grad_outputs, grad_h_last, order[0], h0)
+        incoming = None if grad_outputs is None else grad_outputs.unbind(TIME)
+        totals = torch.empty_like(outputs)  # dL/dh_t per step
+        total_steps, to_hidden_steps, z_steps = totals.unbind(TIME), to_hidden.unbind(TIME), z.unbind(TIME)
+        for k, t in enumerate(order):
+            if k > 0 and incoming is not None:
+                dh = dh + incoming[t]
+            total_steps[t].copy_(dh)  # total dL/dh_t
+            if on_grad is not None:
+                on_grad(t, "h", dh)
+            step_grad = torch.cat((dh, dh, dh), dim=-1).mul_(to_hidden_steps[t])  # ([S,] B, 3H)
+            dh = affine(dh * z_steps[t], step_grad, weight_hh)  # into h_{t-1}
+        totals = totals.repeat(*(1,) * (totals.dim() - 1), 3)  # ([S,] T, B, 3H)
+        grad_hidden = totals * to_hidden
+        grad_input = totals * to_input
+        grad_weight = weight_grad(grad_hidden, h_prev)  # ([S,] 3H, H)
+        grad_bias = bias_grad(grad_hidden) if ctx.has_bias else None
+        return (*input_grads(ctx, grad_input, inputs, weight_ih), dh, grad_weight, grad_bias, None, None)
+
+
+class RNNFunction(torch.autograd.Function):
+    """inputs ([S,] T, B, I), W_ih, b_ih + b_hh, h0 ([S,] B, H), W_hh ([S,] H, H) -> outputs, h_T."""
+
+    @staticmethod
+    def forward(ctx, inputs, weight_ih, bias, h0, weight_hh, relu, reverse, on_grad):
+        weight_t = weight_hh.transpose(-1, -2)
+        outputs = project(inputs, weight_ih, bias)  # ([S,] T, B, H): each step adds h W^T in place
+        out_steps = outputs.unbind(TIME)
+        h = h0
+        for t in step_order(outputs.shape[TIME], reverse):
+            h = add_matmul_(out_steps[t], h, weight_t)
+            h = h.relu_() if relu else h.tanh_()
+        ctx.save_for_backward(inputs, weight_ih, outputs, h0, weight_hh)
+        ctx.relu, ctx.reverse, ctx.on_grad = relu, reverse, on_grad
+        ctx.set_materialize_grads(False)
+        return outputs, h.clone()
+
+    @staticmethod
+    def backward(ctx, grad_outputs, grad_h_last):
+        inputs, weight_ih, outputs, h0, weight_hh = ctx.saved_tensors
+        reverse, on_grad = ctx.reverse, ctx.on_grad
+        # The activation's derivative from its output: relu' = [h > 0], tanh' = 1 - h^2.
+        slope = (outputs > 0).to(outputs.dtype) if ctx.relu else 1 - outputs * outputs  # ([S,] T, B, H)
+        order = step_order(outputs.shape[TIME], not reverse)
+        dh = first_dh(grad_outputs, grad_h_last, order[0], h0)
+        incoming = writable_steps(grad_outputs)
+        grad_pre = step_buffer(len(order), h0.shape, outputs)  # (T, [S,] B, H)
+        slope_steps = slope.unbind(TIME)
+        for k, t in enumerate(order):
+            if on_grad is not None:
+                on_grad(t, "h", dh)  # total dL/dh_t
+            step_grad = torch.mul(dh, slope_steps[t], out=grad_pre[t])  # ([S,] B, H)
+            dh = into_previous(step_grad, weight_hh, incoming, order, k)
+        grad_pre = member_major(grad_pre)
+        grad_weight = weight_grad(grad_pre, previous_states(outputs, h0, reverse))
+        return (*input_grads(ctx, grad_pre, inputs, weight_ih), dh, grad_weight, None, None, None)

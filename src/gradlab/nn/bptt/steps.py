@@ -1,0 +1,163 @@
+"""Building blocks of the hand-written BPTT layers: per-step and whole-sequence helpers.
+
+Every sequence tensor is time-major per member: (T, B, ...) for one layer, or
+(S, T, B, ...) for S members (time is dimension :data:`TIME` either way), and
+every helper here works on both, switching matmuls to their batched form when
+a member dimension is present. :mod:`gradlab.nn.bptt` and
+:mod:`gradlab.training.ensemble.streaming` are made of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: The time dimension of every sequence tensor inside: (T, B, ...) for one
+#: layer, (S, T, B, ...) for S members.
+TIME = -3
+
+
+def step_order(steps: int, reverse: bool) -> list[int]:
+    """The timesteps in the order a loop visits them."""
+    return list(range(steps - 1, -1, -1)) if reverse else list(range(steps))
+
+
+def previous_states(states: Tensor, initial: Tensor, reverse: bool) -> Tensor:
+    """The state each step read: ([S,] T, B, H) of h_{t-1} (h_{t+1} when reversed)."""
+    steps = states.shape[TIME]
+    if reverse:
+        return torch.cat([states.narrow(TIME, 1, steps - 1), initial.unsqueeze(TIME)], dim=TIME)
+    return torch.cat([initial.unsqueeze(TIME), states.narrow(TIME, 0, steps - 1)], dim=TIME)
+
+
+def step_buffer(steps: int, step_shape: torch.Size, like: Tensor) -> Tensor:
+    """(T, [S,] B, G): one contiguous block per step, to write each step's result into.
+
+    Writing into a buffer made once beats a fresh tensor per step: with
+    members a step's tensor is large enough that fresh memory is slow to touch.
+    """
+    return like.new_empty((steps, *step_shape))
+
+
+def member_major(buffer: Tensor) -> Tensor:
+    """A :func:`step_buffer` in the layout of the sequence tensors: ([S,] T, B, G)."""
+    return buffer if buffer.dim() == 3 else buffer.transpose(0, 1).contiguous()
+
+
+def affine(bias: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``bias + a @ b``, per member when the operands carry a member dimension."""
+    return torch.addmm(bias, a, b) if a.dim() == 2 else torch.baddbmm(bias, a, b)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    return a.mm(b) if a.dim() == 2 else a.bmm(b)
+
+
+def weight_grad(grad_pre: Tensor, previous: Tensor) -> Tensor:
+    """sum over t and b of grad_pre^T h_prev: ([S,] T, B, G) x ([S,] T, B, H) -> ([S,] G, H)."""
+    flat_grad, flat_previous = grad_pre.flatten(-3, -2), previous.flatten(-3, -2)  # ([S,] T*B, ...)
+    if grad_pre.dim() == 3:
+        return flat_grad.t().mm(flat_previous)
+    # Batched, (h_prev^T grad)^T is faster than grad^T h_prev: the wide operand stays untransposed.
+    return flat_previous.transpose(1, 2).bmm(flat_grad).transpose(1, 2)
+
+
+def bias_grad(grad_pre: Tensor) -> Tensor:
+    """sum over t and b: ([S,] T, B, G) -> ([S,] G)."""
+    return grad_pre.flatten(-3, -2).sum(-2)
+
+
+def first_dh(incoming: Tensor | None, grad_last: Tensor | None, t: int, like: Tensor) -> Tensor:
+    """dL/dh at the loop's first step: from above (if anything) plus from the final state."""
+    dh = torch.zeros_like(like) if grad_last is None else grad_last
+    return dh if incoming is None else dh + incoming.select(TIME, t)
+
+
+def add_matmul_(target: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``target += a @ b`` in place, per member when the operands carry a member dimension."""
+    return target.addmm_(a, b) if a.dim() == 2 else target.baddbmm_(a, b)
+
+
+def writable_steps(grad_outputs: Tensor | None) -> tuple[Tensor, ...] | None:
+    """Per-step views of a private copy of the gradient from above, to accumulate into in place."""
+    return None if grad_outputs is None else grad_outputs.clone().unbind(TIME)
+
+
+def into_previous(step_grad: Tensor, weight: Tensor, incoming: tuple[Tensor, ...] | None, order: list[int], k: int) -> Tensor:
+    """dL/dh of the state read at loop step k: through W_hh, plus from above at that state's own step.
+
+    ``incoming`` is from :func:`writable_steps`: the sum is formed in place there.
+    """
+    if k + 1 < len(order) and incoming is not None:
+        return add_matmul_(incoming[order[k + 1]], step_grad, weight)
+    return matmul(step_grad, weight)
+
+
+def project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The input term of every step at once: ([S,] T, B, I) -> ([S,] T, B, G*H)."""
+    if weight.dim() == 2:
+        return F.linear(inputs, weight, bias).contiguous()
+    flat = inputs.reshape(inputs.shape[0], -1, inputs.shape[-1])  # (S, T*B, I)
+    if bias is not None:
+        # The bias as one more input column of ones: a broadcast bias in
+        # baddbmm (or a broadcast add) costs three times the matmul here.
+        flat = torch.cat([flat, flat.new_ones(flat.shape[:-1] + (1,))], dim=-1)  # (S, T*B, I+1)
+        weight = torch.cat([weight, bias.unsqueeze(-1)], dim=-1)  # (S, G*H, I+1)
+    return flat.bmm(weight.transpose(1, 2)).view(*inputs.shape[:-1], -1)
+
+
+def input_grads(ctx, grad_pre: Tensor, inputs: Tensor, weight_ih: Tensor) -> tuple[Tensor | None, ...]:
+    """Gradients of inputs, W_ih and the input-term bias from dL/d(pre-activation input term)."""
+    wants_inputs, wants_weight, wants_bias = ctx.needs_input_grad[:3]
+    grad_inputs = None
+    if wants_inputs:
+        single = weight_ih.dim() == 2
+        grad_inputs = grad_pre.matmul(weight_ih) if single else grad_pre.flatten(1, 2).bmm(weight_ih).view(inputs.shape)
+    grad_weight = weight_grad(grad_pre, inputs) if wants_weight else None
+    grad_bias = bias_grad(grad_pre) if wants_bias else None
+    return grad_inputs, grad_weight, grad_bias
+
+
+def lstm_factors(i: Tensor, f: Tensor, s_g: Tensor, o: Tensor, c_prev: Tensor, h: Tensor, tanh_c: Tensor) -> tuple[Tensor, Tensor]:
+    """What the LSTM backward multiplies dh and dc by, for one step or all at once.
+
+    With h = o tanh c (``h``) and x (1 - x) written x - x*x:
+      dc_t += dh_t (o - h tanh c)                                   (returned first)
+      d a_{i,f,g,o} = (dc, dc, dc, dh) * (g i(1-i), c_{t-1} f(1-f), i(1-g^2), h (1-o))   (second)
+    """
+    g = s_g * 2.0 - 1.0  # tanh of the g pre-activation
+    dh_to_dc = torch.addcmul(o, h, tanh_c, value=-1.0)
+    to_gates = i.new_empty(i.shape[:-1] + (4 * i.shape[-1],))
+    i_part, f_part, g_part, o_part = to_gates.chunk(4, dim=-1)
+    torch.mul(torch.addcmul(i, i, i, value=-1.0), g, out=i_part)
+    torch.mul(torch.addcmul(f, f, f, value=-1.0), c_prev, out=f_part)
+    torch.addcmul(i, i * g, g, value=-1.0, out=g_part)
+    torch.addcmul(h, h, o, value=-1.0, out=o_part)
+    return dh_to_dc, to_gates
+
+
+def lstm_scale(hidden: int, like: Tensor) -> Tensor:
+    """(4H,): 2 on the g rows, 1 elsewhere (see :class:`_LSTMFunction`)."""
+    scale = like.new_ones(4 * hidden)
+    scale[2 * hidden : 3 * hidden] = 2.0
+    return scale
+
+
+def lstm_step(gates: Tensor, c: Tensor, cell_out: Tensor, tanh_out: Tensor, h_out: Tensor) -> tuple[Tensor, Tensor]:
+    """Finish one LSTM step in place: ``gates`` holds a (g doubled) and becomes i, f, s_g, o."""
+    i, f, s_g, o = gates.sigmoid_().chunk(4, dim=-1)
+    c = torch.mul(f, c, out=cell_out).sub_(i).addcmul_(i, s_g, value=2.0)
+    h = torch.mul(o, torch.tanh(c, out=tanh_out), out=h_out)
+    return h, c
+
+
+def lstm_grad_step(dh: Tensor, dc: Tensor, to_c: Tensor, to_gate: Tensor, out: Tensor, on_grad, t: int) -> tuple[Tensor, Tensor]:
+    """dL/dc_t, and dL/d(pre-activation) of step t written into ``out``; dh is the total dL/dh_t."""
+    dc = torch.addcmul(dc, dh, to_c)  # total dL/dc_t
+    if on_grad is not None:
+        on_grad(t, "h", dh)
+        on_grad(t, "c", dc)
+    # (dc, dc, dc, dh) * factors; cat and mul into a contiguous block beat
+    # a broadcast multiply into a strided slice.
+    return torch.cat((dc, dc, dc, dh), dim=-1, out=out).mul_(to_gate), dc

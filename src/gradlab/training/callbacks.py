@@ -1,0 +1,304 @@
+"""The callbacks a run is assembled from: each one measurement, output or safeguard.
+
+- :class:`History`: the training and validation rows of ``history``.
+- :class:`Divergence`: stops the run before the update of a step whose loss or
+  gradient norm is not finite.
+- :class:`BestCheckpoint`: keeps the weights with the best validation accuracy
+  (ties: lower loss; regression: lowest loss); the untrained model is no candidate.
+- :class:`GradientRecording`: per-timestep gradient norms (``gradients``) every
+  ``record_every`` steps, plus the final model's on a fixed training batch.
+- :class:`Diagnostics`: gate statistics at init and every epoch end; Jacobian
+  norms at init, every ``jacobian_every`` epochs and after the last epoch.
+- :class:`EpochCheckpoint`: writes config.json at the start, and every table
+  and a checkpoint (weights, optimiser, callbacks, every RNG) at each epoch
+  end; resumes from it, so a resumed run equals an uninterrupted one bit for bit.
+- :class:`Progress`: a progress bar over the run's steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from gradlab.store import schema
+from gradlab.data import TASK_REGRESSION, iterate_batches
+from gradlab.instruments.diagnostics import gate_statistics, jacobian_spectral_norms
+from gradlab.instruments.recorder import GradientRecorder
+from gradlab.store.io import RunFolder, RunFolderError, config_differences, provenance, read_table, write_json, write_table
+from gradlab.store.atomic import write_atomic
+from gradlab.training.evaluate import batch_loss
+from gradlab.training.loop import Callback, TrainState, finite
+from gradlab.training.seeding import restore_rng, rng_state
+
+#: Version of the checkpoint layout; a checkpoint of another version is not resumed.
+CHECKPOINT_FORMAT = 2
+
+
+def combine(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
+    """The non-empty ``frames`` as one table of ``kind`` (empty, with its columns, when there are none)."""
+    frames = [frame for frame in frames if len(frame)]
+    return schema.conform(pd.concat(frames, ignore_index=True), kind) if frames else schema.empty(kind)
+
+
+def _saved_rows(state: TrainState, kind: str) -> pd.DataFrame:
+    """Rows of table ``kind`` that the run folder holds from epochs the checkpoint covers."""
+    path = state.run_dir / schema.RUN_FILES[kind]
+    if not path.is_file():
+        return schema.empty(kind)
+    frame = read_table(path, kind)
+    keep = frame["epoch"] < state.epochs_done
+    if kind == "gradients":  # a recording at step s precedes update s + 1
+        keep &= frame["step"] < state.step
+    return frame[keep].reset_index(drop=True)
+
+
+def state_copy(model: torch.nn.Module) -> dict[str, Tensor]:
+    """A detached CPU copy of ``model``'s state_dict."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+
+class History(Callback):
+    """The ``history`` table: one row per (step, split, metric)."""
+
+    COLUMNS = ("step", "epoch", "split", "metric", "value", "wall_time")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list] = {name: [] for name in self.COLUMNS}
+        self.run_info: dict[str, Any] = {}
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.run_info = state.run_info
+
+    def add(self, state: TrainState, split: str, values: dict[str, float]) -> None:
+        wall = state.wall()
+        for metric, value in values.items():
+            for name, item in zip(self.COLUMNS, (state.step, state.epoch, split, metric, float(value), wall)):
+                self.rows[name].append(item)
+
+    def on_train_batch(self, state: TrainState, values: dict[str, float]) -> None:
+        self.add(state, "train", values)
+
+    def on_validation(self, state: TrainState, loss: float, accuracy: float) -> None:
+        self.add(state, "validation", {"loss": loss} if math.isnan(accuracy) else {"loss": loss, "accuracy": accuracy})
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        count = len(self.rows["step"])
+        keys = {key: [value] * count for key, value in self.run_info.items()}
+        return {"history": schema.conform({**keys, **self.rows}, "history")}
+
+    def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
+        frame = _saved_rows(state, "history")
+        self.run_info = state.run_info
+        self.rows = {name: frame[name].tolist() for name in self.COLUMNS}
+
+
+class Divergence(Callback):
+    """Marks the run diverged at the first step whose loss or gradient norm is not finite."""
+
+    def on_train_batch(self, state: TrainState, values: dict[str, float]) -> None:
+        if not finite(values["loss"], values["grad_norm"]):
+            state.diverged_step = state.step
+
+
+class BestCheckpoint(Callback):
+    """Keeps (in memory, and in the epoch checkpoint) the validation-selected weights."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, Any] = {"accuracy": -math.inf, "loss": math.inf, "epoch": None, "step": None, "state": None}
+
+    def on_validation(self, state: TrainState, loss: float, accuracy: float) -> None:
+        if state.step == 0:
+            return  # the untrained model is not a candidate
+        best = self.best
+        if state.data.task == TASK_REGRESSION or math.isnan(accuracy):
+            better = loss < best["loss"]
+        else:
+            better = accuracy > best["accuracy"] or (accuracy == best["accuracy"] and loss < best["loss"])
+        if better:
+            best.update(accuracy=accuracy, loss=loss, epoch=state.epoch, step=state.step, state=state_copy(state.model))
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.best)
+
+    def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
+        self.best = dict(saved)
+
+
+class GradientRecording(Callback):
+    """Per-timestep gradient norms through BPTT (:class:`gradlab.instruments.recorder.GradientRecorder`)."""
+
+    def __init__(self, state: TrainState, every: int) -> None:
+        self.recorder = GradientRecorder(state.model, every=every, run_info=state.run_info)
+        self.frames: list[pd.DataFrame] = []
+
+    def step_context(self, state: TrainState) -> contextlib.AbstractContextManager:
+        return self.recorder.maybe_record(step=state.step, epoch=state.epoch)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if state.diverged_step is not None or state.step == 0:
+            return
+        # The final model's gradients, on a fixed training batch; no update follows.
+        x, y = next(iterate_batches(state.data.train, state.config.train.batch_size, shuffle=False))
+        state.optimiser.zero_grad(set_to_none=True)
+        with self.recorder.record(step=state.step, epoch=max(state.epochs_done - 1, 0)):
+            with state.autocast():
+                logits = state.model(x)
+            batch_loss(logits, y, state.data.task).backward()
+        state.optimiser.zero_grad(set_to_none=True)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        self.frames = [combine([*self.frames, self.recorder.frame()], "gradients")]
+        self.recorder.clear()
+        return {"gradients": self.frames[0]}
+
+    def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
+        self.frames = [_saved_rows(state, "gradients")]
+
+
+class Diagnostics(Callback):
+    """Gate statistics and Jacobian norms (:mod:`gradlab.instruments.diagnostics`) on a few validation samples."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list[pd.DataFrame]] = {"gates": [], "jacobian": []}
+
+    def diagnose(self, state: TrainState) -> None:
+        # Gate statistics are cheap; the Jacobian costs T^2/2 cell steps per sample and
+        # layer, so by default it runs at initialisation and after the last epoch only.
+        train, data = state.config.train, state.data
+        epoch, step = state.epoch, state.step
+        self.frames["gates"].append(gate_statistics(
+            state.model, data.validation.x[: train.diagnostics_batch], run_info=state.run_info, step=step, epoch=epoch))
+        every = train.jacobian_every
+        wanted = step == 0 or epoch == train.epochs - 1 or (every is not None and (epoch + 1) % every == 0)
+        if wanted and data.seq_len <= train.jacobian_max_len:
+            self.frames["jacobian"].append(jacobian_spectral_norms(
+                state.model, data.validation.x[: train.jacobian_batch], run_info=state.run_info, step=step,
+                epoch=epoch, iterations=10, generator=state.generators["diagnostics"],
+            ))
+
+    def on_validation(self, state: TrainState, loss: float, accuracy: float) -> None:
+        if state.step == 0:  # the untrained model, once, on a fresh start
+            self.diagnose(state)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.diagnose(state)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {kind: combine(frames, kind) for kind, frames in self.frames.items()}
+
+    def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
+        self.frames = {kind: [_saved_rows(state, kind)] for kind in self.frames}
+
+
+def collect_tables(callbacks: list[Callback]) -> dict[str, pd.DataFrame]:
+    """Every callback's tables, those of one kind from several callbacks combined."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for callback in callbacks:
+        for kind, frame in callback.tables().items():
+            frames.setdefault(kind, []).append(frame)
+    return {kind: combine(parts, kind) for kind, parts in frames.items()}
+
+
+def save_tables(state: TrainState, run_dir: Path) -> None:
+    """Write every callback's tables into ``run_dir`` (atomically, one file per table)."""
+    for kind, frame in collect_tables(state.callbacks).items():
+        write_table(frame, run_dir / schema.RUN_FILES[kind], kind=kind)
+
+
+def _load_failure(error: BaseException) -> str:
+    """What ``torch.load`` found wrong with a file, without its advice about ``weights_only``.
+
+    That advice (load with ``weights_only=False``) is wrong for a damaged file
+    and runs to several lines; the reason sits after ``WeightsUnpickler error:``.
+    """
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no reason given"
+
+
+class EpochCheckpoint(Callback):
+    """config.json at the start; every table and a resumable checkpoint at each epoch end.
+
+    It comes after the callbacks whose tables and state it saves, so that
+    their epoch-end work is in the checkpoint; when it resumes a run, it
+    restores their state after their ``on_fit_start``.
+    """
+
+    def __init__(self, run_dir: Path, command: list[str] | None) -> None:
+        self.folder = RunFolder(run_dir)
+        self.command = command
+
+    def on_fit_start(self, state: TrainState) -> None:
+        path = self.folder.file("checkpoint")
+        if not path.is_file():  # write_json makes the folder, after the sweep's checks on writes
+            write_json(self.folder.file("config"), {**state.config.to_dict(), **provenance(self.command)})
+            return
+        self.folder.check_layout("resume")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
+            raise RunFolderError(f"{path} is damaged ({type(error).__name__}: {_load_failure(error)}); delete it "
+                                 "to train that run from the start on --resume, or use --overwrite") from None
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise RunFolderError(f"{path} has checkpoint format {checkpoint.get('format')!r}, not "
+                                 f"{CHECKPOINT_FORMAT}; delete it to train that run again")
+        differences = config_differences(checkpoint["config"], state.config.to_dict())
+        if differences:
+            raise RunFolderError(f"{path} was written by a different configuration: {'; '.join(differences)}; "
+                                 "use --overwrite or a new --name")
+        state.model.load_state_dict(checkpoint["model"])
+        state.optimiser.load_state_dict(checkpoint["optimiser"])
+        state.step, state.epochs_done = checkpoint["step"], checkpoint["epochs_done"]
+        state.train_time = checkpoint["train_time"]
+        restore_rng(checkpoint["rng"], state.generators)
+        for callback in state.callbacks:
+            callback.load_state_dict(checkpoint["callbacks"].get(type(callback).__name__, {}), state)
+        state.started = time.perf_counter() - checkpoint["elapsed"]
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        save_tables(state, self.folder.path)
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "config": state.config.to_dict(),
+            "epochs_done": state.epochs_done,
+            "step": state.step,
+            "model": state_copy(state.model),  # a copy: an ensemble member's weights are views of the whole ensemble
+            "optimiser": state.optimiser.state_dict(),
+            "callbacks": {type(callback).__name__: callback.state_dict() for callback in state.callbacks},
+            "rng": rng_state(state.generators),
+            "elapsed": state.wall(),
+            "train_time": state.train_time,
+        }
+        write_atomic(self.folder.file("checkpoint"), lambda temporary: torch.save(checkpoint, temporary))
+
+
+class Progress(Callback):
+    """A tqdm bar over the run's steps."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        from tqdm.auto import tqdm
+
+        train = state.config.train
+        per_epoch = math.ceil(len(state.data.train) / train.batch_size)
+        if train.max_steps_per_epoch is not None:
+            per_epoch = min(per_epoch, train.max_steps_per_epoch)
+        self.bar = tqdm(total=per_epoch * train.epochs, initial=per_epoch * state.epochs_done,
+                        desc=state.config.run_id, leave=False, unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.bar.update(1)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        self.bar.close()
