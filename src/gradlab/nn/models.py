@@ -64,9 +64,16 @@ class RNNModel(nn.Module):
         chrono_t_max: for the ``chrono`` scheme.
         generator: randomness for initialisation; the global generator if None.
         handwritten_bptt: see :class:`RecurrentNet`.
+        batch_first: input (B, T, F) when True (the default), time-major
+            (T, B, F) when False, as in ``torch.nn.LSTM``.
 
     Shapes: input (B, T, F) -> logits (B, output_size), or (B, T, output_size)
-    with the ``sequence`` readout.
+    with the ``sequence`` readout; with ``batch_first=False`` input (T, B, F)
+    -> logits (B, output_size), or (T, B, output_size) with ``sequence``.
+    The input must be 3-d with ``input_size`` features (a clear ``ValueError``
+    otherwise). A time-major (T, B, F) input given to a batch-first model has a
+    valid shape and would be read as T sequences of B steps: build the model
+    with ``batch_first=False`` for time-major data.
     """
 
     def __init__(
@@ -85,8 +92,12 @@ class RNNModel(nn.Module):
         chrono_t_max: int | None = None,
         generator: torch.Generator | None = None,
         handwritten_bptt: bool = True,
+        batch_first: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(batch_first, bool):
+            raise ValueError(f"batch_first must be True or False, got {batch_first!r}")
+        self.batch_first = batch_first
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; expected one of {list(READOUTS)}")
         parse_scheme(init)
@@ -125,11 +136,33 @@ class RNNModel(nn.Module):
     def mode(self) -> str:
         return self.rnn.mode
 
+    def check_input(self, x: Tensor) -> None:
+        """Raise ``ValueError`` naming the expected layout unless ``x`` is 3-d with ``input_size`` features."""
+        size = self.rnn.input_size
+        layout = f"(batch, time, features={size})" if self.batch_first else f"(time, batch, features={size})"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a tensor of shape {layout}, got {type(x).__name__}")
+        other = "batch_first=False for time-major" if self.batch_first else "batch_first=True for batch-major"
+        if x.dim() != 3:
+            raise ValueError(
+                f"expected input of shape {layout}, got a {x.dim()}-d tensor of shape {tuple(x.shape)}; "
+                "give a single sequence a batch dimension"
+            )
+        if x.shape[2] != size:
+            raise ValueError(
+                f"expected {size} features per timestep (input shape {layout}, batch_first={self.batch_first}), "
+                f"got {x.shape[2]} (shape {tuple(x.shape)}); build the model with the data's input_size, "
+                f"or with {other} input"
+            )
+
     def features(self, x: Tensor, hx: State | None = None) -> Tensor:
-        """The head's input: (B, D*H), or (B, T, D*H) for the ``sequence`` readout."""
+        """The head's input: (B, D*H), or the ``sequence`` readout's per-step (B, T, D*H) ((T, B, D*H) time-major)."""
+        self.check_input(x)
+        if not self.batch_first:
+            x = x.transpose(0, 1)  # (B, T, F)
         outputs, final = self.rnn(x, hx)
         if self.readout == "sequence":
-            return outputs  # (B, T, D*H)
+            return outputs if self.batch_first else outputs.transpose(0, 1)  # in the input's layout
         if self.readout == "mean":
             return outputs.mean(dim=1)  # (B, D*H)
         h_n = final[0] if self.rnn.kind == "LSTM" else final  # (L*D, B, H)
@@ -137,5 +170,5 @@ class RNNModel(nn.Module):
         return torch.cat(list(last_layer), dim=1)  # (B, D*H)
 
     def forward(self, x: Tensor, hx: State | None = None) -> Tensor:
-        """Logits (B, output_size) for input (B, T, F); (B, T, output_size) for the ``sequence`` readout."""
+        """Logits (B, output_size); per step (B, T, output_size) for the ``sequence`` readout (time-major: (T, B, ...))."""
         return self.fc(self.features(x, hx))
