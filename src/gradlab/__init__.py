@@ -25,7 +25,7 @@ _WHERE = {
     "RNNModel": "gradlab.nn.models",
     "load_runs": "gradlab.analysis",
     "lyapunov_spectrum": "gradlab.instruments.lyapunov",
-    "record_gradients": "gradlab.instruments.recorder",
+    "record_gradients": "gradlab.instruments.measure",
     "train_run": "gradlab.training",
 }
 __all__ = ["__version__", *sorted(_WHERE)]

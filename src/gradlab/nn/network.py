@@ -256,6 +256,41 @@ class RecurrentNet(nn.Module):
             final_state = torch.stack(finals)  # (L*D, B, H)
         return last, final_state
 
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase, *, handwritten_bptt: bool = True) -> "RecurrentNet":
+        """The network equal to ``torch.nn.RNN``/``LSTM``/``GRU`` ``module``, with a copy of its weights.
+
+        Every layer, both directions (torch's ``interleaved`` design), the RNN's
+        nonlinearity and ``bias`` carry over, on the module's device and dtype.
+        The network always reads batch-first input (B, T, F): transpose a
+        time-major input when ``module.batch_first`` is False. The weights are
+        copied (:func:`load_torch_weights`), so training one does not move the other.
+
+        Raises:
+            TypeError: if ``module`` is not a ``torch.nn.RNN``, ``LSTM`` or ``GRU``.
+            ValueError: if it has a projection (``proj_size > 0``), which gradlab's LSTM lacks.
+        """
+        if not isinstance(module, nn.RNNBase):
+            raise TypeError(f"expected a torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
+        if getattr(module, "proj_size", 0):
+            raise ValueError(
+                f"cannot convert an nn.LSTM with proj_size={module.proj_size}: gradlab's LSTM has no output "
+                "projection; build the nn.LSTM with proj_size=0"
+            )
+        if module.mode not in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU"):
+            raise ValueError(f"cannot convert a torch module of mode {module.mode!r}; expected RNN, LSTM or GRU")
+        # The fresh cells' random weights are overwritten at once; drawing them
+        # must not move the caller's global random stream.
+        with torch.random.fork_rng(devices=[]):
+            net = cls(
+                module.mode, module.input_size, module.hidden_size, module.num_layers, module.bias,
+                "interleaved" if module.bidirectional else "none", handwritten_bptt,
+            )
+        reference = next(module.parameters())
+        net.to(device=reference.device, dtype=reference.dtype)
+        load_torch_weights(net, module)
+        return net
+
     def trajectories(self, x: Tensor, hx: State | None = None) -> dict[tuple[int, str], LayerTrajectory]:
         """Every layer and direction's cell, input sequence and states on ``x`` (B, T, F).
 
