@@ -12,13 +12,30 @@ nothing of this.
 
 Usage in a training loop::
 
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    import torch.nn.functional as F
+
+    from gradlab import GradientRecorder, RNNModel
+    from gradlab.store.io import write_table
+
+    model = RNNModel("LSTM", input_size=3, hidden_size=8, output_size=2)
+    optimiser = torch.optim.Adam(model.parameters())
+    batches = [(torch.randn(4, 5, 3), torch.randint(0, 2, (4,))) for _ in range(20)]
     recorder = GradientRecorder(model, every=10, run_info={"run_id": "r0", "seed": 0})
     for step, (x, y) in enumerate(batches):
-        with recorder.maybe_record(step=step, epoch=epoch):
+        with recorder.maybe_record(step, epoch=0):
             loss = F.cross_entropy(model(x), y)
             loss.backward()
         optimiser.step()
-    save_frame(recorder.frame(), run_dir / "gradients.parquet", kind="gradients")
+        optimiser.zero_grad()
+    frame = recorder.frame()  # steps 0 and 10: 2 steps x 2 states (h, c) x 5 timesteps = 20 rows
+    write_table(frame, Path(tempfile.mkdtemp()) / "gradients.parquet", kind="gradients")
+
+For one forward and backward pass of any model, ``torch.nn.LSTM`` included,
+:func:`gradlab.instruments.measure.record_gradients` does all of this in one call.
 
 What one recorded step produces (table :data:`gradlab.store.schema.GRADIENTS`):
 one row per layer, direction, state and timestep, so
@@ -71,6 +88,10 @@ from gradlab.nn.models import RecurrentNet, StateKey
 
 RUN_KEYS: tuple[str, ...] = ("run_id", "cell", "activation", "seed")
 
+#: What :class:`GradientRecorder` writes for a ``run_id`` or ``seed`` it was not
+#: given (the schema's columns cannot be empty; -1 is no seed anyone draws from).
+DEFAULT_RUN_INFO: dict[str, object] = {"run_id": "unnamed", "seed": -1}
+
 
 def recurrent_net(model: nn.Module) -> RecurrentNet:
     """The :class:`RecurrentNet` inside ``model`` (an ``RNNModel``) or ``model`` itself.
@@ -83,6 +104,13 @@ def recurrent_net(model: nn.Module) -> RecurrentNet:
     net = getattr(model, "rnn", None)
     if isinstance(net, RecurrentNet):
         return net
+    if isinstance(model, nn.RNNBase):
+        raise TypeError(
+            f"a torch.nn.{type(model).__name__} runs its whole sequence in one kernel, so its per-timestep states "
+            "cannot be watched: for one forward and backward pass call gradlab.record_gradients(module, x); to "
+            "watch it through training, train gradlab's copy, net = gradlab.nn.network.RecurrentNet.from_torch(module) "
+            "(it loads the weights with load_torch_weights), instead of the module"
+        )
     raise TypeError(f"expected an RNNModel or a RecurrentNet, got {type(model).__name__}")
 
 
@@ -138,10 +166,12 @@ class GradientRecorder:
     """Records per-timestep norms of dL/dh_t (and dL/dc_t) on chosen training steps.
 
     Args:
-        model: an :class:`gradlab.nn.models.RNNModel` or a :class:`RecurrentNet`.
+        model: an :class:`gradlab.nn.models.RNNModel` or a :class:`RecurrentNet`
+            (a ``torch.nn.LSTM`` cannot be watched: see :func:`recurrent_net`).
         every: record steps ``0, every, 2*every, ...`` (see :meth:`should_record`).
-        run_info: ``run_id`` and ``seed`` (required), optionally ``cell`` and
-            ``activation`` (default: the model's) and further constant columns.
+        run_info: the run's constant columns: ``run_id`` and ``seed`` (default
+            :data:`DEFAULT_RUN_INFO`), ``cell`` and ``activation`` (default: the
+            model's) and any further keys.
 
     Recording never changes the gradients: the observer only reads them.
     """
@@ -151,7 +181,7 @@ class GradientRecorder:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         self.net = recurrent_net(model)
         self.every = every
-        self.run_info = resolve_run_info(model, run_info)
+        self.run_info = resolve_run_info(model, {**DEFAULT_RUN_INFO, **(run_info or {})})
         self._chunks: list[dict[str, np.ndarray]] = []
         # The step being recorded: empty outside `record`.
         self._handle: RemovableHandle | None = None
@@ -163,8 +193,11 @@ class GradientRecorder:
         return step % self.every == 0
 
     @contextlib.contextmanager
-    def record(self, *, step: int, epoch: int) -> Iterator[None]:
+    def record(self, step: int = 0, epoch: int = 0) -> Iterator[None]:
         """Record the gradients of the forward and backward pass run inside the block.
+
+        Args:
+            step, epoch: the rows' ``step`` and ``epoch`` (default 0: the model as it is).
 
         Run one forward and one ``backward`` (or ``autograd.grad``) of the
         model inside. The gradient observer is removed on exit, also when the
@@ -175,6 +208,9 @@ class GradientRecorder:
                 (the backward pass ran outside the block), or if a state's
                 gradient arrived twice (two backward passes in one block).
         """
+        for name, value in (("step", step), ("epoch", epoch)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if self._handle is not None:
             raise RuntimeError("GradientRecorder.record is already active; blocks cannot nest")
         self._clear_step()
@@ -186,7 +222,7 @@ class GradientRecorder:
             self._handle = None
         self._collect(step, epoch)
 
-    def maybe_record(self, *, step: int, epoch: int) -> contextlib.AbstractContextManager[None]:
+    def maybe_record(self, step: int, epoch: int = 0) -> contextlib.AbstractContextManager[None]:
         """:meth:`record` on recorded steps, an empty context (no cost) otherwise."""
         if self.should_record(step):
             return self.record(step=step, epoch=epoch)
