@@ -220,3 +220,22 @@ def test_target_errors():
         record_gradients(module, x, loss_fn=F.mse_loss)
     with pytest.raises(ValueError, match="pass loss_fn"):
         record_gradients(module, x, torch.zeros(BATCH))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_from_torch_computes_what_the_module_computes(kind):
+    from gradlab.nn.network import RecurrentNet
+
+    module = _module(kind, bidirectional=True, batch_first=False, bias=kind != "GRU")
+    net = RecurrentNet.from_torch(module)
+    assert net.bidirectional == "interleaved" and net.bias == module.bias
+    assert next(net.parameters()).dtype == torch.float64
+    x = _input(False)
+    expected, expected_final = module(x)
+    output, final = net(x.transpose(0, 1))
+    torch.testing.assert_close(output.transpose(0, 1), expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(final if kind == "LSTM" else [final], expected_final if kind == "LSTM" else [expected_final]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)  # a copy: the module keeps its weights
+    torch.testing.assert_close(module(x)[0], expected, rtol=0, atol=0)

@@ -32,10 +32,12 @@ __all__ = ["__version__", *sorted(_WHERE)]
 
 
 def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use."""
     if name not in _WHERE:
         raise AttributeError(f"module 'gradlab' has no attribute {name!r}")
     return getattr(importlib.import_module(_WHERE[name]), name)
 
 
 def __dir__() -> list[str]:
+    """The module's names, the lazily loaded ones included."""
     return sorted(set(globals()) | set(__all__))

@@ -196,12 +196,12 @@ class GradientRecorder:
     def record(self, step: int = 0, epoch: int = 0) -> Iterator[None]:
         """Record the gradients of the forward and backward pass run inside the block.
 
-        Args:
-            step, epoch: the rows' ``step`` and ``epoch`` (default 0: the model as it is).
-
         Run one forward and one ``backward`` (or ``autograd.grad``) of the
         model inside. The gradient observer is removed on exit, also when the
         block raises (then nothing is recorded).
+
+        Args:
+            step, epoch: the rows' ``step`` and ``epoch`` (default 0: the model as it is).
 
         Raises:
             RuntimeError: on exit, if no gradient reached the network's states

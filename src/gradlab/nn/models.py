@@ -170,5 +170,5 @@ class RNNModel(nn.Module):
         return torch.cat(list(last_layer), dim=1)  # (B, D*H)
 
     def forward(self, x: Tensor, hx: State | None = None) -> Tensor:
-        """Logits (B, output_size); per step (B, T, output_size) for the ``sequence`` readout (time-major: (T, B, ...))."""
+        """Logits (B, output_size); for the ``sequence`` readout (B, T, output_size), time-major (T, B, ...)."""
         return self.fc(self.features(x, hx))
