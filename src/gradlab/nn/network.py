@@ -201,7 +201,9 @@ class RecurrentNet(nn.Module):
         for part in parts:
             if not isinstance(part, Tensor) or tuple(part.shape) != expected:
                 got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
-                raise ValueError(f"expected initial state of shape {expected} (layers*directions, batch, hidden), got {got}")
+                raise ValueError(
+                    f"expected initial state of shape {expected} (layers*directions, batch, hidden), got {got}"
+                )
         if self.kind == "LSTM":
             return list(zip(hx[0].unbind(0), hx[1].unbind(0)))
         return list(hx.unbind(0))
