@@ -239,3 +239,17 @@ def test_from_torch_computes_what_the_module_computes(kind):
     with torch.no_grad():
         next(net.parameters()).add_(1.0)  # a copy: the module keeps its weights
     torch.testing.assert_close(module(x)[0], expected, rtol=0, atol=0)
+
+
+def test_module_docstring_example_runs_as_written():
+    import re
+
+    import gradlab.instruments.measure as measure
+
+    example = re.search(r"Example::\n\n(.*?)\n\"*$", measure.__doc__, re.S).group(1)
+    code = "\n".join(line[4:] for line in example.splitlines())
+    lines = code.strip().splitlines()
+    namespace = {}
+    exec(compile("\n".join(lines[:-1]) + f"\nresult = {lines[-1]}", "measure docstring", "exec"), namespace)
+    assert len(namespace["df"]) == 2 * 2 * 50  # layers x states x timesteps
+    assert list(namespace["result"].columns) == ["first", "last"] and len(namespace["result"]) == 4

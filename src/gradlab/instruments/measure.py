@@ -137,6 +137,8 @@ def _network(model: nn.Module) -> tuple[RecurrentNet, bool, Callable[[Tensor, St
 
 
 def _check_input(x: Tensor, net: RecurrentNet, batch_first: bool, model: nn.Module) -> None:
+    if isinstance(model, RNNModel):
+        model.check_input(x)
     layout = "(batch, time, features)" if batch_first else "(time, batch, features)"
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor of shape {layout}, got {type(x).__name__}")
