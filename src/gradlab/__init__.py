@@ -1,6 +1,6 @@
 """gradlab: gradient dynamics in recurrent networks.
 
-The names most sessions start from, importable from ``gradlab`` itself:
+The names most uses start from, importable from ``gradlab`` itself:
 
 - :func:`record_gradients`: the gradient norm at every timestep of one forward
   and backward pass, of a gradlab model or a ``torch.nn.RNN``/``LSTM``/``GRU``;
