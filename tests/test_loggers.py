@@ -191,6 +191,7 @@ def test_missing_tensorboard_names_the_install_command(monkeypatch, tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow  # two spawned worker processes import torch
 def test_a_sweep_logs_every_run_under_its_name_with_worker_processes(tmp_path):
     base = tiny(epochs=1, max_steps_per_epoch=2)
     runs = plan_runs(base, modes=("GRU", "RNN_TANH"), seeds=(0,))
