@@ -153,6 +153,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
     run.add_argument("--overwrite", action="store_true", help="delete an existing sweep folder first")
     run.add_argument("--no-figures", action="store_true", help="skip drawing figures into <sweep>/figures/")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--tensorboard", default=None, metavar="DIR",
+                     help="log every run to TensorBoard in DIR/<sweep name>/<run id> (needs "
+                          "pip install 'gradlab[tensorboard]')")
     run.add_argument("--plan", action="store_true",
                      help="print the expanded grid (run ids, their options, how they run) and check every run; "
                           "write nothing")
@@ -306,7 +309,8 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
         result = run_sweep(runs, sweep_dir, resume=args.resume, overwrite=args.overwrite or (args.dry_run and not args.resume),
                            workers=args.workers, threads=args.threads, ensemble=args.ensemble,
                            max_members=args.ensemble_max, command=command, executor=executor,
-                           figures=not (args.no_figures or args.dry_run), progress=not args.no_progress, extra=extra)
+                           figures=not (args.no_figures or args.dry_run), progress=not args.no_progress, extra=extra,
+                           tensorboard=args.tensorboard)
     except (SweepFailed, SweepLockLost) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -50,6 +50,7 @@ class RunTask:
     threads: int = 1
     # (lock file, token) of the sweep lock: every write of the run first checks it is still held
     lock: tuple[str, str] | None = None
+    tensorboard: str | None = None  # the run's TensorBoard log folder (TensorBoardLogger); None: no logging
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -131,6 +132,7 @@ def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[di
 
     members = task.members if isinstance(task, EnsembleTask) else (task,)
     configs = [RunConfig.from_dict(member.config) for member in members]
+    loggers = [_loggers(member) for member in members]  # made here, in the process that trains
     lock = task.lock
     writes = checked_writes(lambda path: _check_owner(lock, task.run_dir)) if lock is not None \
         else contextlib.nullcontext()
@@ -141,16 +143,25 @@ def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[di
             data = data if data is not None else _worker_data(configs[0].data)
             if isinstance(task, RunTask):
                 return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
-                                  progress=progress).metrics]
+                                  progress=progress, callbacks=loggers[0]).metrics]
             try:
                 results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
-                                         command=task.command, progress=progress)
+                                         command=task.command, progress=progress, callbacks=loggers)
             except MemberFailures as failures:
                 return [failed_row(config.run_id, failures.errors[config.run_id]) if result is None else result.metrics
                         for config, result in zip(configs, failures.results)]
             return [result.metrics for result in results]
     finally:
         torch.set_num_threads(previous)
+
+
+def _loggers(task: RunTask) -> list[Any]:
+    """The loggers a run's task asks for (a :class:`~gradlab.training.loggers.TensorBoardLogger`, or none)."""
+    if task.tensorboard is None:
+        return []
+    from gradlab.training.loggers import TensorBoardLogger
+
+    return [TensorBoardLogger(task.tensorboard)]
 
 
 def _check_owner(lock: tuple[str, str], run_dir: str) -> None:

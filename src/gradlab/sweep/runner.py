@@ -22,6 +22,7 @@ from gradlab.config import DataConfig, RunConfig
 from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor, RunTask, Task
 from gradlab.sweep.folder import check_sweep_dir, clean_leftovers, finished_run, open_sweep_dir, write_summary
 from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, group_runs
+from gradlab.training.progress import ProgressBar
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def run_sweep(
     progress: bool = True,
     extra: dict[str, Any] | None = None,
     stream: Any = None,
+    tensorboard: str | os.PathLike | None = None,
 ) -> SweepResult:
     """Train every run of ``runs`` into ``sweep_dir``.
 
@@ -99,7 +101,10 @@ def run_sweep(
         figures: draw the analysis figures into ``<sweep>/figures/`` at the end.
         progress: progress bars for the sweep and (in-process) each run.
         extra: more entries for ``sweep.json``.
-        stream: where notes are printed (default standard error).
+        stream: where notes (and progress) are printed (default standard error). On a terminal the
+            progress is a bar; elsewhere one line per ended task.
+        tensorboard: log every run to TensorBoard, into ``<tensorboard>/<sweep folder name>/<run_id>``
+            (:class:`gradlab.training.loggers.TensorBoardLogger`; needs ``pip install 'gradlab[tensorboard]'``).
 
     Raises:
         ValueError, FileExistsError, FileNotFoundError: bad input, before any folder is written.
@@ -107,8 +112,6 @@ def run_sweep(
         SweepLockLost: another process took the sweep's lock over (this one was
             stopped or cut off for longer than its stale limit); nothing more was written.
     """
-    from tqdm.auto import tqdm
-
     from gradlab.store.atomic import checked_writes, clean_orphaned_temporaries
     from gradlab.store.locking import SweepLock, SweepLockLost
     from gradlab.sweep.executors.common import check_no_live_jobs
@@ -119,6 +122,13 @@ def run_sweep(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not runs:
         raise ValueError("the sweep has no runs")
+    if tensorboard is not None:
+        from gradlab.training.loggers import require_tensorboard
+
+        try:
+            require_tensorboard()
+        except ModuleNotFoundError as error:
+            raise ValueError(str(error)) from None
     group_runs(runs, ensemble=ensemble, max_members=max_members)  # checks both before anything is written
     max_members = fitting_members(executor, max_members, stream=stream)
     ids = [run.run_id for run in runs]
@@ -147,10 +157,12 @@ def run_sweep(
             print(f"{len(runs) - len(pending)} of {len(runs)} runs already ended in {sweep_dir}; skipping them",
                   file=stream)
         failed: dict[str, str] = {}
-        bar = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="sweep", unit="run",
-                   disable=not progress, dynamic_ncols=True)
+        bar = ProgressBar(total=len(runs), initial=len(runs) - len(pending), desc="sweep", unit="run", leave=True,
+                          stream=stream, enabled=progress)
+        ended = len(runs) - len(pending)
 
         def report(task: Task, results: list[dict[str, Any]] | None, error: BaseException | None) -> None:
+            nonlocal ended
             if isinstance(error, SweepLockLost):
                 raise error  # another process owns the sweep now: nothing more is written
             if error is not None:
@@ -166,14 +178,21 @@ def run_sweep(
                         print(f"run {run_id} {metrics['status']} at step {metrics['diverged_step']}", file=stream)
             write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
             bar.update(len(task.run_ids))
+            ended += len(task.run_ids)
             if failed:
-                bar.set_postfix(failed=len(failed))
+                bar.postfix({"failed": len(failed)})
+            bar.line(f"{ended}/{len(runs)} runs ended ({', '.join(task.run_ids)})"
+                     + (f", {len(failed)} failed" if failed else ""))
 
         command_list = list(command) if command is not None else None
 
+        # Absolute: a worker's working folder may differ.
+        logs = Path(tensorboard).absolute() / sweep_dir.name if tensorboard is not None else None
+
         def as_task(run: RunConfig) -> RunTask:
             return RunTask(run.run_id, run.to_dict(), str(sweep_dir / run.run_id), command_list, threads,
-                           lock=(str(lock.path), lock.token))
+                           lock=(str(lock.path), lock.token),
+                           tensorboard=str(logs / run.run_id) if logs is not None else None)
 
         units = group_runs(pending, ensemble=ensemble, workers=getattr(executor, "workers", workers),
                            max_members=max_members)

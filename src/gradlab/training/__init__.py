@@ -17,6 +17,7 @@ from gradlab.training.callbacks import (
     Progress,
 )
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, predictions
+from gradlab.training.loggers import Logger, TensorBoardLogger
 from gradlab.training.loop import Callback, TrainState, fit
 from gradlab.training.run import RunResult, build_model, read_run, train_run
 from gradlab.training.ensemble_run import train_ensemble
@@ -29,8 +30,10 @@ __all__ = [
     "EpochCheckpoint",
     "GradientRecording",
     "History",
+    "Logger",
     "Progress",
     "RunResult",
+    "TensorBoardLogger",
     "TrainState",
     "batch_correct",
     "batch_loss",

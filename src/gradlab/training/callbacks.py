@@ -12,7 +12,8 @@
 - :class:`EpochCheckpoint`: writes config.json at the start, and every table
   and a checkpoint (weights, optimiser, callbacks, every RNG) at each epoch
   end; resumes from it, so a resumed run equals an uninterrupted one bit for bit.
-- :class:`Progress`: a progress bar over the run's steps.
+- :class:`Progress` (:mod:`gradlab.training.progress`): a progress bar over
+  the run's steps, or one line per epoch in a log.
 """
 
 from __future__ import annotations
@@ -30,15 +31,23 @@ from torch import Tensor
 from gradlab.store import schema
 from gradlab.data import TASK_REGRESSION, iterate_batches
 from gradlab.instruments.diagnostics import gate_statistics, jacobian_spectral_norms
-from gradlab.instruments.recorder import GradientRecorder
+from gradlab.instruments.recorder import GradientRecorder, gradient_frame
 from gradlab.store.io import RunFolder, RunFolderError, config_differences, provenance, read_table, write_json, write_table
 from gradlab.store.atomic import write_atomic
 from gradlab.training.evaluate import batch_loss
-from gradlab.training.loop import Callback, TrainState, finite
+from gradlab.training.loop import Callback, TrainState, finite, notify_record
+from gradlab.training.progress import Progress
 from gradlab.training.seeding import restore_rng, rng_state
 
 #: Version of the checkpoint layout; a checkpoint of another version is not resumed.
+#: Callback states are keyed by :func:`callback_keys` (format 2 keyed them by class name alone,
+#: which gives the same keys wherever a run has one callback of each class).
 CHECKPOINT_FORMAT = 2
+
+__all__ = [
+    "BestCheckpoint", "CHECKPOINT_FORMAT", "Diagnostics", "Divergence", "EpochCheckpoint", "GradientRecording",
+    "History", "Progress", "callback_keys", "collect_tables", "combine", "save_tables", "state_copy",
+]
 
 
 def combine(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
@@ -141,6 +150,21 @@ class GradientRecording(Callback):
     def step_context(self, state: TrainState) -> contextlib.AbstractContextManager:
         return self.recorder.maybe_record(step=state.step, epoch=state.epoch)
 
+    def latest_rows(self, step: int) -> pd.DataFrame | None:
+        """The rows recorded at ``step`` if the latest recording is of that step, else None."""
+        # The recorder keeps one chunk of columns per recorded step; the newest is this step's.
+        chunks = self.recorder._chunks
+        if not chunks or int(chunks[-1]["step"][0]) != step:
+            return None
+        return gradient_frame(chunks[-1:], self.recorder.run_info)
+
+    def on_train_batch(self, state: TrainState, values: dict[str, float]) -> None:
+        recorded = state.step - 1  # the recording is labelled with the updates before this step's
+        if self.recorder.should_record(recorded):
+            rows = self.latest_rows(recorded)
+            if rows is not None:
+                notify_record(state, rows)
+
     def on_fit_end(self, state: TrainState) -> None:
         if state.diverged_step is not None or state.step == 0:
             return
@@ -152,6 +176,9 @@ class GradientRecording(Callback):
                 logits = state.model(x)
             batch_loss(logits, y, state.data.task).backward()
         state.optimiser.zero_grad(set_to_none=True)
+        rows = self.latest_rows(state.step)
+        if rows is not None:
+            notify_record(state, rows)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         self.frames = [combine([*self.frames, self.recorder.frame()], "gradients")]
@@ -212,6 +239,32 @@ def save_tables(state: TrainState, run_dir: Path) -> None:
         write_table(frame, run_dir / schema.RUN_FILES[kind], kind=kind)
 
 
+def callback_keys(callbacks: list[Callback]) -> list[str]:
+    """Each callback's key in an epoch checkpoint: its ``state_key``, else its class name with ``#n`` for repeats.
+
+    The first instance of a class keeps the bare class name, so a checkpoint of a
+    run with one callback of each class has the keys it always had; the second
+    instance is ``Name#1``, the third ``Name#2``, counted in list order.
+
+    Raises:
+        ValueError: two callbacks end up with one key (an explicit ``state_key`` repeated or clashing).
+    """
+    counts: dict[str, int] = {}
+    keys = []
+    for callback in callbacks:
+        if callback.state_key is not None:
+            keys.append(callback.state_key)
+            continue
+        name = type(callback).__name__
+        seen = counts.get(name, 0)
+        counts[name] = seen + 1
+        keys.append(name if seen == 0 else f"{name}#{seen}")
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"callbacks share the checkpoint keys {repeated}; give each a distinct state_key")
+    return keys
+
+
 def _load_failure(error: BaseException) -> str:
     """What ``torch.load`` found wrong with a file, without its advice about ``weights_only``.
 
@@ -260,8 +313,8 @@ class EpochCheckpoint(Callback):
         state.step, state.epochs_done = checkpoint["step"], checkpoint["epochs_done"]
         state.train_time = checkpoint["train_time"]
         restore_rng(checkpoint["rng"], state.generators)
-        for callback in state.callbacks:
-            callback.load_state_dict(checkpoint["callbacks"].get(type(callback).__name__, {}), state)
+        for callback, key in zip(state.callbacks, callback_keys(state.callbacks)):
+            callback.load_state_dict(checkpoint["callbacks"].get(key, {}), state)
         state.started = time.perf_counter() - checkpoint["elapsed"]
 
     def on_epoch_end(self, state: TrainState) -> None:
@@ -273,32 +326,10 @@ class EpochCheckpoint(Callback):
             "step": state.step,
             "model": state_copy(state.model),  # a copy: an ensemble member's weights are views of the whole ensemble
             "optimiser": state.optimiser.state_dict(),
-            "callbacks": {type(callback).__name__: callback.state_dict() for callback in state.callbacks},
+            "callbacks": {key: callback.state_dict()
+                          for callback, key in zip(state.callbacks, callback_keys(state.callbacks))},
             "rng": rng_state(state.generators),
             "elapsed": state.wall(),
             "train_time": state.train_time,
         }
         write_atomic(self.folder.file("checkpoint"), lambda temporary: torch.save(checkpoint, temporary))
-
-
-class Progress(Callback):
-    """A tqdm bar over the run's steps."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def on_fit_start(self, state: TrainState) -> None:
-        from tqdm.auto import tqdm
-
-        train = state.config.train
-        per_epoch = math.ceil(len(state.data.train) / train.batch_size)
-        if train.max_steps_per_epoch is not None:
-            per_epoch = min(per_epoch, train.max_steps_per_epoch)
-        self.bar = tqdm(total=per_epoch * train.epochs, initial=per_epoch * state.epochs_done,
-                        desc=state.config.run_id, leave=False, unit="step", dynamic_ncols=True)
-
-    def on_step_end(self, state: TrainState) -> None:
-        self.bar.update(1)
-
-    def on_fit_end(self, state: TrainState) -> None:
-        self.bar.close()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 
+import pandas as pd
 import torch
 from torch import nn
 
 from gradlab.data import SplitTensors, iterate_batches
+from gradlab.instruments.recorder import gradient_frame
 from gradlab.training.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser
 from gradlab.nn.models import RNNModel
 from gradlab.training.callbacks import GradientRecording
@@ -59,6 +61,13 @@ class MemberRecording(GradientRecording):
 
     def step_context(self, state: TrainState) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # the ensemble's recorder listens to the batched backward
+
+    def latest_rows(self, step: int) -> pd.DataFrame | None:
+        """The member's rows of ``step``: a training step's from the ensemble's recorder, the final batch's its own."""
+        chunks = self.shared._chunks[self.member]  # one chunk per recorded step, newest last
+        if chunks and int(chunks[-1]["step"][0]) == step:
+            return gradient_frame(chunks[-1:], self.shared.run_infos[self.member])
+        return super().latest_rows(step)
 
     def tables(self):
         self.frames.append(self.shared.take(self.member))

@@ -49,7 +49,8 @@ from gradlab.store.locking import SweepLockLost
 from gradlab.training.ensemble.grouping import ensemble_blocker, ensemble_key
 from gradlab.training.callbacks import GradientRecording
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, scored_targets
-from gradlab.training.loop import TrainState
+from gradlab.training.loop import Callback, TrainState
+from gradlab.training.progress import ProgressBar
 from gradlab.training.ensemble_members import MemberOptimiser, MemberRecording, evaluate_members, share_parameters
 from gradlab.training.run import RunResult, finish_run, prepare, read_run, standard_callbacks
 
@@ -105,6 +106,7 @@ def train_ensemble(
     run_dirs: Sequence[str | os.PathLike] | None = None,
     command: list[str] | None = None,
     progress: bool = False,
+    callbacks: Sequence[Sequence[Callback]] | None = None,
 ) -> list[RunResult]:
     """Train ``configs`` (runs differing only in seed, lr, clipping, init) as one ensemble; each as :func:`train_run` would.
 
@@ -116,7 +118,9 @@ def train_ensemble(
             Members whose checkpoints hold different epochs train as separate
             ensembles.
         command: the command line, stored in each ``config.json``.
-        progress: a progress bar over the ensemble's steps.
+        progress: a progress bar over the ensemble's steps (one line per epoch in a log).
+        callbacks: more callbacks for each run (one sequence per run, in order), acting after
+            the standard ones at each hook, as ``train_run``'s ``callbacks`` do.
 
     Returns:
         One :class:`RunResult` per run, in order.
@@ -129,6 +133,9 @@ def train_ensemble(
     dirs = [Path(run_dir) for run_dir in run_dirs] if run_dirs is not None else [None] * len(configs)
     if len(dirs) != len(configs):
         raise ValueError(f"expected {len(configs)} run folders, got {len(dirs)}")
+    extras = [list(extra) for extra in callbacks] if callbacks is not None else [[] for _ in configs]
+    if len(extras) != len(configs):
+        raise ValueError(f"expected {len(configs)} callback lists (one per run), got {len(extras)}")
     results: list[RunResult | None] = [None] * len(configs)
     errors: dict[int, BaseException] = {}
     waves: dict[int, list[int]] = {}
@@ -147,7 +154,7 @@ def train_ensemble(
         data = load_data(configs[0].data, progress=progress)
     for indices in waves.values():
         trained, failed = _train_together([configs[i] for i in indices], data, [dirs[i] for i in indices],
-                                          command, progress)
+                                          command, progress, [extras[i] for i in indices])
         for member, index in enumerate(indices):
             results[index] = trained[member]
             if member in failed:
@@ -158,9 +165,10 @@ def train_ensemble(
 
 
 def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path | None], command: list[str] | None,
-                    progress: bool) -> tuple[list[RunResult | None], dict[int, BaseException]]:
+                    progress: bool, extras: list[list[Callback]],
+                    ) -> tuple[list[RunResult | None], dict[int, BaseException]]:
     """Train one wave of members; their results (None where failed) and the failed members' errors by index."""
-    states, kept, failed = [], [], {}
+    states, kept, failed = [], [], {}  # kept: the index of each prepared member
     for index, (config, run_dir) in enumerate(zip(configs, dirs)):
         try:
             state = prepare(config, data, run_dir, progress=False)
@@ -175,7 +183,7 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
     results: list[RunResult | None] = [None] * len(configs)
     if not states:
         return results, failed
-    fit = _fit_together([configs[i] for i in kept], states, command, progress)
+    fit = _fit_together([configs[i] for i in kept], states, command, progress, [extras[i] for i in kept])
     fit.run()
     for member, index in enumerate(kept):
         results[index] = fit.results[member]
@@ -185,7 +193,7 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
 
 
 def _fit_together(configs: list[RunConfig], states: list[TrainState], command: list[str] | None,
-                  progress: bool) -> EnsembleFit:
+                  progress: bool, extras: list[list[Callback]]) -> EnsembleFit:
     """Prepared members as one ensemble: a batched model sharing their weights, its optimiser and trainer."""
     data = states[0].data
     ensemble = EnsembleModel([state.model for state in states])
@@ -208,6 +216,7 @@ def _fit_together(configs: list[RunConfig], states: list[TrainState], command: l
         callbacks = standard_callbacks(state, command, progress=False)
         state.callbacks = [MemberRecording(state, train.record_every, recorder, member)
                            if isinstance(callback, GradientRecording) else callback for callback in callbacks]
+        state.callbacks += extras[member]
     return EnsembleFit(ensemble, trainer, states, progress=progress)
 
 
@@ -252,11 +261,9 @@ class EnsembleFit:
         per_epoch = math.ceil(len(self.data.train) / self.train.batch_size)
         if self.train.max_steps_per_epoch is not None:
             per_epoch = min(per_epoch, self.train.max_steps_per_epoch)
-        from tqdm.auto import tqdm
-
         label = f"{self.states[0].config.run_id} +{len(self.states) - 1}"
-        with tqdm(total=per_epoch * self.train.epochs, initial=per_epoch * start, desc=label, leave=False,
-                  unit="step", dynamic_ncols=True, disable=not self.progress) as bar:
+        with ProgressBar(total=per_epoch * self.train.epochs, initial=per_epoch * start, desc=label,
+                         unit="step", enabled=self.progress) as bar:
             if start == 0:
                 self.validate(self.live)
             for epoch in range(start, self.train.epochs):
@@ -267,7 +274,7 @@ class EnsembleFit:
             self.finish(member)
         return self.results
 
-    def epoch(self, epoch: int, bar) -> None:
+    def epoch(self, epoch: int, bar: ProgressBar) -> None:
         train, live = self.train, self.live
         for member in live:
             self.states[member].epoch = epoch
@@ -296,6 +303,9 @@ class EnsembleFit:
             with self.isolated(member):
                 for callback in state.callbacks:
                     callback.on_epoch_end(state)
+        if live:
+            bar.line(f"epoch {epoch + 1}/{train.epochs}, step {self.states[live[0]].step}, "
+                     f"{len(self.live)} of {len(self.states)} runs training")
 
     def step(self, batches: dict[int, tuple[Tensor, Tensor]]) -> None:
         """One training step of every live member; frozen (finished) members get a stand-in batch."""

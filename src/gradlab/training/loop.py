@@ -11,9 +11,9 @@ end of every epoch.
 A :class:`Callback` can wrap each step's forward and backward
 (:meth:`Callback.step_context`, how the gradient recorder listens), add a term
 to the loss (:meth:`Callback.extra_loss`, how regularisers act), see each
-batch's values, validations and epoch ends, contribute tables to the run
-folder, and save and restore its own state for resume. Callbacks run in list
-order at each hook.
+batch's values, validations, recorded gradients (:meth:`Callback.on_record`)
+and epoch ends, contribute tables to the run folder, and save and restore its
+own state for resume. Callbacks run in list order at each hook.
 """
 
 from __future__ import annotations
@@ -70,7 +70,16 @@ class TrainState:
 
 
 class Callback:
-    """Base class of the loop's callbacks: every hook does nothing unless overridden."""
+    """Base class of the loop's callbacks: every hook does nothing unless overridden.
+
+    ``state_key`` names the callback's entry in an epoch checkpoint; by default
+    (None) it is the class name, with ``#1``, ``#2`` ... appended for the
+    second, third ... instance of one class in a run's list
+    (:func:`gradlab.training.callbacks.callback_keys`). Set it where the list
+    order of same-class callbacks may change between a run and its resume.
+    """
+
+    state_key: str | None = None
 
     def on_fit_start(self, state: TrainState) -> None:
         """Before the first step (also when resuming)."""
@@ -95,6 +104,18 @@ class Callback:
 
     def on_validation(self, state: TrainState, loss: float, accuracy: float) -> None:
         """After a validation (accuracy is NaN for regression)."""
+
+    def on_record(self, state: TrainState, rows: pd.DataFrame) -> None:
+        """After a step whose gradients were recorded (:class:`gradlab.training.callbacks.GradientRecording`).
+
+        ``rows`` are that step's rows of the ``gradients`` table only
+        (:data:`gradlab.store.schema.GRADIENTS`, with the run's columns): one
+        per layer, direction, state and timestep, built once per recorded step
+        and shared by every callback (do not modify it). It comes after the
+        step's ``on_train_batch`` of the recording callback and before those of
+        the callbacks after it; the final model's recording comes in the
+        recording callback's ``on_fit_end``.
+        """
 
     def on_epoch_end(self, state: TrainState) -> None:
         """After an epoch's last validation (``state.epochs_done`` already counts it)."""
@@ -125,6 +146,12 @@ def validate(state: TrainState) -> None:
     state.last_validated = state.step
     for callback in state.callbacks:
         callback.on_validation(state, loss, accuracy)
+
+
+def notify_record(state: TrainState, rows: pd.DataFrame) -> None:
+    """Tell every callback of ``state`` about a recorded step's gradient ``rows`` (:meth:`Callback.on_record`)."""
+    for callback in state.callbacks:
+        callback.on_record(state, rows)
 
 
 def train_step(state: TrainState, x: Tensor, y: Tensor) -> tuple[dict[str, float], Tensor]:
