@@ -159,12 +159,14 @@ def _parsers():
     from gradlab.scripts import compare_cells_parser, sequence_length_parser
 
     commands = next(action for action in build_parser()._actions if action.dest == "command").choices
-    return {"gradlab sweep": compare_cells_parser("gradlab sweep"),
+    return {"ensemble_drift.py": load_script("ensemble_drift").build_parser(),
+            "gradlab sweep": compare_cells_parser("gradlab sweep"),
             "gradlab sweep-length": sequence_length_parser("gradlab sweep-length"),
             "gradlab figures": commands["figures"], "gradlab inspect": commands["inspect"]}
 
 
-@pytest.mark.parametrize("name", ["gradlab sweep", "gradlab sweep-length", "gradlab figures", "gradlab inspect"])
+@pytest.mark.parametrize("name", ["gradlab sweep", "gradlab sweep-length", "gradlab figures", "gradlab inspect",
+                                  "ensemble_drift.py"])
 def test_help_states_each_default_once(name):
     text = _parsers()[name].format_help()
     options = re.split(r"\n(?=  -)", text.split("options:", 1)[1])  # one block per option, as --help prints it

@@ -30,8 +30,8 @@ def summary_of(out: Path) -> pd.DataFrame:
 
 def test_compare_cells_dry_run_on_fsdd_every_cell(tmp_path, cache_dir, capsys):
     out = tmp_path / "runs"
-    assert compare_cells.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(fsdd_recordings()), "--cache-dir", cache_dir,
-                               "--out", str(out), "--no-progress"]) == 0
+    assert compare_cells.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(fsdd_recordings()),
+                               "--cache-dir", cache_dir, "--out", str(out), "--no-progress"]) == 0
     summary = summary_of(out)
     assert sorted(summary["cell"]) == sorted(ALL_CELLS)
     assert set(summary["status"]) == {"finished"} and set(summary["dataset"]) == {"fsdd"}
@@ -50,8 +50,8 @@ def test_compare_cells_dry_run_on_synthetic_tasks_every_cell(tmp_path, dataset):
 
 def test_sequence_length_dry_run_on_fsdd_changes_the_hop(tmp_path, cache_dir):
     out = tmp_path / "runs"
-    assert sequence_length.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(fsdd_recordings()), "--cache-dir", cache_dir,
-                                 "--out", str(out), "--no-progress", "--hops", "1024,512"]) == 0
+    assert sequence_length.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(fsdd_recordings()),
+                                 "--cache-dir", cache_dir, "--out", str(out), "--no-progress", "--hops", "1024,512"]) == 0
     summary = summary_of(out)
     assert sorted(summary["cell"].unique()) == sorted(ALL_CELLS)
     assert sorted(summary["seq_len"].unique()) == [16, 32]
@@ -141,7 +141,8 @@ def test_missing_data_advice_names_arguments_in_python_and_flags_on_the_command_
         compare_cells.main(["--dataset", "fsdd", "--data-dir", str(tmp_path), "--out", str(tmp_path / "runs")])
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "usage:" not in error
-    assert "found via --data-dir; " in error and "give --data-dir <folder with the WAVs or a recordings/ folder>" in error
+    assert "found via --data-dir; " in error
+    assert "give --data-dir <folder with the WAVs or a recordings/ folder>" in error
     assert "root=" not in error and "root argument" not in error and "({digit}_{speaker}_{take}.wav)" in error
 
 
