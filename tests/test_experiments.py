@@ -51,7 +51,8 @@ def test_compare_cells_dry_run_on_synthetic_tasks_every_cell(tmp_path, dataset):
 def test_sequence_length_dry_run_on_fsdd_changes_the_hop(tmp_path, cache_dir):
     out = tmp_path / "runs"
     assert sequence_length.main(["--dry-run", "--dataset", "fsdd", "--data-dir", str(fsdd_recordings()),
-                                 "--cache-dir", cache_dir, "--out", str(out), "--no-progress", "--hops", "1024,512"]) == 0
+                                 "--cache-dir", cache_dir, "--out", str(out), "--no-progress",
+                                 "--hops", "1024,512"]) == 0
     summary = summary_of(out)
     assert sorted(summary["cell"].unique()) == sorted(ALL_CELLS)
     assert sorted(summary["seq_len"].unique()) == [16, 32]
