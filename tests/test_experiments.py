@@ -227,3 +227,21 @@ def test_every_flag_has_help():
     for module in (compare_cells, sequence_length):
         for action in module.build_parser()._actions:
             assert action.help, action.dest
+
+
+def test_no_network_is_one_message_in_flags(tmp_path, monkeypatch, capsys):
+    import gradlab.data.speech_commands as speech_commands
+    from gradlab.data import DownloadError
+
+    def offline(url, *args, **kwargs):
+        raise DownloadError(f"downloading {url} failed: [Errno -3] Temporary failure in name resolution {{x}}")
+
+    monkeypatch.setenv("GRADLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(speech_commands, "download_file", offline)
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cells.main(["--out", str(tmp_path / "runs"), "--no-progress", "--device", "cpu"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage:" not in error and len(error.strip().splitlines()) == 2
+    assert "name resolution {x}" in error and "retry when online" in error  # the cause, braces and all
+    assert "give --data-dir <folder holding validation_list.txt" in error and "root=" not in error
+    assert not (tmp_path / "runs").exists()

@@ -6,10 +6,16 @@ help and default come from the field itself, so the command line cannot drift
 from the library. A scalar option given a comma list (``--lr 0.001,0.003``,
 ``--clip-grad-norm none,1``) becomes an axis of the sweep's grid: every
 combination runs with every seed. Booleans are ``--name``/``--no-name``.
+A field with fixed values (``choices`` in its metadata: dataset, optimiser,
+readout ...) lists them in ``--help`` and refuses any other value with the
+usage, as argparse's own choices do; cells, activations, init schemes and
+devices are checked as they are parsed too. Each option's help states its
+default once.
 
 Sweep-level flags (cells, seeds, output folder, resume, workers, ...) are
 added by :func:`add_sweep_arguments`; :func:`sweep_main` is the whole main
-function of an experiment script.
+function of an experiment script (see :mod:`gradlab.scripts`). Only a wrong
+flag shows the usage: any later error is one ``<prog>: error: <message>``.
 """
 
 from __future__ import annotations
