@@ -25,7 +25,7 @@ import re
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, Field, fields, replace
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,14 @@ from gradlab.store.io import RunFolderError
 from gradlab.store.locking import SweepLockedError, SweepLockLost
 from gradlab.sweep.executors.options import add_executor_arguments, executor_from_args
 from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES
-from gradlab.sweep.plan import DEFAULT_ACTIVATIONS, DEFAULT_CELLS, DEFAULT_SEEDS, expand_cells, plan_runs
+from gradlab.sweep.plan import (
+    DEFAULT_ACTIVATIONS,
+    DEFAULT_CELLS,
+    DEFAULT_SEEDS,
+    dry_run_config,
+    expand_cells,
+    plan_runs,
+)
 from gradlab.sweep.preview import plan_notes, plan_text
 
 #: Settings of ``--preset coursework``: the coursework notebook's training setup.
@@ -56,8 +63,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: Options where 0 also means "off" (None), as the flags have always read.
 ZERO_MEANS_OFF: frozenset[str] = frozenset({"record_every", "val_every"})
-#: Tiny data for --dry-run: a few FSDD takes per speaker, or a few synthetic sequences.
-DRY_RUN_TAKES: tuple[int, ...] = (0, 5, 10, 11)
 
 
 def comma_list(kind: type = str) -> Callable[[str], list]:
@@ -270,22 +275,6 @@ def base_config(values: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], mo
                 parts[part][item.name] = values[item.name]
     parts["model"]["mode"] = mode
     return RunConfig(**{part: cls(**parts[part]) for part, cls in CONFIG_PARTS.items()})
-
-
-def dry_run_config(base: RunConfig) -> RunConfig:
-    """``base`` shrunk to a smoke test: one batch per run and per evaluation, tiny model and data, CPU."""
-    data = base.data
-    if data.dataset == "fsdd":
-        data = replace(data, takes=DRY_RUN_TAKES)
-    elif not data.is_audio:
-        data = replace(data, n_train=32, n_validation=16, n_test=16, seq_len=min(data.seq_len or 30, 30))
-    return replace(
-        base,
-        model=replace(base.model, hidden_size=8, num_layers=1),
-        data=data,
-        train=replace(base.train, epochs=1, batch_size=16, max_steps_per_epoch=1, max_eval_batches=1, device="cpu",
-                      amp=False, record_every=1, val_every=None, diagnostics_batch=4, jacobian_batch=2),
-    )
 
 
 def default_sweep_name(script: str, data: DataConfig) -> str:
