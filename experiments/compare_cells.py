@@ -2,7 +2,8 @@
 
 Trains every cell x activation x grid point x seed into one sweep folder
 (``runs/<name>/``), prints a per-cell table and draws the analysis figures
-into ``<sweep>/figures/``.
+into ``<sweep>/figures/``. The same command is installed as ``gradlab sweep``
+(:func:`gradlab.scripts.compare_cells`).
 
     python experiments/compare_cells.py                      # Speech Commands one/two/three (downloads once)
     python experiments/compare_cells.py --dataset fsdd --data-dir ../shared/data/fsdd    # offline
@@ -17,17 +18,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gradlab.cli import add_sweep_arguments, sweep_main
+from gradlab.scripts import compare_cells, compare_cells_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_sweep_arguments(parser)
-    return parser
+    return compare_cells_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return sweep_main("compare_cells", build_parser(), argv)
+    return compare_cells(argv)
 
 
 if __name__ == "__main__":

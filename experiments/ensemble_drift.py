@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.config import DTYPES, DataConfig, ModelConfig, RunConfig, TrainConfig, normalise_mode
 from gradlab.data.from_config import load_data
 from gradlab.training import train_ensemble, train_run
 
@@ -58,21 +58,36 @@ def compare_sweeps(first: Path, second: Path, tolerance: float = 1e-9) -> None:
     print("largest relative difference over runs, by epoch: "
           + " ".join(f"{value:.0e}" for _, value in sorted(by_epoch.items())))
     apart = sorted(run_id for run_id, value in worst.items() if value > tolerance)
-    print(f"{len(worst) - len(apart)} of {len(worst)} runs within {tolerance:g} throughout; apart: {', '.join(apart) or 'none'}")
+    print(f"{len(worst) - len(apart)} of {len(worst)} runs within {tolerance:g} throughout; "
+          f"apart: {', '.join(apart) or 'none'}")
+
+
+def _cell(text: str) -> str:
+    try:
+        return normalise_mode(text)
+    except ValueError as error:  # a wrong flag value: argparse prints it with the usage
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fsdd", choices=("fsdd", "distance"),
+                        help="real recordings or the synthetic distance task (default: fsdd)")
+    parser.add_argument("--data-dir", default="../shared/data/fsdd",
+                        help="FSDD recordings (default: ../shared/data/fsdd)")
+    parser.add_argument("--cell", default="LSTM", type=_cell,
+                        help="RNN_TANH, RNN_RELU, RNN_<ACTIVATION>, LSTM or GRU (default: LSTM)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per run (default: 30)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 ... N-1 (default: 3)")
+    parser.add_argument("--lr", type=float, default=0.003, help="learning rate (default: 0.003)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="parameters and inputs (default: float32)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("SWEEP", "SWEEP"),
+                        help="compare two sweep folders of the same runs instead of training")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="fsdd", choices=("fsdd", "distance"))
-    parser.add_argument("--data-dir", default="../shared/data/fsdd", help="FSDD recordings")
-    parser.add_argument("--cell", default="LSTM", help="RNN_TANH, RNN_RELU, LSTM or GRU")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=0.003)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--compare", nargs=2, type=Path, metavar=("SWEEP", "SWEEP"),
-                        help="compare two sweep folders of the same runs instead of training")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.compare:
         compare_sweeps(*args.compare)
         return

@@ -377,3 +377,21 @@ def test_figure_names_keep_an_exponents_sign():
     assert slug("sweep lr=1e+30") == "sweep_lr-1e+30"
     assert slug("sweep lr=1e+30") != slug("sweep lr=1e-30")
     assert slug("sweep readout=mean") == "sweep_readout-mean"
+
+
+def test_inspect_prints_accuracies_in_percent_and_gradients_in_scientific_notation(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "runs", "tiny", cells=("GRU",), seeds=(0,), tables=("gradients",))
+    summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"])
+    summary["test_accuracy"] = 0.745
+    summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
+    gradients_file = next(sweep.glob(f"*/{schema.RUN_FILES['gradients']}"))
+    gradients = pd.read_parquet(gradients_file)
+    gradients["grad_norm"] = 1.2e-11  # a vanished gradient: fixed decimals would print 0.000000
+    gradients.to_parquet(gradients_file)
+    assert main(["inspect", str(sweep), "--rows", "2"]) == 0
+    summary_part, gradient_part = capsys.readouterr().out.split("gradients:")
+    header, row = summary_part.strip().splitlines()[-2:]
+    assert row.split()[header.split().index("test_accuracy")] == "74.5"  # as the sweep's own table prints it
+    head = gradient_part.strip().splitlines()[1:]
+    column = head[0].split().index("grad_norm")
+    assert [line.split()[column] for line in head[1:]] == ["1.20e-11", "1.20e-11"]

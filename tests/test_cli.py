@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,90 @@ def test_no_module_is_longer_than_400_lines():
     long = {str(path.relative_to(REPO)): n for path in (REPO / "src" / "gradlab").rglob("*.py")
             if (n := len(path.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def _parsers():
+    from gradlab.__main__ import build_parser
+    from gradlab.scripts import compare_cells_parser, sequence_length_parser
+
+    commands = next(action for action in build_parser()._actions if action.dest == "command").choices
+    return {"ensemble_drift.py": load_script("ensemble_drift").build_parser(),
+            "gradlab sweep": compare_cells_parser("gradlab sweep"),
+            "gradlab sweep-length": sequence_length_parser("gradlab sweep-length"),
+            "gradlab figures": commands["figures"], "gradlab inspect": commands["inspect"]}
+
+
+@pytest.mark.parametrize("name", ["gradlab sweep", "gradlab sweep-length", "gradlab figures", "gradlab inspect",
+                                  "ensemble_drift.py"])
+def test_help_states_each_default_once(name):
+    text = _parsers()[name].format_help()
+    options = re.split(r"\n(?=  -)", text.split("options:", 1)[1])  # one block per option, as --help prints it
+    assert len(options) > 2
+    for block in options:
+        flat = " ".join(block.split())
+        assert flat.count("default:") <= 1, flat
+        assert "(default " not in flat and "default: none) (default" not in flat, flat
+
+
+def test_script_defaults_replace_the_fields_stated_default():
+    text = " ".join(_parsers()["gradlab sweep-length"].format_help().split())
+    assert "training sequences (default: 1000)" in text and "(default: distance)" in text
+    assert "stacked layers (default: 1)" in text
+
+
+def _choice_fields():
+    """(config field, its fixed values): every str field whose config check names the allowed values."""
+    found = {}
+    for part, cls in CONFIG_PARTS.items():
+        for item in dataclasses.fields(cls):
+            if item.type != "str" or not item.metadata.get("cli", True):
+                continue
+            try:
+                cls(**{item.name: "no-such-value"})
+            except ValueError as error:
+                if "expected one of" in str(error):
+                    found[item.name] = item.metadata.get("choices")
+    return found
+
+
+def test_every_fixed_value_option_is_a_choice_from_the_config_vocabulary():
+    from gradlab.cli import FLAG_CHECKS
+
+    fields = _choice_fields()
+    assert {"dataset", "optimiser", "readout", "dtype", "bidirectional", "split", "pad"} <= set(fields)
+    missing = [name for name, choices in fields.items() if not choices and name not in FLAG_CHECKS]
+    assert not missing, f"fixed-value options without choices metadata: {missing}"
+    parser = _parsers()["gradlab sweep"]
+    usage = parser.format_usage()
+    for name, choices in fields.items():
+        if choices:
+            assert f"--{name.replace('_', '-')} {{{','.join(choices)}}}" in usage
+            for value in choices:  # every listed value is one the config accepts
+                assert getattr(parser.parse_args([f"--{name.replace('_', '-')}", value]), name) == [value]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--optimiser", "adamw"], "unknown optimiser 'adamw'; expected one of ['adam', 'sgd']"),
+    (["--dataset", "distance,mnist"], "unknown dataset 'mnist'"),
+    (["--dtype", "float16"], "unknown dtype 'float16'"),
+    (["--readout", "first"], "unknown readout 'first'"),
+    (["--init", "xavier"], "unknown init scheme 'xavier'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--cells", "GRU,TRANSFORMER"], "unknown mode 'TRANSFORMER'"),
+    (["--activations", "tanh,swish"], "unknown activation 'swish'"),
+])
+def test_a_wrong_value_of_a_fixed_value_option_is_refused_with_the_usage(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _parsers()["gradlab sweep"].parse_args(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: gradlab sweep") and f"argument {argv[0]}: {message}" in error
+
+
+def test_gradlab_help_lists_the_sweep_commands(capsys):
+    from gradlab.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert re.search(r"^\s+sweep\s", listed, re.MULTILINE) and re.search(r"^\s+sweep-length\s", listed, re.MULTILINE)

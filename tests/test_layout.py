@@ -22,7 +22,8 @@ ALLOWED = {
     "sweep": {"config", "store", "data", "training", "analysis"},
     "analysis": {"config", "store"},
     "cli": {"config", "store", "data", "training", "sweep", "analysis"},
-    "__main__": {"cli", "sweep", "analysis", "config", "store"},
+    "scripts": {"cli", "config"},
+    "__main__": {"scripts", "cli", "sweep", "analysis", "config", "store"},
 }
 
 

@@ -1,7 +1,9 @@
 """Command line: ``python -m gradlab <command>`` (also installed as ``gradlab``).
 
 A thin dispatcher: each subcommand parses its flags here and calls a library
-function, imported only when that subcommand runs.
+function, imported only when that subcommand runs. ``sweep`` and
+``sweep-length`` hand their arguments to :mod:`gradlab.scripts`, whose parsers
+(every config option is a flag) are built, with torch imported, only then.
 """
 
 from __future__ import annotations
@@ -35,10 +37,27 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Commands that train, by name: (help, the function that parses their arguments and runs them).
+SWEEPS: dict[str, str] = {
+    "sweep": "train and record a sweep of cells x options x seeds (experiments/compare_cells.py; "
+             "gradlab sweep --help lists every flag)",
+    "sweep-length": "sweep the sequence length T (experiments/sequence_length.py; gradlab sweep-length --help)",
+}
+
+
+def _sweep(command: str, argv: Sequence[str]) -> int:
+    from gradlab.scripts import compare_cells, sequence_length
+
+    run = compare_cells if command == "sweep" else sequence_length
+    return run(list(argv), prog=f"gradlab {command}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gradlab`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="gradlab", description="Gradient dynamics in recurrent networks.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in SWEEPS.items():  # listed here; main() hands their arguments to their own parsers
+        commands.add_parser(name, help=help_text, add_help=False)
 
     figures = commands.add_parser(
         "figures", help="regenerate every figure and the findings report from saved runs (no training)"
@@ -58,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "of each sweep and speaker fold; hundreds for the controlled sweeps); by default "
                               "only the answers' and the dynamics figures")
     figures.add_argument("--resamples", type=int, default=2000,
-                         help="resamples of the stratified bootstrap behind the interquartile-mean accuracies (every other "
-                              "interval is a t interval over seeds; default: 2000)")
+                         help="resamples of the stratified bootstrap behind the interquartile-mean accuracies "
+                              "(every other interval is a t interval over seeds; default: 2000)")
     figures.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
     figures.set_defaults(handler=_figures)
 
@@ -72,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a missing or empty runs directory)."""
+    """Run the command line; returns the exit status.
+
+    2 for bad input (a missing or empty runs directory, a report that other sweeps made), 1 for a failure of
+    the disk; either is one line without the usage, which argparse prints only for a wrong flag.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SWEEPS:
+        return _sweep(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -84,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, (RunsDirError, ReportExistsError)):
             print(f"gradlab {args.command}: error: {error}", file=sys.stderr)
             return 2
+        if isinstance(error, OSError):  # a full or read-only disk, an unreadable file: the message names it
+            print(f"gradlab {args.command}: error: {error}", file=sys.stderr)
+            return 1
         raise
 
 

@@ -6,28 +6,53 @@ help and default come from the field itself, so the command line cannot drift
 from the library. A scalar option given a comma list (``--lr 0.001,0.003``,
 ``--clip-grad-norm none,1``) becomes an axis of the sweep's grid: every
 combination runs with every seed. Booleans are ``--name``/``--no-name``.
+A field with fixed values (``choices`` in its metadata: dataset, optimiser,
+readout ...) lists them in ``--help`` and refuses any other value with the
+usage, as argparse's own choices do; cells, activations, init schemes and
+devices are checked as they are parsed too. Each option's help states its
+default once.
 
 Sweep-level flags (cells, seeds, output folder, resume, workers, ...) are
 added by :func:`add_sweep_arguments`; :func:`sweep_main` is the whole main
-function of an experiment script.
+function of an experiment script (see :mod:`gradlab.scripts`). Only a wrong
+flag shows the usage: any later error is one ``<prog>: error: <message>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, Field, fields, replace
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
-from gradlab.config import ACTIVATION_NAMES, CONFIG_PARTS, DataConfig, RunConfig
+from gradlab.config import (
+    ACTIVATION_NAMES,
+    CONFIG_PARTS,
+    DEVICES,
+    DataConfig,
+    RunConfig,
+    check_choice,
+    normalise_mode,
+    parse_scheme,
+)
+from gradlab.data.advice import command_line_message
 from gradlab.store.io import RunFolderError
 from gradlab.store.locking import SweepLockedError, SweepLockLost
 from gradlab.sweep.executors.options import add_executor_arguments, executor_from_args
-from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES, group_runs
-from gradlab.sweep.plan import DEFAULT_ACTIVATIONS, DEFAULT_CELLS, DEFAULT_SEEDS, expand_cells, plan_runs
+from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES
+from gradlab.sweep.plan import (
+    DEFAULT_ACTIVATIONS,
+    DEFAULT_CELLS,
+    DEFAULT_SEEDS,
+    dry_run_config,
+    expand_cells,
+    plan_runs,
+)
+from gradlab.sweep.preview import plan_notes, plan_text
 
 #: Settings of ``--preset coursework``: the coursework notebook's training setup.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -38,8 +63,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: Options where 0 also means "off" (None), as the flags have always read.
 ZERO_MEANS_OFF: frozenset[str] = frozenset({"record_every", "val_every"})
-#: Tiny data for --dry-run: a few FSDD takes per speaker, or a few synthetic sequences.
-DRY_RUN_TAKES: tuple[int, ...] = (0, 5, 10, 11)
 
 
 def comma_list(kind: type = str) -> Callable[[str], list]:
@@ -48,12 +71,15 @@ def comma_list(kind: type = str) -> Callable[[str], list]:
         items = [item.strip() for item in text.split(",") if item.strip()]
         try:
             return [kind(item) for item in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+        except ValueError as error:
+            if kind in (int, float):
+                raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") \
+                    from None
+            raise argparse.ArgumentTypeError(str(error)) from None
     return parse
 
 
-def _scalar(kind: type, optional: bool, name: str) -> Callable[[str], Any]:
+def _scalar(kind: type, optional: bool, name: str, choices: Sequence[str] = ()) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         text = text.strip()
         if optional and (text.lower() in ("none", "off") or (name in ZERO_MEANS_OFF and text == "0")):
@@ -64,8 +90,49 @@ def _scalar(kind: type, optional: bool, name: str) -> Callable[[str], Any]:
             if text.lower() in ("false", "no", "0"):
                 return False
             raise ValueError(text)
+        if choices:
+            try:
+                check_choice(name.replace("_", " "), text, tuple(choices))
+            except ValueError as error:  # a wrong flag value: argparse shows the usage with it
+                raise argparse.ArgumentTypeError(str(error)) from None
+        elif name in FLAG_CHECKS:
+            try:
+                FLAG_CHECKS[name](text)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
         return kind(text)
     return parse
+
+
+def _check_device(text: str) -> None:
+    if text not in DEVICES and not (text.startswith("cuda:") and text[5:].isdigit()):
+        raise ValueError(f"unknown device {text!r}; expected one of {list(DEVICES)} or cuda:<index>")
+
+
+#: Options whose values are checked as they are parsed, beyond a fixed list of choices.
+FLAG_CHECKS: dict[str, Callable[[str], Any]] = {"init": parse_scheme, "device": _check_device}
+
+
+def _check_cell(text: str) -> str:
+    if text.strip().upper() != "RNN":
+        normalise_mode(text)
+    return text
+
+
+def _check_activation(text: str) -> str:
+    if text not in ACTIVATION_NAMES:
+        raise ValueError(f"unknown activation {text!r}; expected some of {list(ACTIVATION_NAMES)}")
+    return text
+
+
+def _stated_default(help_text: str, shown: Any, overridden: bool) -> str:
+    """``help_text`` stating its default once: its own ``(default: ...)``, else ``shown`` (a script's own wins)."""
+    if _OWN_DEFAULT.search(help_text):
+        return _OWN_DEFAULT.sub(f"(default: {shown})", help_text) if overridden else help_text
+    return f"{help_text} (default: {shown})"
+
+
+_OWN_DEFAULT = re.compile(r"\(default: [^()]*\)")
 
 
 def _field_kind(item: Field, hints: Mapping[str, Any]) -> tuple[type, bool, bool]:
@@ -87,6 +154,10 @@ def _values(text: str, parse: Callable[[str], Any], flag: str) -> list[Any]:
         raise argparse.ArgumentTypeError(f"{flag}: cannot read {text!r}") from None
 
 
+def _choice_metavar(item: Field, choices: Sequence[str]) -> str:
+    return "{" + ",".join(choices) + "}" if choices else item.name.upper()
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any]) -> None:
     """One flag per config field (defaults: ``defaults``, else the field's), in a group per config part."""
     for part, cls in CONFIG_PARTS.items():
@@ -97,17 +168,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str,
                 continue
             flag = "--" + item.name.replace("_", "-")
             default = defaults.get(item.name, item.default if item.default is not MISSING else item.default_factory())
-            shown = "none" if default is None else ",".join(map(str, default)) if isinstance(default, tuple) else default
-            help_text = f"{item.metadata['help']} (default: {shown})"
+            shown = "none" if default is None else ",".join(map(str, default)) if isinstance(default, tuple) \
+                else default
+            help_text = _stated_default(item.metadata["help"], shown, item.name in defaults)
             kind, optional, is_tuple = _field_kind(item, hints)
+            choices = item.metadata.get("choices", ())
             if kind is bool and not is_tuple:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             elif is_tuple:
                 group.add_argument(flag, type=comma_list(kind), default=None, metavar=item.name.upper(), help=help_text)
             else:
-                parse = _scalar(kind, optional, item.name)
+                parse = _scalar(kind, optional, item.name, choices)
                 grid = item.metadata.get("grid", True)
-                group.add_argument(flag, default=None, metavar=item.name.upper(),
+                group.add_argument(flag, default=None, metavar=_choice_metavar(item, choices),
                                    type=(lambda text, p=parse, f=flag: _values(text, p, f)) if grid else parse,
                                    help=help_text + ("; a comma list sweeps the values" if grid else ""))
 
@@ -117,13 +190,14 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
     defaults = dict(defaults or {})
     parser.set_defaults(script_defaults=defaults)
     cells = parser.add_argument_group("cells and seeds")
-    cells.add_argument("--cells", type=comma_list(), default=list(DEFAULT_CELLS),
+    cells.add_argument("--cells", type=comma_list(_check_cell), default=list(DEFAULT_CELLS),
                        help="comma-separated cells from RNN, LSTM, GRU, RNN_<ACTIVATION> (default: RNN,LSTM,GRU)")
-    cells.add_argument("--activations", type=comma_list(), default=list(DEFAULT_ACTIVATIONS),
+    cells.add_argument("--activations", type=comma_list(_check_activation), default=list(DEFAULT_ACTIVATIONS),
                        help=f"activations the RNN cell is swept over, from {', '.join(ACTIVATION_NAMES)} "
                             "(default: tanh,relu)")
     cells.add_argument("--seeds", type=comma_list(int), default=list(DEFAULT_SEEDS),
-                       help="comma-separated seeds (default: 0,1,...,9; the report calls a comparison only from 5 seeds)")
+                       help="comma-separated seeds (default: 0,1,...,9; the report calls a comparison only from 5 "
+                            "seeds)")
     cells.add_argument("--match-params", type=comma_list(int), default=[],
                        help="choose each cell's hidden size so its parameter count is closest to N (comma list: "
                             "one comparison per N; overrides --hidden-size)")
@@ -143,9 +217,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
                                                             "models gain little from more, and oversubscribed "
                                                             "threads slow a shared machine by orders of magnitude)")
     run.add_argument("--ensemble", choices=ENSEMBLE_CHOICES, default="auto",
-                     help="auto: runs that differ only in seed, learning rate, norm clipping or init train together as one batched "
-                          "model, each writing its own run folder (same results); off: every run alone "
-                          "(default: auto)")
+                     help="auto: runs that differ only in seed, learning rate, norm clipping or init train "
+                          "together as one batched model, each writing its own run folder (same results); off: "
+                          "every run alone (default: auto)")
     run.add_argument("--ensemble-max", type=int, default=DEFAULT_MAX_MEMBERS,
                      help=f"most runs in one ensemble (default: {DEFAULT_MAX_MEMBERS})")
     run.add_argument("--resume", action="store_true", help="continue an existing sweep folder: skip ended runs, "
@@ -157,8 +231,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
                      help="log every run to TensorBoard in DIR/<sweep name>/<run id> (needs "
                           "pip install 'gradlab[tensorboard]')")
     run.add_argument("--plan", action="store_true",
-                     help="print the expanded grid (run ids, their options, how they run) and check every run; "
-                          "write nothing")
+                     help="print the expanded grid (run ids, their options, how they run) and check every run "
+                          "and where its data is; on an existing sweep folder, also which runs ended and which "
+                          "--resume would run; writes nothing (no folder, no feature cache, no download)")
     run.add_argument("--dry-run", action="store_true",
                      help="smoke test: one batch per run, tiny model and data, one seed, CPU, into <name>-dry-run")
     add_executor_arguments(parser)
@@ -205,22 +280,6 @@ def base_config(values: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], mo
     return RunConfig(**{part: cls(**parts[part]) for part, cls in CONFIG_PARTS.items()})
 
 
-def dry_run_config(base: RunConfig) -> RunConfig:
-    """``base`` shrunk to a smoke test: one batch per run and per evaluation, tiny model and data, CPU."""
-    data = base.data
-    if data.dataset == "fsdd":
-        data = replace(data, takes=DRY_RUN_TAKES)
-    elif not data.is_audio:
-        data = replace(data, n_train=32, n_validation=16, n_test=16, seq_len=min(data.seq_len or 30, 30))
-    return replace(
-        base,
-        model=replace(base.model, hidden_size=8, num_layers=1),
-        data=data,
-        train=replace(base.train, epochs=1, batch_size=16, max_steps_per_epoch=1, max_eval_batches=1, device="cpu",
-                      amp=False, record_every=1, val_every=None, diagnostics_batch=4, jacobian_batch=2),
-    )
-
-
 def default_sweep_name(script: str, data: DataConfig) -> str:
     """A stable sweep folder name, so re-running the same command with --resume finds it."""
     parts = [script, data.dataset]
@@ -234,7 +293,11 @@ Variants = Callable[[argparse.Namespace, RunConfig], "list[tuple[str, DataConfig
 
 def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None, *,
                variants: Variants | None = None) -> int:
-    """Parse, plan, check and run a sweep as an experiment script does; bad input exits with status 2."""
+    """Parse, plan, check and run a sweep as an experiment script does.
+
+    A wrong flag exits with the usage (argparse); any other bad input or failure before training exits with
+    status 2 and one message, its advice in flags.
+    """
     args = parser.parse_args(argv)
     try:
         from gradlab.sweep.folder import check_output_path, check_sweep_name
@@ -257,16 +320,12 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
                          data_variants=data_variants, match_params=args.match_params, shapes=shapes)
         extra = {"grid": grid, "select_by": args.select_by, "match_params": args.match_params,
                  "ensemble": args.ensemble}
-        return _execute(args, runs, sweep_dir, argv, extra)
-    except (RunFolderError, SweepLockedError, OSError) as error:
-        if isinstance(error, (FileNotFoundError, FileExistsError)):
-            parser.error(str(error))  # a path given on the command line: the usage helps
-        # The disk or a file on it, not the command line: the usage text would bury the message.
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return _execute(args, runs, sweep_dir, argv, extra, parser.prog)
+    except (RunFolderError, SweepLockedError, OSError, ValueError) as error:
+        # Runtime errors (a folder that exists, no network, a full disk, a setting that does not fit) are the
+        # message alone: the usage text is for a wrong flag, which argparse reports above.
+        print(f"{parser.prog}: error: {command_line_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except ValueError as error:
-        parser.error(str(error))
-    return 2
 
 
 def _template(values: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], modes: Sequence[str]) -> RunConfig:
@@ -281,38 +340,43 @@ def _template(values: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], mode
 
 
 def _shapes(base: RunConfig) -> tuple[int, int]:
-    from gradlab.data.from_config import load_checked
+    """(input size, outputs) of the data, for --match-params; audio is located, not read (--plan writes no cache)."""
+    from gradlab.data.from_config import load_checked, locate_data
 
+    if base.data.is_audio:
+        locate_data(base.data)
+        return base.data.n_mfcc, len(base.data.words)  # MFCCs per frame; one class per word
     data = load_checked(base.data, progress=False)
     return data.input_size, data.num_outputs
 
 
 def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, argv: Sequence[str] | None,
-             extra: dict[str, Any]) -> int:
-    from gradlab.sweep.folder import check_sweep_dir
+             extra: dict[str, Any], prog: str) -> int:
     from gradlab.sweep.plan import varying_options
-    from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, load_datasets, run_sweep
+    from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, run_sweep
     from gradlab.analysis.summary_table import cell_table, format_table
 
     executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
-    if args.plan:
-        check_sweep_dir(sweep_dir, runs, resume=args.resume, overwrite=args.overwrite)
+    if args.plan:  # checks what running would check, but reads no audio and writes nothing (not even a cache)
+        replace_dry_run = args.dry_run and not args.resume  # a dry run replaces its folder, as running it would
+        notes = plan_notes(runs, sweep_dir, resume=args.resume, overwrite=args.overwrite or replace_dry_run)
         if executor is None:  # a cluster's runs check their device where they run
             check_devices(runs)
-        load_datasets(runs, progress=False)
         max_members = fitting_members(executor, args.ensemble_max, stream=sys.stdout)
         print(plan_text(runs, sweep_dir, workers=args.workers, executor=executor, ensemble=args.ensemble,
-                        max_members=max_members))
+                        max_members=max_members, notes=notes))
         return 0
-    command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    # As typed: ``gradlab sweep ...`` passes only the flags, so its subcommand comes from the program name.
+    command = [sys.argv[0], *(sys.argv[1:] if argv is None else [*prog.split()[1:], *argv])]
     try:
-        result = run_sweep(runs, sweep_dir, resume=args.resume, overwrite=args.overwrite or (args.dry_run and not args.resume),
+        overwrite = args.overwrite or (args.dry_run and not args.resume)
+        result = run_sweep(runs, sweep_dir, resume=args.resume, overwrite=overwrite,
                            workers=args.workers, threads=args.threads, ensemble=args.ensemble,
                            max_members=args.ensemble_max, command=command, executor=executor,
                            figures=not (args.no_figures or args.dry_run), progress=not args.no_progress, extra=extra,
                            tensorboard=args.tensorboard)
     except (SweepFailed, SweepLockLost) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"interrupted; ended runs are saved in {sweep_dir}, and --resume continues the sweep", file=sys.stderr)
@@ -322,34 +386,3 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
         print("(dry run: one batch per run and per evaluation; the numbers mean nothing)")
     print(format_table(cell_table(result.summary, [name.split(".", 1)[1] for name in varying_options(runs)])))
     return 0
-
-
-def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, executor: Any = None,
-              ensemble: str = "auto", max_members: int = DEFAULT_MAX_MEMBERS) -> str:
-    """The expanded grid as text: one line per run with the options that vary, and how the runs execute."""
-    from gradlab.sweep.plan import varying_options
-
-    varying = varying_options(runs)
-    how = ("in this process" if workers == 1 else f"by {workers} local worker processes") if executor is None \
-        else getattr(executor, "description", executor.name)
-    units = group_runs(runs, ensemble=ensemble, workers=workers if executor is None else 1, max_members=max_members)
-    sizes = sorted((len(unit) for unit in units if len(unit) > 1), reverse=True)
-    singles = sum(len(unit) == 1 for unit in units)
-    grouped = f"{len(sizes)} ensembles (of {', '.join(map(str, sizes))} runs) and {singles} single runs" if sizes \
-        else "one run per task"
-    lines = [f"sweep {sweep_dir}: {len(runs)} runs, executed {how}, {grouped}",
-             f"options that vary: {', '.join(varying) or 'none'} (and train.seed)"]
-    for run in runs:
-        flat = {f"{part}.{key}": value for part in CONFIG_PARTS for key, value in run.to_dict()[part].items()}
-        lines.append(f"  {run.run_id}: " + ", ".join(f"{key.split('.', 1)[1]}={flat[key]}" for key in varying)
-                     + f", seed={run.train.seed}")
-    job_time_limit = getattr(executor, "job_time_limit", None)
-    if job_time_limit is not None:  # a cluster job holds a whole ensemble: say what each holds and may take
-        lines.append(f"{len(units)} jobs (time limit: --time-limit for each of their runs):")
-        for number, unit in enumerate(units, 1):
-            runs_text = "1 run" if len(unit) == 1 else f"{len(unit)} runs"
-            lines.append(f"  job {number}: {runs_text}, time limit {job_time_limit(len(unit))} min: "
-                         + ", ".join(run.run_id for run in unit))
-    lines.append("every run checked; nothing written")
-    return "\n".join(lines)
-

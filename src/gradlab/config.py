@@ -144,7 +144,12 @@ def check_scheme_applies(scheme: str, mode: str) -> None:
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argparse's word
-    """A dataclass field with its command-line help (the one place an option is described)."""
+    """A dataclass field with its command-line help (the one place an option is described).
+
+    Metadata the command line reads: ``choices`` (the fixed values, checked when parsed), ``grid=False`` (no
+    comma list), ``cli=False`` (no flag). A help that states its own ``(default: ...)`` keeps it; others get
+    the field's default appended.
+    """
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults are not allowed in a frozen config")
     return field(default=default, metadata={"help": help, **metadata})
@@ -157,9 +162,10 @@ class ModelConfig:
     mode: str = option("LSTM", "RNN_TANH, RNN_RELU, RNN_<ACTIVATION>, LSTM or GRU (stored normalised)", cli=False)
     hidden_size: int = option(32, "hidden units per layer and direction")
     num_layers: int = option(2, "stacked layers")
-    bidirectional: str = option("none", f"bidirectional design: {', '.join(BIDIRECTIONAL_CHOICES)}")
-    readout: str = option("last", "head input: last state, mean over time, or per-step logits "
-                                  "(sequence; copy-memory uses it by default)")
+    bidirectional: str = option("none", f"bidirectional design: {', '.join(BIDIRECTIONAL_CHOICES)}",
+                                choices=BIDIRECTIONAL_CHOICES)
+    readout: str = option("last", "head input: last state, mean over time, or per-step logits (sequence) "
+                                  "(default: last; sequence for copy-memory)", choices=READOUTS)
     init: str = option("default", f"init scheme from {', '.join(INIT_SCHEMES)}, several joined with '+'")
     forget_bias: float = option(1.0, "LSTM forget-gate bias of the forget_bias init scheme")
     bias: bool = option(True, "bias terms in the cells")
@@ -187,36 +193,41 @@ class DataConfig:
     the synthetic tasks. ``None`` means the loader's default.
     """
 
-    dataset: str = option("speech-commands", f"one of {', '.join(DATASET_NAMES)}")
+    dataset: str = option("speech-commands", f"one of {', '.join(DATASET_NAMES)}", choices=DATASET_NAMES)
     words: tuple[str, ...] = option(("one", "two", "three"), "words (Speech Commands) or digits (FSDD)")
-    data_dir: str | None = option(None, "dataset folder (FSDD recordings, or a Speech Commands tree); "
-                                        "default: $GRADLAB_DATA, else ~/.cache/gradlab", grid=False)
-    download: bool | None = option(None, "download Speech Commands when missing (default: yes)", grid=False)
+    data_dir: str | None = option(None, "dataset folder (FSDD recordings, or a Speech Commands tree) "
+                                        "(default: $GRADLAB_DATA, else ~/.cache/gradlab; FSDD looks in "
+                                        "$GRADLAB_FSDD first, then in fsdd/ of that folder)", grid=False)
+    download: bool | None = option(None, "download Speech Commands when missing (default: yes, but no when "
+                                         "--data-dir is given)", grid=False)
     normalise: bool = option(True, "standardise MFCCs with training-split statistics")
     n_mfcc: int = option(20, "MFCC coefficients per frame")
     n_fft: int = option(2048, "MFCC window in samples")
     hop_length: int = option(512, "MFCC hop in samples; sets T = 1 + 16000 // hop")
     amplitude_scale: float = option(1.0, "scale audio before the MFCC; 32768 reproduces the coursework's int16 input")
-    cache_dir: str | None = option(None, "feature cache folder (default: gradlab's)", grid=False)
+    cache_dir: str | None = option(None, "feature cache folder (default: features/ in $GRADLAB_DATA, else "
+                                         "~/.cache/gradlab/features)", grid=False)
     split: str = option("speakers", "FSDD split: speakers (validation and test speakers never heard in training) "
-                                    "or takes (speaker-dependent: every speaker in every split)")
-    test_speaker: str | None = option(None, "FSDD, split speakers: the test speaker (default theo; the validation "
-                                            "speaker is the next one alphabetically); rotate it to measure speaker "
-                                            "variance")
+                                    "or takes (speaker-dependent: every speaker in every split)", choices=SPLITS)
+    test_speaker: str | None = option(None, "FSDD, split speakers: the test speaker (default: theo; the "
+                                            "validation speaker is the next one alphabetically); rotate it to "
+                                            "measure speaker variance")
     pad: str = option("end", "audio: where the silence filling the one-second clip goes: end (after the word) "
-                             "or start (before it)")
+                             "or start (before it)", choices=PADS)
     delay: int = option(0, "audio: K frames of silence appended after the clip (T = 32 + K at the default hop); "
                            "the class is still read at the last step")
-    takes: tuple[int, ...] | None = option(None, "FSDD: keep only these takes (a small subset for smoke tests)")
+    takes: tuple[int, ...] | None = option(None, "FSDD: keep only these takes (default: all; a small subset for "
+                                                 "smoke tests)")
     train_fraction: float = option(1.0, "audio: train on this fraction of the training clips (class-stratified, the "
                                         "same nested subset for every seed; validation and test unchanged)")
-    seq_len: int | None = option(None, "synthetic tasks: sequence length T")
-    distance: int | None = option(None, "distance task: steps from the event to the end (default T - 1)")
+    seq_len: int | None = option(None, "synthetic tasks: sequence length T (default: 100 for adding and distance, "
+                                       "120 for copy-memory)")
+    distance: int | None = option(None, "distance task: steps from the event to the end (default: T - 1)")
     noise_std: float = option(0.1, "distance task: Gaussian noise on every step, so every sequence is distinct "
                                    "(0: the three noiseless sequences)")
-    n_train: int | None = option(None, "synthetic tasks: training sequences")
-    n_validation: int | None = option(None, "synthetic tasks: validation sequences")
-    n_test: int | None = option(None, "synthetic tasks: test sequences")
+    n_train: int | None = option(None, "synthetic tasks: training sequences (default: 5000, copy-memory 2000)")
+    n_validation: int | None = option(None, "synthetic tasks: validation sequences (default: 1000, copy-memory 500)")
+    n_test: int | None = option(None, "synthetic tasks: test sequences (default: 1000, copy-memory 500)")
     data_seed: int = option(0, "synthetic tasks: seed of the data (every run of a sweep sees the same data)")
 
     def __post_init__(self) -> None:
@@ -258,14 +269,14 @@ class TrainConfig:
     epochs: int = option(30, "epochs per run")
     batch_size: int = option(100, "batch size")
     lr: float = option(3e-3, "learning rate")
-    optimiser: str = option("adam", f"optimiser: {', '.join(OPTIMISERS)}")
+    optimiser: str = option("adam", f"optimiser: {', '.join(OPTIMISERS)}", choices=OPTIMISERS)
     weight_decay: float = option(0.0, "weight decay")
     clip_grad_norm: float | None = option(None, "clip the global gradient norm to this ('none': no clipping)")
     seed: int = option(0, "derives the init, shuffle and diagnostics generators", cli=False)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N", grid=False)
     amp: bool = option(False, "bfloat16 autocast (CUDA, or CPU); uses the plain autograd unroll")
     dtype: str = option("float32", "parameters and inputs; float64 measures gradients that float32 "
-                                   "underflows to 0 over long sequences")
+                                   "underflows to 0 over long sequences", choices=DTYPES)
     deterministic: bool = option(False, "deterministic kernels (torch.use_deterministic_algorithms)")
     record_every: int | None = option(10, "record per-timestep gradient norms every k steps, plus init and end "
                                           "(0 or 'none': off)")

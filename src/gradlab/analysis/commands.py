@@ -268,8 +268,27 @@ INSPECT_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: Summary columns holding accuracy fractions: printed in percent, one decimal, as a sweep's own table prints them.
+PERCENT_COLUMNS: tuple[str, ...] = ("best_val_accuracy", "test_accuracy", "final_test_accuracy")
+#: Gradient-frame columns printed in scientific notation: norms span dozens of orders of magnitude, and fixed
+#: decimals show a vanished 1e-11 as 0.000000.
+SCIENTIFIC_COLUMNS: tuple[str, ...] = ("grad_norm", "grad_norm_per_sample", "ratio_to_last")
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` for printing: :data:`PERCENT_COLUMNS` as percentages, :data:`SCIENTIFIC_COLUMNS` as 1.23e-11."""
+    shown = frame.copy()
+    for column in PERCENT_COLUMNS:
+        if column in shown.columns:
+            shown[column] = shown[column].map(lambda value: "-" if pd.isna(value) else f"{100 * value:.1f}")
+    for column in SCIENTIFIC_COLUMNS:
+        if column in shown.columns:
+            shown[column] = shown[column].map(lambda value: "-" if pd.isna(value) else f"{value:.2e}")
+    return shown
+
+
 def inspect(runs_dirs: str | Path | Sequence[str | Path], *, rows: int = 5, stream: TextIO | None = None) -> None:
-    """Print each sweep's summary table and the shape and head of its gradient frame.
+    """Print each sweep's summary table and the shape and head of its gradient frame (see :func:`readable`).
 
     Args:
         runs_dirs: sweep folder(s) or folder(s) of sweeps.
@@ -286,13 +305,13 @@ def inspect(runs_dirs: str | Path | Sequence[str | Path], *, rows: int = 5, stre
             summary = data.summary[data.summary["sweep"] == sweep]
             gradients = data.gradients[data.gradients["sweep"] == sweep]
             print(f"== sweep {sweep} ({path}): {data.runs()['sweep'].eq(sweep).sum()} runs", file=stream)
-            print("summary:", file=stream)
+            print("summary (accuracies in %):", file=stream)
             if summary.empty:
                 print("  (no summary.parquet or metrics.json)", file=stream)
             else:
                 shown = [column for column in INSPECT_COLUMNS if column in summary.columns]
-                print(summary[shown].sort_values(["cell", "seed"]).to_string(index=False), file=stream)
+                print(readable(summary[shown].sort_values(["cell", "seed"])).to_string(index=False), file=stream)
             print(f"gradients: {gradients.shape[0]} rows x {gradients.shape[1]} columns", file=stream)
             if not gradients.empty:
-                print(gradients.head(rows).to_string(index=False), file=stream)
+                print(readable(gradients.head(rows)).to_string(index=False), file=stream)
             print(file=stream)

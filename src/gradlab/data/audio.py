@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradlab.data.advice import DataCacheError, escape
 from gradlab.data.cache import load_arrays, make_key, save_arrays
 from gradlab.data.features import FeatureConfig, extract_features
 from gradlab.data.paths import default_cache_dir
@@ -150,9 +151,9 @@ def cached_features(
         try:
             save_arrays(cache_file, key, arrays)
         except OSError as error:
-            raise OSError(
-                f"cannot write the feature cache file {cache_file} ({error}); free disk space "
-                f"there or pass cache_dir= a writable folder"
+            raise DataCacheError(
+                escape(f"cannot write the feature cache file {cache_file} ({error}); free disk space there ")
+                + "or {cache_dir}<a writable folder>"
             ) from error
     names = [str(name) for name in arrays["skipped"].tolist()]
     reasons = [str(reason) for reason in arrays["skipped_reason"].tolist()]

@@ -7,13 +7,10 @@ from typing import Any
 
 from gradlab.config import AUDIO_DATASETS, DataConfig
 from gradlab.data import DataSplits, DownloadError, FeatureConfig, load_dataset
+from gradlab.data.advice import DataNotFoundError, escape, phrase
 
-#: Where each dataset's offline alternatives are explained to the user.
-OFFLINE_HINT = (
-    "on the command line, point at an existing copy with --data-dir <folder>; "
-    "offline choices: --dataset fsdd --data-dir <folder with FSDD's recordings> "
-    "(e.g. ../shared/data/fsdd), or a synthetic task: --dataset distance (or adding, copy-memory)"
-)
+#: The offline alternatives to a missing audio dataset, as the command line states them.
+OFFLINE_HINT = phrase("{offline}", flags=True)
 
 
 def loader_options(data: DataConfig) -> dict[str, Any]:
@@ -81,5 +78,45 @@ def load_checked(data: DataConfig, *, progress: bool) -> DataSplits:
         return load_data(data, progress=progress)
     except (FileNotFoundError, DownloadError) as error:
         if data.dataset in AUDIO_DATASETS:
-            raise FileNotFoundError(f"{error}\n{OFFLINE_HINT}") from error
+            raise _with_offline_choices(error) from error
         raise
+
+
+def locate_data(data: DataConfig) -> str:
+    """Where ``data``'s recordings are, checked without reading, downloading or caching anything.
+
+    Returns:
+        One line for a sweep's plan: the folder found, what would be downloaded, or that the data is generated.
+
+    Raises:
+        ValueError: as :func:`check_data_inputs`.
+        DataNotFoundError: the recordings are missing and would not be downloaded (naming the offline choices).
+    """
+    check_data_inputs(data)
+    if data.dataset == "fsdd":
+        from gradlab.data.fsdd import find_fsdd_root
+
+        try:
+            return f"fsdd: recordings in {find_fsdd_root(data.data_dir)}"
+        except FileNotFoundError as error:
+            raise _with_offline_choices(error) from error
+    if data.dataset == "speech-commands":
+        from gradlab.data.speech_commands import prepare_speech_commands, speech_commands_status
+
+        tree, missing = speech_commands_status(data.words, data.data_dir)
+        if not missing:
+            return f"speech-commands: tree at {tree}"
+        if data.download if data.download is not None else data.data_dir is None:
+            return f"speech-commands: the words {', '.join(missing)} would be downloaded (about 2.3 GB once)"
+        try:  # downloading is off: the loader's own error says where it looked
+            prepare_speech_commands(words=data.words, root=data.data_dir, download=False, progress=False)
+        except FileNotFoundError as error:
+            raise _with_offline_choices(error) from error
+        return f"speech-commands: tree at {tree}"
+    return f"{data.dataset}: generated in memory from data_seed {data.data_seed}"
+
+
+def _with_offline_choices(error: BaseException) -> DataNotFoundError:
+    """``error`` (a loader's advice, in arguments or in both forms) followed by the offline choices."""
+    template = getattr(error, "template", None) or escape(str(error))
+    return DataNotFoundError(template + "\n{offline}")

@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from gradlab.data.advice import DataNotFoundError, escape
 from gradlab.data.audio import LabelledFiles, build_audio_splits
 from gradlab.data.features import FeatureConfig, with_silence
 from gradlab.data.paths import data_home
@@ -70,7 +71,7 @@ def find_fsdd_root(root: str | os.PathLike | None = None) -> Path:
             looked and how to point gradlab at a copy.
     """
     if root is not None:
-        base, origin = Path(root).expanduser(), "the root argument"
+        base, origin = Path(root).expanduser(), "{root_origin}"
     elif os.environ.get(FSDD_ENV):
         base, origin = Path(os.environ[FSDD_ENV]).expanduser(), f"${FSDD_ENV}"
     else:
@@ -79,10 +80,11 @@ def find_fsdd_root(root: str | os.PathLike | None = None) -> Path:
     for candidate in candidates:
         if candidate.is_dir() and any(_FILE_NAME.match(p.name) for p in candidate.iterdir()):
             return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"no FSDD recordings ({{digit}}_{{speaker}}_{{take}}.wav) found via {origin}; "
-        f"looked in {looked}. Pass root=<folder with the WAVs or a recordings/ folder> "
+    looked = escape(", ".join(str(c) for c in candidates))
+    # A template: the command line names --data-dir where Python callers read root=.
+    raise DataNotFoundError(
+        f"no FSDD recordings ({{{{digit}}}}_{{{{speaker}}}}_{{{{take}}}}.wav) found via {origin}; "
+        f"looked in {looked}; {{root}}<folder with the WAVs or a recordings/ folder> "
         f"or set {FSDD_ENV}; FSDD is at github.com/Jakobovski/free-spoken-digit-dataset"
     )
 

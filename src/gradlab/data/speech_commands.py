@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from gradlab.data.advice import DataDownloadError, DataNotFoundError, escape
 from gradlab.data.audio import LabelledFiles, build_audio_splits
 from gradlab.data.download import (
     EXTRACTED_MARKER,
@@ -209,6 +210,19 @@ def _missing_words(tree: Path | None, words: Sequence[str]) -> list[str]:
     return [w for w in words if not (tree / w).is_dir()]
 
 
+def speech_commands_status(
+    words: Sequence[str] | str = DEFAULT_WORDS, root: str | os.PathLike | None = None
+) -> tuple[Path | None, list[str]]:
+    """(the tree found from ``root``, or None; the words it lacks), reading no audio and writing nothing."""
+    words = resolve_words(words)
+    base = Path(root).expanduser() if root is not None else data_home()
+    tree = find_tree(base)
+    if tree == base / FOLDER_NAME and ((tree / EXTRACTED_MARKER).exists() or (base / ARCHIVE_NAME).exists()):
+        # gradlab extracted this tree: trust only words whose extraction finished.
+        return tree, [w for w in words if w not in extracted_words(tree)]
+    return tree, _missing_words(tree, words)
+
+
 def prepare_speech_commands(
     *,
     words: Sequence[str] | str = DEFAULT_WORDS,
@@ -239,31 +253,25 @@ def prepare_speech_commands(
     """
     words = resolve_words(words)
     base = Path(root).expanduser() if root is not None else data_home()
-    tree = find_tree(base)
+    tree, missing = speech_commands_status(words, root)
     managed = base / FOLDER_NAME
     archive = base / ARCHIVE_NAME
-    if tree == managed and ((tree / EXTRACTED_MARKER).exists() or archive.exists()):
-        # gradlab extracted this tree: trust only words whose extraction finished.
-        missing = [w for w in words if w not in extracted_words(tree)]
-    else:
-        missing = _missing_words(tree, words)
     if not missing:
         return tree
-    looked = ", ".join(str(c) for c in tree_candidates(base))
+    looked = escape(", ".join(str(c) for c in tree_candidates(base)))
+    # A template: the command line names --data-dir and --download where Python callers read root= and download=.
     how_to_point = (
-        f"If you have a copy, pass root=<folder holding {VALIDATION_LIST}, or its parent> "
-        f"or set {DATA_ENV}; a torchaudio download (<root>/SpeechCommands/{FOLDER_NAME}) works too"
+        f"If you have a copy, {{root}}<folder holding {VALIDATION_LIST}, or its parent> "
+        f"or set {DATA_ENV}; a torchaudio download (<folder>/SpeechCommands/{FOLDER_NAME}) works too"
     )
     should_download = download if download is not None else root is None
     if not should_download:
         what = (
             f"no Speech Commands tree (with {VALIDATION_LIST})"
             if tree is None
-            else (f"the tree at {tree} lacks the words {', '.join(missing)}")
+            else escape(f"the tree at {tree} lacks the words {', '.join(missing)}")
         )
-        raise FileNotFoundError(
-            f"{what}; looked in {looked}. {how_to_point}, or pass download=True"
-        )
+        raise DataNotFoundError(f"{what}; looked in {looked}. {how_to_point}, or {{download}}")
     try:
         download_file(url, archive, sha256=sha256, progress=progress)
         try:
@@ -274,8 +282,8 @@ def prepare_speech_commands(
             archive.unlink(missing_ok=True)  # unreadable: never reuse it
             raise
     except DownloadError as error:
-        raise DownloadError(
-            f"Speech Commands not found (looked in {looked}) and the download failed: {error}. "
+        raise DataDownloadError(
+            f"Speech Commands not found (looked in {looked}) and the download failed: {escape(error)}. "
             f"{how_to_point}, or retry when online (a partial download resumes)"
         ) from error
     return managed

@@ -29,6 +29,8 @@ from gradlab.config import (
 DEFAULT_CELLS: tuple[str, ...] = ("RNN", "LSTM", "GRU")
 DEFAULT_ACTIVATIONS: tuple[str, ...] = ("tanh", "relu")
 DEFAULT_SEEDS: tuple[int, ...] = tuple(range(10))  # a verdict needs at least 5 seeds
+#: Tiny data for --dry-run: a few FSDD takes per speaker, or a few synthetic sequences.
+DRY_RUN_TAKES: tuple[int, ...] = (0, 5, 10, 11)
 #: Short names of grid options in run ids (others use their field name).
 SHORT_NAMES: dict[str, str] = {"hidden_size": "h", "num_layers": "L", "clip_grad_norm": "clip", "delay": "K",
                                "weight_decay": "wd", "batch_size": "b", "readout": "", "init": "",
@@ -181,3 +183,19 @@ def varying_options(runs: Sequence[RunConfig]) -> list[str]:
             for run in runs]
     keys = [key for key in flat[0] if key != "train.seed"] if flat else []
     return [key for key in keys if len({repr(item[key]) for item in flat}) > 1]
+
+
+def dry_run_config(base: RunConfig) -> RunConfig:
+    """``base`` shrunk to a smoke test: one batch per run and per evaluation, tiny model and data, CPU."""
+    data = base.data
+    if data.dataset == "fsdd":
+        data = replace(data, takes=DRY_RUN_TAKES)
+    elif not data.is_audio:
+        data = replace(data, n_train=32, n_validation=16, n_test=16, seq_len=min(data.seq_len or 30, 30))
+    return replace(
+        base,
+        model=replace(base.model, hidden_size=8, num_layers=1),
+        data=data,
+        train=replace(base.train, epochs=1, batch_size=16, max_steps_per_epoch=1, max_eval_batches=1, device="cpu",
+                      amp=False, record_every=1, val_every=None, diagnostics_batch=4, jacobian_batch=2),
+    )
