@@ -232,6 +232,12 @@ class GradientRecorder:
         """All recorded steps so far, one row per observation (:data:`gradlab.store.schema.GRADIENTS`)."""
         return gradient_frame(self._chunks, self.run_info)
 
+    def latest_frame(self, step: int) -> pd.DataFrame | None:
+        """The rows of recorded step ``step`` if it is the newest recording, else None (cheap: one step's rows)."""
+        if not self._chunks or int(self._chunks[-1]["step"][0]) != step:
+            return None
+        return gradient_frame(self._chunks[-1:], self.run_info)
+
     def clear(self) -> None:
         """Forget the recorded steps (for example after saving them)."""
         self._chunks.clear()

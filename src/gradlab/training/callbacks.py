@@ -31,7 +31,7 @@ from torch import Tensor
 from gradlab.store import schema
 from gradlab.data import TASK_REGRESSION, iterate_batches
 from gradlab.instruments.diagnostics import gate_statistics, jacobian_spectral_norms
-from gradlab.instruments.recorder import GradientRecorder, gradient_frame
+from gradlab.instruments.recorder import GradientRecorder
 from gradlab.store.io import RunFolder, RunFolderError, config_differences, provenance, read_table, write_json, write_table
 from gradlab.store.atomic import write_atomic
 from gradlab.training.evaluate import batch_loss
@@ -152,11 +152,7 @@ class GradientRecording(Callback):
 
     def latest_rows(self, step: int) -> pd.DataFrame | None:
         """The rows recorded at ``step`` if the latest recording is of that step, else None."""
-        # The recorder keeps one chunk of columns per recorded step; the newest is this step's.
-        chunks = self.recorder._chunks
-        if not chunks or int(chunks[-1]["step"][0]) != step:
-            return None
-        return gradient_frame(chunks[-1:], self.recorder.run_info)
+        return self.recorder.latest_frame(step)
 
     def on_train_batch(self, state: TrainState, values: dict[str, float]) -> None:
         recorded = state.step - 1  # the recording is labelled with the updates before this step's

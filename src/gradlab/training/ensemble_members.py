@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from gradlab.data import SplitTensors, iterate_batches
-from gradlab.instruments.recorder import gradient_frame
 from gradlab.training.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser
 from gradlab.nn.models import RNNModel
 from gradlab.training.callbacks import GradientRecording
@@ -64,10 +63,8 @@ class MemberRecording(GradientRecording):
 
     def latest_rows(self, step: int) -> pd.DataFrame | None:
         """The member's rows of ``step``: a training step's from the ensemble's recorder, the final batch's its own."""
-        chunks = self.shared._chunks[self.member]  # one chunk per recorded step, newest last
-        if chunks and int(chunks[-1]["step"][0]) == step:
-            return gradient_frame(chunks[-1:], self.shared.run_infos[self.member])
-        return super().latest_rows(step)
+        rows = self.shared.latest_frame(self.member, step)
+        return rows if rows is not None else super().latest_rows(step)
 
     def tables(self):
         self.frames.append(self.shared.take(self.member))

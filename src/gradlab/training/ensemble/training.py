@@ -108,6 +108,13 @@ class EnsembleGradientRecorder:
         """Member ``member``'s recorded steps (:data:`gradlab.store.schema.GRADIENTS`), with its run columns."""
         return gradient_frame(self._chunks[member], self.run_infos[member])
 
+    def latest_frame(self, member: int, step: int) -> pd.DataFrame | None:
+        """Member ``member``'s rows of recorded step ``step`` if it is its newest recording, else None."""
+        chunks = self._chunks[member]
+        if not chunks or int(chunks[-1]["step"][0]) != step:
+            return None
+        return gradient_frame(chunks[-1:], self.run_infos[member])
+
     def take(self, member: int) -> pd.DataFrame:
         """Member ``member``'s recorded steps (as :meth:`frame`), forgotten here once taken."""
         frame = self.frame(member)
