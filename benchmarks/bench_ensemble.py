@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradlab.instruments.recorder import GradientRecorder
+from gradlab.nn.models import RNNModel
 from gradlab.training.ensemble import (
     EnsembleGradientRecorder,
     EnsembleModel,
@@ -48,8 +50,6 @@ from gradlab.training.ensemble import (
     EnsembleTrainer,
     streaming,
 )
-from gradlab.instruments.recorder import GradientRecorder
-from gradlab.nn.models import RNNModel
 
 MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 FEATURES, CLASSES = 20, 3

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.instruments.diagnostics import jacobian_singular_values, lyapunov_spectrum
-from gradlab.nn.models import RNNModel
 from gradlab.instruments.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
+from gradlab.nn.models import RNNModel
 
 
 def _timed(function: Callable[[], object], clock: Callable[[], float]) -> float:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.instruments.recorder import GradientRecorder
-from gradlab.store.io import write_table
 from gradlab.nn.models import RNNModel
+from gradlab.store.io import write_table
 
 CELLS: tuple[str, ...] = ("RNN_TANH", "LSTM", "GRU")
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from analysis_helpers import CELLS, FACTOR, write_sweep
 
-from gradlab.store import schema
 from gradlab.__main__ import main
 from gradlab.analysis import DamagedRunWarning, RunsDirError, load_runs
 from gradlab.analysis.commands import APPENDIX, FIGURES, REPORT, slug
 from gradlab.analysis.report import build_findings, tune
 from gradlab.analysis.report.format import format_percent, format_ratio
+from gradlab.store import schema
 
 MAIN_SEEDS = (0, 1, 2, 3, 4)
 

@@ -143,10 +143,11 @@ def test_tuned_interventions_pair_with_tuned_controls_at_their_own_learning_rate
 
 
 def test_interventions_are_paired_by_speaker_fold(tmp_path):
+    from scipy import stats
+
     from gradlab.analysis import load_runs
     from gradlab.analysis.controlled import matched_pairs
     from gradlab.analysis.folds import paired_effects
-    from scipy import stats
 
     accuracy = {"george": (0.5, 0.7), "theo": (0.8, 0.85), "lucas": (0.6, 0.9)}  # control, mean readout
     for speaker, (control, treated) in accuracy.items():

@@ -8,7 +8,6 @@ import pytest
 from analysis_helpers import all_frames, summary_row
 from scipy import stats as scipy_stats
 
-from gradlab.store import schema
 from gradlab.analysis import (
     beats_chance,
     chance_level,
@@ -20,6 +19,7 @@ from gradlab.analysis import (
 )
 from gradlab.analysis.learning import classes_from_configs, smallest_denominator
 from gradlab.analysis.stats import mean_interval
+from gradlab.store import schema
 
 
 def _history(run_id: str, cell: str, seed: int, accuracies: list[float]) -> pd.DataFrame:

@@ -72,8 +72,9 @@ def test_cleaning_can_spare_recent_temporaries(tmp_path):
 
 
 def test_writer_killed_mid_write_leaves_a_temporary_that_cleaning_removes(tmp_path):
-    from gradlab.store.atomic import clean_orphaned_temporaries
     from process_helpers import kill_group, read_lines, start
+
+    from gradlab.store.atomic import clean_orphaned_temporaries
 
     target = tmp_path / "run" / "checkpoint.pt"
     writer = start("write", str(target))

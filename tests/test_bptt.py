@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gradlab.nn.cells import GRUCell, LSTMCell, RNNCell
 from gradlab.nn.bptt import bptt_unroll, has_handwritten_backward
+from gradlab.nn.cells import GRUCell, LSTMCell, RNNCell
 from gradlab.nn.models import RecurrentNet, StateKey, unroll_direction
 
 CELLS = {

@@ -134,7 +134,7 @@ def test_cell_rejects_bad_sizes_and_shapes():
 
 
 def test_config_names_every_activation():
-    from gradlab.nn.cells import ACTIVATIONS
     from gradlab.config import ACTIVATION_NAMES
+    from gradlab.nn.cells import ACTIVATIONS
 
     assert tuple(ACTIVATIONS) == ACTIVATION_NAMES

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import load_script
 
 from gradlab.cli import base_config, option_values
 from gradlab.config import CONFIG_PARTS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.nn.models import RNNModel
 from gradlab.sweep.plan import count_parameters, hidden_for_params, plan_runs
-
-from train_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,14 +7,12 @@ import re
 import shutil
 
 import pytest
-
-from gradlab.store import schema
-from gradlab.__main__ import main
-from gradlab.store import io
-from gradlab.store.io import RunFolder, RunFolderError
-
 from analysis_helpers import write_sweep
 from train_helpers import load_script
+
+from gradlab.__main__ import main
+from gradlab.store import io, schema
+from gradlab.store.io import RunFolder, RunFolderError
 
 compare_cells = load_script("compare_cells")
 SWEEP_ARGS = ["--dataset", "distance", "--seq-len", "12", "--n-train", "32", "--n-validation", "16", "--n-test", "16",

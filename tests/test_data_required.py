@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from data_helpers import FSDD_TEST_ENV, fsdd_recordings
 
 TESTS = Path(__file__).resolve().parent

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from train_helpers import load_script
 
 from gradlab.store.atomic import write_atomic
 from gradlab.store.io import write_table
-
-from train_helpers import load_script
 
 compare_cells = load_script("compare_cells")
 TINY = ["--dataset", "distance", "--seq-len", "12", "--n-train", "32", "--n-validation", "16", "--n-test", "16",

@@ -5,13 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from gradlab.store import schema
-from gradlab.instruments.diagnostics import jacobian_singular_values, lyapunov_exponents, lyapunov_spectrum
-from gradlab.nn.models import RecurrentNet, RNNModel, unroll_direction
-from gradlab.instruments.lyapunov import random_basis
-
 from test_instrument_diagnostics import _layer_inputs
+
+from gradlab.instruments.diagnostics import jacobian_singular_values, lyapunov_exponents, lyapunov_spectrum
+from gradlab.instruments.lyapunov import random_basis
+from gradlab.nn.models import RecurrentNet, RNNModel, unroll_direction
+from gradlab.store import schema
 
 RUN = {"run_id": "test", "seed": 0}
 CELLS = ["RNN_TANH", "RNN_RELU", "LSTM", "GRU"]

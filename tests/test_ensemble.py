@@ -8,6 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
+from gradlab.instruments.recorder import GradientRecorder
+from gradlab.nn.bptt import KINDS
+from gradlab.nn.models import RNNModel
+from gradlab.training import batch_loss
 from gradlab.training.ensemble import (
     EnsembleGradientRecorder,
     EnsembleModel,
@@ -17,10 +21,6 @@ from gradlab.training.ensemble import (
     member_grad_norms,
     streaming,
 )
-from gradlab.nn.bptt import KINDS
-from gradlab.instruments.recorder import GradientRecorder
-from gradlab.nn.models import RNNModel
-from gradlab.training import batch_loss
 
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 #: The step-by-step layers that large ensembles use, forced on small ones.

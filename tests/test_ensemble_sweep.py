@@ -15,17 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_helpers import fsdd_recordings
+from train_helpers import assert_runs_match, load_script, relative_difference
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.store.io import RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
-from gradlab.training.ensemble.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
 from gradlab.training import train_run
+from gradlab.training.ensemble.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
 from gradlab.training.ensemble_run import EnsembleFit, train_ensemble
-
-from data_helpers import fsdd_recordings
-from train_helpers import assert_runs_match, load_script, relative_difference
 
 BASE = RunConfig(
     model=ModelConfig("LSTM", hidden_size=8, num_layers=2),

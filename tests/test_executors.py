@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from train_helpers import load_script
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.store.io import RUN_TABLES, RunFolder
@@ -27,8 +28,6 @@ from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
 from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs, submitit_executor
 from gradlab.sweep.executors.common import RECORD_FILE, require_engine
-
-from train_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = RunConfig(

@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradlab.store import schema
 from gradlab.data.synthetic import adding_split
 from gradlab.instruments.recorder import GradientRecorder
-from gradlab.store.io import read_table as load_frame, write_table as save_frame
 from gradlab.nn.models import RNNModel
+from gradlab.store import schema
+from gradlab.store.io import read_table as load_frame
+from gradlab.store.io import write_table as save_frame
 
 MODES = ["RNN_TANH", "LSTM", "GRU"]
 BIDIRECTIONAL = ["none", "separate", "interleaved"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from gradlab.store import schema
 from gradlab.instruments.diagnostics import gate_statistics, jacobian_spectral_norms
 from gradlab.nn.models import RecurrentNet, RNNModel, unroll_direction
+from gradlab.store import schema
 
 RUN = {"run_id": "test", "seed": 0}
 

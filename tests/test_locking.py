@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
+from process_helpers import kill_group, race_processes, read_lines, running, start, wait_until, write_lock_file
 
 from gradlab.store.locking import SweepLock, SweepLockedError, SweepLockLost, lock_path_for, read_holder
-from process_helpers import kill_group, race_processes, read_lines, running, start, wait_until, write_lock_file
 
 ROUNDS = 20
 

@@ -8,14 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from train_helpers import InterruptAfterEpoch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.sweep import plan_runs, run_sweep
 from gradlab.training import Callback, TensorBoardLogger, train_ensemble, train_run
 from gradlab.training.callbacks import callback_keys
 from gradlab.training.loggers import TENSORBOARD_INSTALL, first_to_last, require_tensorboard
-
-from train_helpers import InterruptAfterEpoch
 
 pytest.importorskip("tensorboard", reason=f"the TensorBoard tests need {TENSORBOARD_INSTALL}")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402

@@ -4,9 +4,9 @@ import os
 import signal
 
 import pytest
+from process_helpers import kill_group, read_lines, running, start, wait_until
 
 from gradlab.sweep.parent_watch import exit_with_parent
-from process_helpers import kill_group, read_lines, running, start, wait_until
 
 
 @pytest.fixture(params=["with", "without"])

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from data_helpers import fsdd_recordings
 
 from gradlab.config import RunConfig
 from gradlab.training import train_run
-
-from data_helpers import fsdd_recordings
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 CASES = sorted(path.name for path in REFERENCE.iterdir() if path.is_dir())

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.instruments.lyapunov import lyapunov_exponents
-from gradlab.nn.models import RNNModel
 from gradlab.instruments.remedies import gradient_flossing_loss, loss_state_gradients, vanishing_gradient_regulariser
+from gradlab.nn.models import RNNModel
 
 CELLS = ["RNN_TANH", "LSTM", "GRU"]
 

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gradlab.store import schema
 from gradlab.analysis.load import RunData
 from gradlab.analysis.report.answers import (
     answer_choice,
@@ -18,6 +17,7 @@ from gradlab.analysis.report.answers import (
     differences,
 )
 from gradlab.analysis.report.study import Study
+from gradlab.store import schema
 
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 SEEDS = (0, 1, 2)

@@ -6,13 +6,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from train_helpers import InterruptAfterEpoch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.store.io import RunFolderError
 from gradlab.sweep import plan_runs, run_sweep
 from gradlab.training import train_run
-
-from train_helpers import InterruptAfterEpoch
 
 BASE = RunConfig(
     model=ModelConfig("GRU", hidden_size=6, num_layers=1),
@@ -85,7 +84,6 @@ def test_skipped_audio_is_counted_in_metrics_and_named_in_sweep_json(tmp_path):
     import json
 
     import soundfile
-
     from data_helpers import fsdd_recordings, tone
 
     recordings = fsdd_recordings()

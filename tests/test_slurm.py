@@ -25,14 +25,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_executors import BASE, assert_same_results
+from train_helpers import load_script
 
 from gradlab.store.io import RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.executors import SubmititExecutor, live_jobs, submitit_executor
 from gradlab.sweep.executors.common import RECORD_FILE
-
-from test_executors import BASE, assert_same_results
-from train_helpers import load_script
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -8,17 +8,14 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+from train_helpers import InterruptAfterEpoch
 
-from gradlab.store import schema
-from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.analysis.summary_table import cell_table
+from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.store import schema
 from gradlab.sweep import expand_cells, plan_runs, run_sweep
 from gradlab.sweep.folder import check_output_path, open_sweep_dir
 from gradlab.training import train_run
-
-from train_helpers import InterruptAfterEpoch
-
-
 
 BASE = RunConfig(
     model=ModelConfig("GRU", hidden_size=8, num_layers=1),

@@ -10,17 +10,15 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
-from gradlab.store import schema
-from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from gradlab.data import DataSplits, SplitTensors
-from gradlab.nn.models import RNNModel
-from gradlab.data.from_config import load_data
-from gradlab.store.io import PROVENANCE_KEYS
-from gradlab.training import build_model, evaluate, train_run
-
 from train_helpers import InterruptAfterEpoch
 
+from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.data import DataSplits, SplitTensors
+from gradlab.data.from_config import load_data
+from gradlab.nn.models import RNNModel
+from gradlab.store import schema
+from gradlab.store.io import PROVENANCE_KEYS
+from gradlab.training import build_model, evaluate, train_run
 
 
 def tiny(mode: str = "GRU", dataset: str = "distance", **train) -> RunConfig:
@@ -264,8 +262,8 @@ def test_float64_keeps_gradients_that_float32_underflows():
 def test_the_loss_is_computed_in_the_runs_dtype(dtype):
     # A float64 run must not route its loss through float32: that adds ~1e-7 relative
     # noise to every gradient it records. Half precision alone is lifted to float32.
-    from gradlab.training.ensemble import cross_entropy_loss
     from gradlab.training import batch_loss
+    from gradlab.training.ensemble import cross_entropy_loss
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(7, 3, generator=generator, dtype=dtype, requires_grad=True)

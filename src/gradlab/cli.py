@@ -43,7 +43,6 @@ from gradlab.data.advice import command_line_message
 from gradlab.store.io import RunFolderError
 from gradlab.store.locking import SweepLockedError, SweepLockLost
 from gradlab.sweep.executors.options import add_executor_arguments, executor_from_args
-from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES
 from gradlab.sweep.plan import (
     DEFAULT_ACTIVATIONS,
     DEFAULT_CELLS,
@@ -53,6 +52,7 @@ from gradlab.sweep.plan import (
     plan_runs,
 )
 from gradlab.sweep.preview import plan_notes, plan_text
+from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, ENSEMBLE_CHOICES
 
 #: Settings of ``--preset coursework``: the coursework notebook's training setup.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -352,9 +352,9 @@ def _shapes(base: RunConfig) -> tuple[int, int]:
 
 def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, argv: Sequence[str] | None,
              extra: dict[str, Any], prog: str) -> int:
+    from gradlab.analysis.summary_table import cell_table, format_table
     from gradlab.sweep.plan import varying_options
     from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, run_sweep
-    from gradlab.analysis.summary_table import cell_table, format_table
 
     executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
     if args.plan:  # checks what running would check, but reads no audio and writes nothing (not even a cache)

@@ -15,11 +15,11 @@ from typing import TextIO
 
 import pandas as pd
 
-from gradlab.store import schema
 from gradlab.analysis.learning import chance_level
 from gradlab.analysis.load import DamagedRunWarning, RunData, load_runs
 from gradlab.analysis.report.dynamics import LABEL as DYNAMICS
 from gradlab.analysis.stats import config_groups, first_to_last_ratio
+from gradlab.store import schema
 from gradlab.store.atomic import write_atomic
 
 #: Figure file stems, in the order they are written.

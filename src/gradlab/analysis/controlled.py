@@ -16,12 +16,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from gradlab.store import schema
-from gradlab.config import RunConfig
 from gradlab.analysis.compare import compare
 from gradlab.analysis.load import RunData
-from gradlab.store.io import read_sweep_record
 from gradlab.analysis.stats import first_to_last_ratio
+from gradlab.config import RunConfig
+from gradlab.store import schema
+from gradlab.store.io import read_sweep_record
 
 #: Interventions and their reference (control) values, by dotted option.
 INTERVENTIONS: dict[str, object] = {"data.delay": 0, "data.pad": "end", "model.readout": "last",

@@ -39,11 +39,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradlab.nn.cells import SATURATION_THRESHOLD, LSTMCell, RNNCell, RecurrentCell
 from gradlab.instruments.frames import concat_columns, measurement_frame
-from gradlab.instruments.recorder import recurrent_net
 from gradlab.instruments.lyapunov import lyapunov_exponents, lyapunov_spectrum
+from gradlab.instruments.recorder import recurrent_net
 from gradlab.instruments.spectra import JACOBIAN_REDUCTIONS, jacobian_singular_values, jacobian_spectral_norms
+from gradlab.nn.cells import SATURATION_THRESHOLD, LSTMCell, RecurrentCell, RNNCell
 
 __all__ = [
     "GATE_ACTIVATIONS", "JACOBIAN_REDUCTIONS", "gate_statistics", "jacobian_singular_values",

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from gradlab.store import schema
 from gradlab.instruments.recorder import recurrent_net, resolve_run_info, with_run_columns
+from gradlab.store import schema
 
 
 def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from gradlab.nn.cells import RecurrentCell
 from gradlab.config import check_integer
 from gradlab.instruments.frames import concat_columns, measurement_frame
 from gradlab.instruments.recorder import recurrent_net
+from gradlab.nn.cells import RecurrentCell
 from gradlab.nn.unroll import LayerTrajectory
 
 

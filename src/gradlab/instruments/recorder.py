@@ -83,8 +83,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from gradlab.store import schema
 from gradlab.nn.models import RecurrentNet, StateKey
+from gradlab.store import schema
 
 RUN_KEYS: tuple[str, ...] = ("run_id", "cell", "activation", "seed")
 

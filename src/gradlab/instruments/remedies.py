@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradlab.instruments.recorder import recurrent_net
 from gradlab.instruments.lyapunov import lyapunov_exponents
+from gradlab.instruments.recorder import recurrent_net
 from gradlab.nn.unroll import LayerTrajectory, StateKey
 
 Key = tuple[int, str]

@@ -26,9 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradlab.nn.cells import GRUCell, LSTMCell, RNNCell, RecurrentCell
 from gradlab.config import INIT_SCHEMES, parse_scheme  # noqa: F401 - re-exported
-
+from gradlab.nn.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 
 
 def _set_bias(cell: RecurrentCell, gate: str, values: torch.Tensor | float, scheme: str) -> None:

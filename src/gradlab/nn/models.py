@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gradlab.nn.cells import make_cell
 from gradlab.config import (
     BASE_MODES,
     BIDIRECTIONAL_CHOICES,
@@ -29,6 +28,7 @@ from gradlab.config import (
     parse_mode,
     parse_scheme,
 )
+from gradlab.nn.cells import make_cell
 from gradlab.nn.network import RecurrentNet, load_torch_weights
 from gradlab.nn.unroll import GradientObserver, LayerTrajectory, State, StateKey, StateObserver, unroll_direction
 

@@ -49,12 +49,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from gradlab.config import BIDIRECTIONAL_CHOICES, DIRECTIONS, check_positive_int, normalise_mode, parse_mode
 from gradlab.nn.bptt import bptt_unroll, has_handwritten_backward
 from gradlab.nn.cells import RecurrentCell, make_cell
-from gradlab.config import BIDIRECTIONAL_CHOICES, DIRECTIONS, check_positive_int, normalise_mode, parse_mode
 from gradlab.nn.initialisation import initialise_
 from gradlab.nn.unroll import GradientObserver, LayerTrajectory, State, StateKey, StateObserver, unroll_direction
-
 
 #: unroll(layer, direction, cell, inputs (B, T, I), initial state) -> (outputs (B, T, H), final state)
 LayerUnroll = Callable[[int, str, RecurrentCell, Tensor, State], tuple[Tensor, State]]

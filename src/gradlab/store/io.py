@@ -25,9 +25,9 @@ from typing import Any
 import pandas as pd
 
 from gradlab import __version__
+from gradlab.config import RunConfig
 from gradlab.store import schema
 from gradlab.store.atomic import write_atomic
-from gradlab.config import RunConfig
 
 #: Tables a run writes beside its metrics.
 RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian", "predictions", "lyapunov")

@@ -29,9 +29,8 @@ from typing import Any
 
 import pandas as pd
 
-from gradlab.store import schema
 from gradlab.config import RunConfig
-from gradlab.store.runcheck import describe_differences, result_differences
+from gradlab.store import schema
 from gradlab.store.io import (
     PROVENANCE_KEYS,
     RunFolder,
@@ -42,6 +41,7 @@ from gradlab.store.io import (
     write_json,
     write_table,
 )
+from gradlab.store.runcheck import describe_differences, result_differences
 
 
 def check_output_path(out: str | os.PathLike) -> Path:

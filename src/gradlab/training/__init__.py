@@ -16,11 +16,11 @@ from gradlab.training.callbacks import (
     History,
     Progress,
 )
+from gradlab.training.ensemble_run import train_ensemble
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, predictions
 from gradlab.training.loggers import Logger, TensorBoardLogger
 from gradlab.training.loop import Callback, TrainState, fit
 from gradlab.training.run import RunResult, build_model, read_run, train_run
-from gradlab.training.ensemble_run import train_ensemble
 
 __all__ = [
     "BestCheckpoint",

@@ -28,12 +28,20 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gradlab.store import schema
 from gradlab.data import TASK_REGRESSION, iterate_batches
 from gradlab.instruments.diagnostics import gate_statistics, jacobian_spectral_norms
 from gradlab.instruments.recorder import GradientRecorder
-from gradlab.store.io import RunFolder, RunFolderError, config_differences, provenance, read_table, write_json, write_table
+from gradlab.store import schema
 from gradlab.store.atomic import write_atomic
+from gradlab.store.io import (
+    RunFolder,
+    RunFolderError,
+    config_differences,
+    provenance,
+    read_table,
+    write_json,
+    write_table,
+)
 from gradlab.training.evaluate import batch_loss
 from gradlab.training.loop import Callback, TrainState, finite, notify_record
 from gradlab.training.progress import Progress

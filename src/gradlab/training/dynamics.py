@@ -26,12 +26,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gradlab.instruments.recorder import recurrent_net
 from gradlab.instruments.lyapunov import lyapunov_spectrum
+from gradlab.instruments.recorder import recurrent_net
 from gradlab.instruments.remedies import gradient_flossing_loss, vanishing_gradient_regulariser
+from gradlab.nn.unroll import StateKey
 from gradlab.training.callbacks import _saved_rows, combine
 from gradlab.training.loop import Callback, TrainState
-from gradlab.nn.unroll import StateKey
 
 
 class LyapunovRecording(Callback):

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from gradlab.data import SplitTensors, iterate_batches
-from gradlab.training.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser
 from gradlab.nn.models import RNNModel
 from gradlab.training.callbacks import GradientRecording
+from gradlab.training.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser
 from gradlab.training.evaluate import batch_correct, batch_loss, scored_targets
 from gradlab.training.loop import TrainState
 

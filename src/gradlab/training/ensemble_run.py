@@ -43,15 +43,15 @@ from torch import Tensor
 from gradlab.config import RunConfig
 from gradlab.data import DataSplits, iterate_batches
 from gradlab.data.from_config import load_data
-from gradlab.training.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser, EnsembleTrainer
 from gradlab.store.io import RunFolder
 from gradlab.store.locking import SweepLockLost
-from gradlab.training.ensemble.grouping import ensemble_blocker, ensemble_key
 from gradlab.training.callbacks import GradientRecording
+from gradlab.training.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser, EnsembleTrainer
+from gradlab.training.ensemble.grouping import ensemble_blocker, ensemble_key
+from gradlab.training.ensemble_members import MemberOptimiser, MemberRecording, evaluate_members, share_parameters
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, scored_targets
 from gradlab.training.loop import Callback, TrainState
 from gradlab.training.progress import ProgressBar
-from gradlab.training.ensemble_members import MemberOptimiser, MemberRecording, evaluate_members, share_parameters
 from gradlab.training.run import RunResult, finish_run, prepare, read_run, standard_callbacks
 
 

@@ -17,8 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gradlab.data import (
+    TASK_CLASSIFICATION,
+    TASK_REGRESSION,
+    TASK_SEQUENCE_CLASSIFICATION,
+    SplitTensors,
+    iterate_batches,
+)
 from gradlab.store import schema
-from gradlab.data import TASK_CLASSIFICATION, TASK_REGRESSION, TASK_SEQUENCE_CLASSIFICATION, SplitTensors, iterate_batches
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
 Scored = Callable[[Tensor], Tensor] | None

@@ -11,9 +11,9 @@ if none).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ import torch
 from gradlab.config import RunConfig
 from gradlab.data import TASK_SEQUENCE_CLASSIFICATION, DataSplits
 from gradlab.data.from_config import load_data
-from gradlab.store.io import DIVERGED, FINISHED, RUN_TABLES, RunFolder, write_json, write_table
-from gradlab.store import schema
 from gradlab.nn.models import RNNModel
+from gradlab.store import schema
+from gradlab.store.io import DIVERGED, FINISHED, RUN_TABLES, RunFolder, write_json, write_table
 from gradlab.training.callbacks import (
     BestCheckpoint,
     Diagnostics,

@@ -11,7 +11,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 
-from gradlab.analysis.plots.common import PANEL_HEIGHT, PANEL_WIDTH, REFERENCE, SEED_ALPHA, SEED_WIDTH, new_figure, require
+from gradlab.analysis.plots.common import (
+    PANEL_HEIGHT,
+    PANEL_WIDTH,
+    REFERENCE,
+    SEED_ALPHA,
+    SEED_WIDTH,
+    new_figure,
+    require,
+)
 from gradlab.analysis.stats import interval_label, mean_interval
 from gradlab.analysis.style import cell_colour, cell_label, cell_order
 

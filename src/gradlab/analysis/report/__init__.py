@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from gradlab.store import schema
 from gradlab.analysis.learning import (
     classes_from_configs,
     select_by_validation,
@@ -25,9 +24,9 @@ from gradlab.analysis.learning import (
     selection_groups,
 )
 from gradlab.analysis.load import RunData
-from gradlab.store.io import read_sweep_record
 from gradlab.analysis.report import answers
-from gradlab.analysis.report.study import Study, study
+from gradlab.analysis.report.controlled import controlled_section
+from gradlab.analysis.report.dynamics import dynamics_section
 from gradlab.analysis.report.evidence import (
     Check,
     Evidence,
@@ -36,8 +35,6 @@ from gradlab.analysis.report.evidence import (
     decide_checks,
     gather,
 )
-from gradlab.analysis.report.controlled import controlled_section
-from gradlab.analysis.report.dynamics import dynamics_section
 from gradlab.analysis.report.format import (
     dataset_of,
     format_percent,
@@ -47,8 +44,11 @@ from gradlab.analysis.report.format import (
     table,
     with_interval,
 )
+from gradlab.analysis.report.study import Study, study
 from gradlab.analysis.stats import config_groups, first_to_last_ratio, interval_label
 from gradlab.analysis.style import cell_label, cell_order
+from gradlab.store import schema
+from gradlab.store.io import read_sweep_record
 
 APPENDIX = "findings_appendix.md"
 def sweep_config(data: RunData, sweep: str) -> dict:

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gradlab.store import schema
 from gradlab.analysis.controlled import matched_pairs
 from gradlab.analysis.folds import FOLD
 from gradlab.analysis.load import RunData
+from gradlab.store import schema
 
 #: The synthetic tasks: not speech, never a headline.
 SYNTHETIC: tuple[str, ...] = ("distance", "adding", "copy-memory")

@@ -25,8 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gradlab.store import schema
 from gradlab.config import RunConfig
+from gradlab.store import schema
 from gradlab.store.io import RunFolder, RunFolderError, read_json_object, write_json
 from gradlab.sweep.execute import Task, run_work
 

@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from gradlab.nn.bptt import KINDS, recurrence
-from gradlab.training.ensemble.streaming import streaming_recurrence, use_streaming
 from gradlab.nn.models import GradientObserver, RNNModel, StateKey
+from gradlab.training.ensemble.streaming import streaming_recurrence, use_streaming
 
 CELL_PARAMETERS: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 LINEAR_PARAMETERS: tuple[str, ...] = ("weight", "bias")

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gradlab.instruments.recorder import gradient_frame, gradient_rows, safe_norm
+from gradlab.nn.models import StateKey, parse_mode
 from gradlab.training.ensemble.model import EnsembleModel
 from gradlab.training.ensemble.optim import (
     EnsembleOptimiser,
     clip_member_grads_,
     member_grad_norms,
 )
-from gradlab.instruments.recorder import gradient_frame, gradient_rows, safe_norm
-from gradlab.nn.models import StateKey, parse_mode
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
