@@ -11,7 +11,6 @@ over all checks of the report.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -80,7 +79,7 @@ def with_classes(data: RunData) -> RunData:
         merged = summary[["sweep", "run_id"]].merge(lengths, on=["sweep", "run_id"], how="left")["classes"]
         summary["num_classes"] = summary["num_classes"].fillna(pd.Series(merged.to_numpy(), index=summary.index)
                                                                .astype("Int64"))
-    return dataclasses.replace(data, summary=summary)
+    return data.replace(summary=summary)
 
 
 def _grid_columns(config: dict) -> list[str]:
