@@ -140,7 +140,9 @@ def _conform(frame: pd.DataFrame, kind: str, columns: Sequence[str] | None = Non
     missing = [name for name in spec if name not in frame.columns]
     if missing:
         raise ValueError(f"{kind} table is missing columns {missing}; it has {list(frame.columns)}")
-    frame = frame[list(spec) + [name for name in frame.columns if name not in spec]]
+    # Documented columns first, then extra ones, then the sweep (the order gradlab has always given).
+    order = [name for name in spec if name != "sweep"] + [name for name in frame.columns if name not in spec]
+    frame = frame[order + ["sweep"] if "sweep" in spec else order]
     for name, dtype in spec.items():
         if kind != "summary" and name in CATEGORICAL_COLUMNS:
             values = frame[name] if isinstance(frame[name].dtype, pd.CategoricalDtype) else frame[name].astype(

@@ -165,7 +165,7 @@ def _config_column(config: pd.DataFrame, setting: str) -> str:
         return matches[0]
     known = sorted(column for column in config.columns if column not in ("sweep", "run_id"))
     if matches:
-        raise ValueError(f"setting {setting!r} is ambiguous, name one of {matches}")
+        raise ValueError(f"setting {setting!r} is ambiguous, name one of {sorted(matches)}")
     raise ValueError(f"no run has a setting {setting!r} in its {schema.RUN_FILES['config']}; settings: {known}")
 
 
