@@ -26,9 +26,11 @@ from gradlab.analysis.learning import (
     selected_runs,
 )
 from gradlab.analysis.load import (
+    ALL_TABLES,
     DamagedRunWarning,
     RunData,
     RunsDirError,
+    TableNotLoadedError,
     find_sweeps,
     load_runs,
 )
@@ -57,10 +59,12 @@ from gradlab.analysis.stats import (
 from gradlab.analysis.style import cell_colour, cell_label, cell_order
 
 __all__ = [
+    "ALL_TABLES",
     "Comparison",
     "DamagedRunWarning",
     "RunData",
     "RunsDirError",
+    "TableNotLoadedError",
     "accuracy_aggregate",
     "accuracy_table",
     "beats_chance",
