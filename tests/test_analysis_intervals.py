@@ -40,7 +40,8 @@ def test_one_sample_edges_keep_their_meaning():
     assert all(np.isnan(mean_interval([0.5])))
     assert all(np.isnan(mean_interval([0.5, -np.inf, 0.2])))
     table = summarise(pd.DataFrame({"g": ["a", "a", "b"], "v": [1.0, 1.0, 2.0]}), "v", ["g"])
-    assert table.loc[0, ["ci_low", "ci_high"]].tolist() == [1.0, 1.0] and table.loc[1, ["ci_low", "ci_high"]].isna().all()
+    assert table.loc[0, ["ci_low", "ci_high"]].tolist() == [1.0, 1.0]
+    assert table.loc[1, ["ci_low", "ci_high"]].isna().all()
 
 
 def test_fold_half_width_matches_the_formula():
