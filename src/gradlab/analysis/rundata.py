@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gradlab.store import schema
@@ -106,18 +107,26 @@ class RunData:
         return pd.concat(frames, ignore_index=True).drop_duplicates(["sweep", "run_id"]).reset_index(drop=True)
 
     def select(self, runs: pd.DataFrame) -> RunData:
-        """Keep only the runs listed in ``runs`` (a frame with ``sweep`` and ``run_id``)."""
-        wanted = pd.MultiIndex.from_frame(runs[["sweep", "run_id"]].astype("string"))
+        """Keep only the runs listed in ``runs`` (a frame with ``sweep`` and ``run_id``).
+
+        A table whose runs are all kept is shared, not copied.
+        """
+        wanted = {sweep: set(part["run_id"].astype(str)) for sweep, part in runs.groupby(
+            runs["sweep"].astype(str), observed=True)}
 
         def keep(frame: pd.DataFrame | None) -> pd.DataFrame | None:
             if frame is None:
                 return None
-            index = pd.MultiIndex.from_frame(frame[["sweep", "run_id"]].astype("string"))
-            return frame[index.isin(wanted)].reset_index(drop=True)
+            # One boolean mask, sweep by sweep: isin on a categorical compares its few categories, not every row.
+            mask = np.zeros(len(frame), dtype=bool)
+            sweeps = frame["sweep"].astype(str) if not isinstance(frame["sweep"].dtype, pd.CategoricalDtype) \
+                else frame["sweep"]
+            for sweep, run_ids in wanted.items():
+                mask |= ((sweeps == sweep) & frame["run_id"].isin(run_ids)).to_numpy(dtype=bool)
+            return frame if mask.all() else frame[mask].reset_index(drop=True)
 
         tables = {kind: keep(object.__getattribute__(self, kind)) for kind in (*ALL_TABLES, "config")}
-        names = set(runs["sweep"])
-        return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in names},
+        return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in wanted},
                        skipped=self.skipped)
 
     def with_config(self, kind: str, *settings: str) -> pd.DataFrame:

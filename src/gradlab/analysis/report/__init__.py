@@ -11,6 +11,7 @@ over all checks of the report.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -342,7 +343,11 @@ def build_findings(
     for label, runs in groups:
         part = data.select(runs)
         sweep = str(runs["sweep"].iloc[0]) if len(runs) else ""
-        evidence.append(gather(label, part, sweep_config=sweep_config(data, sweep), n_resamples=n_resamples, seed=seed))
+        found = gather(label, part, sweep_config=sweep_config(data, sweep), n_resamples=n_resamples, seed=seed)
+        # The report reads only each configuration's summary from here on: not keeping its per-run tables
+        # saves a second copy of every table (gigabytes over thousands of runs).
+        evidence.append(dataclasses.replace(found, data=part.replace(**{kind: None for kind in part.loaded
+                                                                        if kind != "summary"})))
     checks = distinct_checks([check for e in evidence if not _one_epoch(e) for check in checks_of(e)]
                              + [check for e in evidence if _one_epoch(e) for check in checks_of(e)
                                 if "accuracy" not in check.quantity])
