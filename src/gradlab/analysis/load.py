@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -126,7 +127,7 @@ def _read_parquet(path: Path, kind: str, sweep: str, columns: Sequence[str] | No
     missing = [name for name in (columns or schema.columns(kind)) if name not in names and name != "sweep"]
     if missing:
         raise ValueError(f"{path} is not a {kind} table: it is missing columns {missing}; it has {names}")
-    sweep_column = pa.DictionaryArray.from_arrays(pa.array([0] * table.num_rows, pa.int32()), pa.array([sweep]))
+    sweep_column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, dtype=np.int32)), pa.array([sweep]))
     return table.append_column("sweep", sweep_column)
 
 
