@@ -6,7 +6,7 @@ Depends only on pandas, numpy, scipy, matplotlib, seaborn and
 Typical use::
 
     from gradlab.analysis import load_runs, plot_gradient_profile
-    data = load_runs("runs/coursework")
+    data = load_runs("runs/compare_cells-fsdd")            # summary and gradients; tables="all" for every table
     fig = plot_gradient_profile(data.gradients)
 """
 
