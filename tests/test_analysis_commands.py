@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(runs):
-    return load_runs(runs)
+    return load_runs(runs, "all")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_report_says_when_data_disagrees(tmp_path):
         write_sweep(tmp_path / "runs", "one", cells=("RNN_TANH", "LSTM"), seeds=(0,), tables=("gradients",))
     finally:
         analysis_helpers.FACTOR.update(original)
-    appendix = build_findings(load_runs(tmp_path / "runs"), n_resamples=50).appendix()
+    appendix = build_findings(load_runs(tmp_path / "runs", "all"), n_resamples=50).appendix()
     odd = next(line for line in appendix.splitlines() if line.startswith("| odd ") and "much less gradient" in line)
     assert odd.endswith("**contradicted** |")
     # One seed never supports anything.
@@ -199,7 +199,7 @@ def test_report_labels_the_split_and_the_tuned_selection(tmp_path):
     summary = summary.assign(lr=np.where(summary["seed"] < 2, 0.1, 0.01), split="takes", dataset="fsdd")
     summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
     (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({"select_by": "validation", "grid": {"lr": [0.1, 0.01]}}))
-    report = build_findings(load_runs(tmp_path / "runs"), n_resamples=50).main()
+    report = build_findings(load_runs(tmp_path / "runs", "all"), n_resamples=50).main()
     assert "speaker-dependent" in report
     tuned = report.split("### Tuned comparison")[1]
     assert "lr in {0.1, 0.01}" in tuned and "GRU: lr=0.01" in tuned and "test accuracy never used" in tuned
@@ -220,7 +220,7 @@ def test_tuned_selection_is_made_per_speaker_fold(tmp_path):
     summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
     (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({
         "select_by": "validation", "grid": {"lr": [0.1, 0.01], "test_speaker": ["george", "theo"]}}))
-    tuned, notes = tune(load_runs(tmp_path / "runs"))
+    tuned, notes = tune(load_runs(tmp_path / "runs", "all"))
     kept = tuned.summary.set_index("run_id")
     assert len(kept) == 8  # per cell and fold, the two seeds of the chosen lr
     assert (kept["best_val_accuracy"] == 0.9).all()
@@ -242,7 +242,7 @@ def test_damaged_runs_are_skipped_with_a_warning(tmp_path, capsys):
                         tables=("history",))
     _damage(sweep)
     with pytest.warns(DamagedRunWarning) as caught:
-        data = load_runs(sweep)
+        data = load_runs(sweep, "all")
     messages = [str(warning.message) for warning in caught]
     assert len(messages) == 4 and len(data.skipped) == 4
     # A damaged summary.parquet falls back to each run's metrics.json.
@@ -257,7 +257,9 @@ def test_damaged_runs_are_skipped_with_a_warning(tmp_path, capsys):
     assert "warning: skipped run" in printed and "gru-s0/history.parquet" in printed
     assert "Runs left out" in (tmp_path / "out" / REPORT).read_text()
     assert main(["inspect", str(sweep)]) == 0
-    assert "lstm-s1/history.parquet" in capsys.readouterr().out
+    # inspect reads only the summary and gradients: the damaged metrics.json is named, the history files are not read.
+    printed = capsys.readouterr().out
+    assert "rnn_tanh-s0/metrics.json" in printed and "history.parquet" not in printed
 
 
 def test_no_readable_run_is_a_clear_error(tmp_path, capsys):
@@ -307,7 +309,7 @@ def test_old_runs_get_their_classes_from_sweep_json(tmp_path):
     runs = [{"run_id": run_id, "data": {"dataset": "fsdd", "words": ["one", "two", "three"]}}
             for run_id in summary["run_id"]]
     (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({"runs": runs}))
-    data = with_classes(load_runs(sweep))
+    data = with_classes(load_runs(sweep, "all"))
     assert list(data.summary["num_classes"]) == [3, 3]
     findings = build_findings(data, n_resamples=50)
     assert findings.evidence[0].chance == pytest.approx(1 / 3)
@@ -333,7 +335,7 @@ def test_runs_of_an_older_layout_are_read_with_a_warning_naming_it(tmp_path):
         values.pop("layout")
         config.write_text(json.dumps(values))
     with pytest.warns(OlderLayoutWarning, match="run-folder layout 1, before 2"):
-        data = load_runs(tmp_path / "runs")
+        data = load_runs(tmp_path / "runs", "all")
     assert not data.summary.empty
 
 

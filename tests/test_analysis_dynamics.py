@@ -111,7 +111,7 @@ def test_interventions_are_read_against_matched_controls_only(tmp_path):
                                  "b0": ("last", 0.01, 0, 0.9)})
     _sweep(tmp_path, "mean", {"m0": ("mean", 0.003, 0, 0.8), "m1": ("mean", 0.003, 1, 0.7),
                               "m2": ("mean", 0.003, 2, 0.1)})  # seed 2 has no control: left out
-    pairs = controlled_comparisons(load_runs([tmp_path / "control", tmp_path / "mean"]))
+    pairs = controlled_comparisons(load_runs([tmp_path / "control", tmp_path / "mean"], "all"))
     assert len(pairs) == 1
     row = pairs.iloc[0]
     assert (row["option"], row["reference"], row["value"], row["seeds"]) == ("readout", "last", "mean", 2)
@@ -137,7 +137,7 @@ def test_tuned_interventions_pair_with_tuned_controls_at_their_own_learning_rate
     _sweep(tmp_path, "chrono", {"c0": ("last", 0.01, 0, 0.8), "c1": ("last", 0.01, 1, 0.9)},
            select_by="validation", init="chrono")
     _sweep(tmp_path, "chrono-untuned", {"u0": ("last", 0.01, 0, 0.7)}, init="chrono")
-    rows = controlled_comparisons(load_runs(list(tmp_path.iterdir())))
+    rows = controlled_comparisons(load_runs(list(tmp_path.iterdir()), "all"))
     assert rows["sweep"].tolist() == ["chrono"]
     assert rows.iloc[0]["seeds"] == 2 and rows.iloc[0]["difference"] == pytest.approx(0.3)
 
@@ -155,7 +155,7 @@ def test_interventions_are_paired_by_speaker_fold(tmp_path):
                                             for s in range(2)}, speaker=speaker)
         _sweep(tmp_path, f"mean-{speaker}", {f"m{speaker}{s}": ("mean", 0.003, s, treated + s / 100)
                                             for s in range(2)}, speaker=speaker)
-    pairs = matched_pairs(load_runs(list(tmp_path.iterdir())))
+    pairs = matched_pairs(load_runs(list(tmp_path.iterdir()), "all"))
     assert len(pairs) == 6 and set(pairs["test_speaker"]) == set(accuracy)
     assert (pairs["run_id"].str[1:] == pairs["run_id_control"].str[1:]).all()  # same fold and seed
     effect = paired_effects(pairs).iloc[0]

@@ -71,3 +71,28 @@ def test_batches_can_be_moved_to_a_device():
     batches = list(iterate_batches(_split(), 4, shuffle=False, device="meta"))
     assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in batches)
     assert [x.shape[0] for x, _ in batches] == [4, 4, 2]
+
+
+def test_split_is_a_torch_dataset_a_dataloader_batches():
+    from torch.utils.data import DataLoader, Dataset
+
+    split = _split(10)
+    assert isinstance(split, Dataset)
+    x0, y0 = split[3]
+    assert x0.shape == (3, 2) and int(y0) == 3 and torch.equal(x0, split.x[3])
+    batches = list(DataLoader(split, batch_size=4, shuffle=False))
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 3, 2), (4, 3, 2), (2, 3, 2)]
+    assert torch.equal(torch.cat([y for _, y in batches]), split.y)
+    assert torch.equal(torch.cat([x for x, _ in batches]), split.x)
+    # Attribute access and the frozen dataclass behaviour are unchanged.
+    assert split.x.shape == (10, 3, 2) and len(split) == 10
+    with pytest.raises(AttributeError):
+        split.x = split.x
+
+
+def test_per_step_labels_come_out_per_sample():
+    from torch.utils.data import DataLoader
+
+    split = SplitTensors(torch.randn(5, 4, 2), torch.arange(20).reshape(5, 4))
+    (x, y), = list(DataLoader(split, batch_size=5))
+    assert torch.equal(y, split.y) and torch.equal(x, split.x)

@@ -166,7 +166,7 @@ def test_the_evidence_table_names_diverged_runs(tmp_path):
     summary = pd.read_parquet(sweep / schema.SWEEP_FILES["summary"])
     summary.loc[(summary["cell"] == "RNN_RELU") & (summary["seed"] < 5), "status"] = "diverged"
     summary.to_parquet(sweep / schema.SWEEP_FILES["summary"])
-    report = build_findings(load_runs(sweep), n_resamples=20).main()
+    report = build_findings(load_runs(sweep, "all"), n_resamples=20).main()
     row = next(line for line in report.splitlines() if line.startswith("| hot "))
     assert "**5 of 6 diverged** (most: not a trained configuration)" in row
     assert row.count("diverged") == 1  # the GRU column names none

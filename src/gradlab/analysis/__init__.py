@@ -6,7 +6,7 @@ Depends only on pandas, numpy, scipy, matplotlib, seaborn and
 Typical use::
 
     from gradlab.analysis import load_runs, plot_gradient_profile
-    data = load_runs("runs/coursework")
+    data = load_runs("runs/compare_cells-fsdd")            # summary and gradients; tables="all" for every table
     fig = plot_gradient_profile(data.gradients)
 """
 
@@ -26,9 +26,11 @@ from gradlab.analysis.learning import (
     selected_runs,
 )
 from gradlab.analysis.load import (
+    ALL_TABLES,
     DamagedRunWarning,
     RunData,
     RunsDirError,
+    TableNotLoadedError,
     find_sweeps,
     load_runs,
 )
@@ -57,10 +59,12 @@ from gradlab.analysis.stats import (
 from gradlab.analysis.style import cell_colour, cell_label, cell_order
 
 __all__ = [
+    "ALL_TABLES",
     "Comparison",
     "DamagedRunWarning",
     "RunData",
     "RunsDirError",
+    "TableNotLoadedError",
     "accuracy_aggregate",
     "accuracy_table",
     "beats_chance",

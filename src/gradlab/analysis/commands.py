@@ -16,7 +16,7 @@ from typing import TextIO
 import pandas as pd
 
 from gradlab.analysis.learning import chance_level
-from gradlab.analysis.load import DamagedRunWarning, RunData, load_runs
+from gradlab.analysis.load import ALL_TABLES, DEFAULT_TABLES, DamagedRunWarning, RunData, load_runs
 from gradlab.analysis.report.dynamics import LABEL as DYNAMICS
 from gradlab.analysis.stats import config_groups, first_to_last_ratio
 from gradlab.store import schema
@@ -48,6 +48,18 @@ _FIGURE_TABLES: dict[str, str] = {
 }
 _TABLE_FILES: dict[str, str] = {**schema.RUN_FILES, "summary": f"{schema.SWEEP_FILES['summary']} or metrics.json"}
 DEFAULT_FORMATS: tuple[str, ...] = ("png", "pdf")
+#: The tables the report reads, and the only columns of each it uses (besides the run keys): leaving out
+#: the rest (epoch of the per-step tables, history wall time, ...) keeps a report over thousands of runs small.
+REPORT_TABLES: tuple[str, ...] = ALL_TABLES
+REPORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "gradients": ("step", "layer", "direction", "state", "timestep", "grad_norm", "grad_norm_per_sample",
+                  "ratio_to_last"),
+    "gates": ("step", "layer", "direction", "timestep", "gate", "stat", "value"),
+    "jacobian": ("step", "layer", "direction", "timestep", "distance", "spectral_norm"),
+    "history": ("step", "epoch", "split", "metric", "value"),
+    "predictions": ("split", "example", "label", "predicted", "correct", "probabilities"),
+    "lyapunov": ("epoch", "step", "layer", "direction", "index", "exponent"),
+}
 
 
 class ReportExistsError(FileExistsError):
@@ -157,11 +169,12 @@ def _dynamics_jobs(data: RunData) -> list[tuple[str, str, Callable[[], object]]]
     return jobs
 
 
-def _load(runs_dirs, stream: TextIO) -> RunData:
-    """:func:`load_runs`, printing each damaged run it left out as a warning line."""
+def _load(runs_dirs, stream: TextIO, tables: Sequence[str] = DEFAULT_TABLES,
+          columns: dict[str, Sequence[str]] | None = None) -> RunData:
+    """:func:`load_runs` of ``tables``, printing each damaged run it left out as a warning line."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DamagedRunWarning)
-        data = load_runs(runs_dirs)
+        data = load_runs(runs_dirs, tables, columns=columns)
     for warning in caught:
         if issubclass(warning.category, DamagedRunWarning):
             print(f"warning: {warning.message}", file=stream)
@@ -215,7 +228,7 @@ def figures(
     matplotlib.use("Agg")
     from gradlab.analysis.report import build_findings, tune, with_classes
 
-    data = with_classes(_load(runs_dirs, stream))
+    data = with_classes(_load(runs_dirs, stream, REPORT_TABLES, REPORT_COLUMNS))
     out = Path(out)
     stale = check_report_target(out, list(data.sweeps.values()), overwrite=overwrite)
     for path in stale:

@@ -144,6 +144,10 @@ def holm(p_values: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tuple[n
     rejection stops at the first that fails. Adjusted p-values are the running
     maximum of (m - k + 1) * p_(k), capped at 1 (Holm 1979).
 
+    Written out because scipy has no Holm: ``scipy.stats.false_discovery_control``
+    is Benjamini-Hochberg/Yekutieli, which bounds the expected share of false
+    verdicts, not the chance of any false verdict that the report's verdicts claim.
+
     Returns:
         ``(adjusted, rejected)``, in the input order.
     """

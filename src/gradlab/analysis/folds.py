@@ -57,9 +57,12 @@ def fold_means(summary: pd.DataFrame, value: str = "test_accuracy", by: Sequence
     grouped = runs.groupby([*by, FOLD], sort=True, observed=True, dropna=False)
     table = grouped.agg(mean=(value, "mean"), std=(value, "std"), seeds=(value, "size"),
                         diverged=("_diverged", "sum")).reset_index()
-    quantile = stats.t.ppf(0.975, np.maximum(table["seeds"] - 1, 1))
-    table["seed_half_width"] = np.where(table["seeds"] > 1, quantile * table["std"] / np.sqrt(table["seeds"]),
-                                        np.nan)
+    seeds = table["seeds"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # The upper end of the 95% t interval around 0 is its half-width.
+        half_width = stats.t.interval(0.95, np.where(seeds > 1, seeds - 1, np.nan), loc=0.0,
+                                      scale=table["std"].to_numpy(dtype=np.float64) / np.sqrt(seeds))[1]
+    table["seed_half_width"] = np.where(seeds > 1, half_width, np.nan)
     return table.drop(columns="std").astype({"seeds": "int64", "diverged": "int64"})
 
 
@@ -74,8 +77,8 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
         return mean, np.nan, np.nan
     if np.all(values == values[0]):  # no spread: the interval is the point
         return mean, mean, mean
-    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=stats.sem(values))
-    return mean, float(low), float(high)
+    interval = stats.ttest_1samp(values, 0.0).confidence_interval(confidence)
+    return mean, float(interval.low), float(interval.high)
 
 
 def speaker_table(

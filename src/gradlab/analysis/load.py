@@ -8,14 +8,26 @@ because run ids are only unique within a sweep.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gradlab.store import schema
 from gradlab.store.io import LAYOUT, RUN_TABLES, RunFolder, RunFolderError, read_sweep_record
+from gradlab.analysis.combine import ColumnPieces
+from gradlab.analysis.rundata import (  # noqa: F401 - RunData and its names are imported from here too
+    ALL_TABLES,
+    CATEGORICAL_COLUMNS,
+    DEFAULT_TABLES,
+    RunData,
+    TableNotLoadedError,
+    _empty,
+    _KEYS,
+)
 
 # Files whose presence marks a folder as one run's folder.
 _RUN_MARKERS: tuple[str, ...] = ("config", "metrics", *RUN_TABLES)
@@ -39,57 +51,6 @@ class OlderLayoutWarning(UserWarning):
     """Runs were written by an older gradlab; they are read as they are."""
 
 
-@dataclass(frozen=True)
-class RunData:
-    """Every table of one or several sweeps, each with an extra ``sweep`` column.
-
-    Attributes:
-        summary: one row per run (:data:`gradlab.store.schema.SUMMARY`).
-        history: training history (:data:`gradlab.store.schema.HISTORY`).
-        gradients: per-timestep gradient norms (:data:`gradlab.store.schema.GRADIENTS`).
-        gates: gate statistics (:data:`gradlab.store.schema.GATES`).
-        jacobian: Jacobian spectral norms (:data:`gradlab.store.schema.JACOBIAN`).
-        sweeps: sweep name -> the folder it was read from.
-        predictions: per-example predictions (:data:`gradlab.store.schema.PREDICTIONS`).
-        lyapunov: Lyapunov exponents recorded during training (:data:`gradlab.store.schema.LYAPUNOV`).
-        skipped: one message per run left out because a file of it could not be read.
-    """
-
-    summary: pd.DataFrame
-    history: pd.DataFrame
-    gradients: pd.DataFrame
-    gates: pd.DataFrame
-    jacobian: pd.DataFrame
-    sweeps: dict[str, Path] = field(default_factory=dict)
-    predictions: pd.DataFrame = field(default_factory=lambda: _empty("predictions"))
-    lyapunov: pd.DataFrame = field(default_factory=lambda: _empty("lyapunov"))
-    skipped: tuple[str, ...] = ()
-
-    def table(self, kind: str) -> pd.DataFrame:
-        """The table of ``kind``: ``summary`` or one of :data:`RUN_TABLES`."""
-        schema.columns(kind)  # raises ValueError naming the allowed kinds
-        return getattr(self, kind)
-
-    def runs(self) -> pd.DataFrame:
-        """The distinct (sweep, run_id, cell, activation, seed) of every run in any table."""
-        keys = ["sweep", "run_id", "cell", "activation", "seed"]
-        frames = [self.table(kind)[keys] for kind in ("summary", *RUN_TABLES)]
-        return pd.concat(frames, ignore_index=True).drop_duplicates(["sweep", "run_id"]).reset_index(drop=True)
-
-    def select(self, runs: pd.DataFrame) -> RunData:
-        """Keep only the runs listed in ``runs`` (a frame with ``sweep`` and ``run_id``)."""
-        wanted = pd.MultiIndex.from_frame(runs[["sweep", "run_id"]].astype("string"))
-
-        def keep(frame: pd.DataFrame) -> pd.DataFrame:
-            index = pd.MultiIndex.from_frame(frame[["sweep", "run_id"]])
-            return frame[index.isin(wanted)].reset_index(drop=True)
-
-        tables = {kind: keep(self.table(kind)) for kind in ("summary", *RUN_TABLES)}
-        names = set(runs["sweep"])
-        return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in names},
-                       skipped=self.skipped)
-
-
 def _is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / schema.RUN_FILES[name]).is_file() for name in _RUN_MARKERS)
 
@@ -110,7 +71,7 @@ def find_sweeps(root: str | Path) -> list[Path]:
     """
     root = Path(root)
     if not root.exists():
-        raise RunsDirError(f"runs directory {str(root)!r} does not exist; {_LAYOUT_HINT}")
+        raise RunsDirError(f"runs directory {str(root)!r} does not exist; {_sweeps_beside(root)}{_LAYOUT_HINT}")
     if not root.is_dir():
         raise RunsDirError(f"runs directory {str(root)!r} is not a folder; {_LAYOUT_HINT}")
     if _is_sweep_dir(root):
@@ -119,6 +80,21 @@ def find_sweeps(root: str | Path) -> list[Path]:
     if not sweeps:
         raise RunsDirError(f"runs directory {str(root)!r} holds no runs; {_LAYOUT_HINT}")
     return sweeps
+
+
+def _sweeps_beside(missing: Path, limit: int = 20) -> str:
+    """A sentence naming the sweep folders in the nearest existing folder above ``missing`` (or "")."""
+    folder = missing.parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        sweeps = sorted(str(child) for child in folder.iterdir() if _is_sweep_dir(child))
+    except OSError:
+        return ""
+    if not sweeps:
+        return f"{str(folder)!r} holds no sweep either; "
+    shown = ", ".join(sweeps[:limit]) + (f" and {len(sweeps) - limit} more" if len(sweeps) > limit else "")
+    return f"sweeps in {str(folder)!r}: {shown}; "
 
 
 def _sweep_names(paths: list[Path]) -> dict[str, Path]:
@@ -135,25 +111,56 @@ def _sweep_names(paths: list[Path]) -> dict[str, Path]:
         depth += 1
 
 
-def _with_sweep(frame: pd.DataFrame, kind: str, sweep: str, source: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, kind: str, sweep: str, columns: Sequence[str] | None) -> pa.Table:
+    """One Parquet table with only ``columns`` (every column when None), its strings dictionary-encoded.
+
+    Raises:
+        ValueError: naming the file, when it cannot be read or lacks a documented column.
+    """
     try:
-        frame = schema.conform(frame, kind)
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
-    return frame.assign(sweep=pd.array([sweep] * len(frame), dtype="string"))
+        names = pq.read_schema(path).names
+        wanted = [name for name in names if columns is None or name in columns]
+        table = pq.read_table(path, columns=wanted, read_dictionary=[name for name in wanted
+                                                                       if name in CATEGORICAL_COLUMNS])
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise ValueError(f"{path} is damaged ({_reason(error)})") from None
+    missing = [name for name in (columns or schema.columns(kind)) if name not in names and name != "sweep"]
+    if missing:
+        raise ValueError(f"{path} is not a {kind} table: it is missing columns {missing}; it has {names}")
+    sweep_column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(table.num_rows, dtype=np.int32)), pa.array([sweep]))
+    return table.append_column("sweep", sweep_column)
 
 
-def _empty(kind: str) -> pd.DataFrame:
-    return schema.empty(kind).assign(sweep=pd.array([], dtype="string"))
+def _conform(frame: pd.DataFrame, kind: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Cast to ``kind``'s dtypes in its column order (extra columns after), strings of run tables as categoricals.
+
+    Categories are sorted, so that sorting by a categorical column orders rows as sorting the strings would.
+    """
+    spec = {name: dtype for name, dtype in {**schema.columns(kind), "sweep": "string"}.items()
+            if columns is None or name in columns}
+    missing = [name for name in spec if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{kind} table is missing columns {missing}; it has {list(frame.columns)}")
+    # Documented columns first, then extra ones, then the sweep (the order gradlab has always given).
+    order = [name for name in spec if name != "sweep"] + [name for name in frame.columns if name not in spec]
+    frame = frame[order + ["sweep"] if "sweep" in spec else order]
+    for name, dtype in spec.items():
+        if kind != "summary" and name in CATEGORICAL_COLUMNS:
+            values = frame[name] if isinstance(frame[name].dtype, pd.CategoricalDtype) else frame[name].astype(
+                "category")
+            categories = sorted(str(value) for value in values.cat.categories)
+            frame[name] = values.cat.rename_categories([str(value) for value in values.cat.categories]
+                                                       ).cat.reorder_categories(categories)
+        elif str(frame[name].dtype) != dtype:
+            frame[name] = frame[name].astype(dtype)
+    return frame
 
 
-def _concat(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
-    frames = [frame for frame in frames if len(frame)]
-    if not frames:
-        return _empty(kind)
-    # Concatenate then conform again: runs may carry different extra columns.
-    combined = pd.concat(frames, ignore_index=True)
-    return schema.conform(combined, kind)
+def _combine(pieces: ColumnPieces, kind: str, columns: Sequence[str] | None) -> pd.DataFrame:
+    """One frame of every run's table of ``kind``, built column by column (:mod:`gradlab.analysis.combine`)."""
+    if not len(pieces):
+        return _conform(_empty(kind), kind, columns)
+    return _conform(pieces.frame(), kind, columns)
 
 
 def _read_summary_file(sweep: str, path: Path, skipped: list[str]) -> pd.DataFrame | None:
@@ -162,7 +169,7 @@ def _read_summary_file(sweep: str, path: Path, skipped: list[str]) -> pd.DataFra
     if not summary_file.is_file():
         return None
     try:
-        return _with_sweep(pd.read_parquet(summary_file), "summary", sweep, summary_file)
+        return _conform(pd.read_parquet(summary_file).assign(sweep=sweep), "summary")
     except Exception as error:  # noqa: BLE001 - any damage: fall back to each run's metrics.json
         _warn(skipped, f"could not read {summary_file} ({_reason(error)}); using each run's "
                        f"{schema.RUN_FILES['metrics']} instead")
@@ -189,25 +196,38 @@ def _warn(skipped: list[str], message: str) -> None:
     warnings.warn(message, DamagedRunWarning, stacklevel=3)
 
 
-def _read_run(sweep: str, run_dir: Path) -> dict[str, pd.DataFrame]:
-    """Every table of one run folder, and its metrics.json row as ``metrics`` (when present).
+def _read_run(sweep: str, run_dir: Path, tables: Sequence[str],
+              columns: Mapping[str, Sequence[str]]) -> dict[str, object]:
+    """The ``tables`` of one run folder, its metrics.json row as ``metrics`` and its settings as ``config``.
 
     Raises:
         ValueError: naming the file that could not be read, and why.
     """
     folder = RunFolder(run_dir)
-    tables = {}
+    run: dict[str, object] = {}
     try:
-        if folder.has("config"):
-            folder.raw_config()  # checked for shape: a run whose config.json is damaged is not analysed
-        for kind in RUN_TABLES:
-            if folder.has(kind):
-                tables[kind] = _with_sweep(folder.table(kind), kind, sweep, folder.file(kind))
+        config = folder.raw_config() if folder.has("config") else {}
+        for kind in tables:
+            if kind != "summary" and folder.has(kind):
+                run[kind] = _read_parquet(folder.file(kind), kind, sweep, _with_keys(columns.get(kind)))
         if folder.has("metrics"):
-            tables["metrics"] = _with_sweep(pd.DataFrame([folder.metrics()]), "summary", sweep, folder.file("metrics"))
+            try:
+                run["metrics"] = _conform(pd.DataFrame([folder.metrics()]).assign(sweep=sweep), "summary")
+            except ValueError as error:
+                raise ValueError(f"{folder.file('metrics')}: {error}") from None
     except RunFolderError as error:
         raise ValueError(str(error).split(";")[0]) from None
-    return tables
+    settings = {key: value for key, value in config.items() if key not in ("sweep", "run_id")}
+    run["config"] = {**(pd.json_normalize(settings).iloc[0].to_dict() if settings else {}),
+                     "sweep": sweep, "run_id": run_dir.name}
+    return run
+
+
+def _with_keys(columns: Sequence[str] | None) -> list[str] | None:
+    """``columns`` plus the run keys every table keeps (None: every column)."""
+    if columns is None:
+        return None
+    return [*_KEYS, *(name for name in columns if name not in _KEYS)]
 
 
 def _older_layout(run_dir: Path) -> int | None:
@@ -219,8 +239,27 @@ def _older_layout(run_dir: Path) -> int | None:
     return layout if layout < LAYOUT else None
 
 
-def load_runs(paths: str | Path | Iterable[str | Path]) -> RunData:
-    """Load every table of one or several runs directories.
+def _check_tables(tables: str | Iterable[str], columns: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    if isinstance(tables, str):
+        tables = ALL_TABLES if tables == "all" else (tables,)
+    tables = tuple(tables)
+    unknown = [kind for kind in (*tables, *columns) if kind not in ALL_TABLES]
+    if unknown:
+        raise ValueError(f"unknown tables {unknown}; tables= takes \"all\" or names from {list(ALL_TABLES)}")
+    not_asked = [kind for kind in columns if kind not in tables]
+    if not_asked:
+        raise ValueError(f"columns= names tables {not_asked} that tables= does not load; add them to tables=")
+    return tables
+
+
+def load_runs(paths: str | Path | Iterable[str | Path], tables: str | Iterable[str] = DEFAULT_TABLES, *,
+              columns: Mapping[str, Sequence[str]] | None = None) -> RunData:
+    """Load tables of one or several runs directories.
+
+    Only the tables named in ``tables`` are read (by default the summary and the
+    gradient norms); reading another one from the result raises
+    :class:`~gradlab.analysis.rundata.TableNotLoadedError` naming ``tables=``.
+    Every run's settings (its config.json) are read too, for :meth:`RunData.with_config`.
 
     A run with a file that cannot be read (a truncated or empty Parquet file,
     a broken metrics.json) is left out with a :class:`DamagedRunWarning`
@@ -228,19 +267,27 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> RunData:
 
     Args:
         paths: a sweep folder, a folder of sweeps, or several of either.
+        tables: the tables to read: names from :data:`ALL_TABLES`, or ``"all"``.
+        columns: per table, the only columns to read (the run keys and ``sweep`` are always kept);
+            a table not named here is read whole, extra columns included.
 
     Returns:
         A :class:`RunData` whose frames follow :mod:`gradlab.store.schema` plus a
-        ``sweep`` column. A table no run wrote is an empty frame.
+        ``sweep`` column, with the :data:`CATEGORICAL_COLUMNS` of the per-run tables
+        as categoricals. A table no run wrote is an empty frame.
 
     Raises:
         RunsDirError: if a path does not exist or no readable run is found.
+        ValueError: ``tables`` or ``columns`` names an unknown table.
     """
+    columns = dict(columns or {})
+    tables = _check_tables(tables, columns)
     if isinstance(paths, (str, Path)):
         paths = [paths]
     sweep_paths = [sweep for path in paths for sweep in find_sweeps(path)]
     sweeps = _sweep_names(sweep_paths)
-    tables: dict[str, list[pd.DataFrame]] = {kind: [] for kind in ("summary", *RUN_TABLES)}
+    read: dict[str, list] = {"summary": [], "config": []}
+    pieces = {kind: ColumnPieces(CATEGORICAL_COLUMNS) for kind in RUN_TABLES}
     skipped: list[str] = []
     for sweep, path in sweeps.items():
         _check_sweep_record(path, skipped)
@@ -251,7 +298,7 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> RunData:
             if _older_layout(run_dir) is not None:
                 older.append(run_dir.name)
             try:
-                run = _read_run(sweep, run_dir)
+                run = _read_run(sweep, run_dir, tables, columns)
             except ValueError as error:
                 _warn(skipped, f"skipped run {run_dir}: {error}")
                 damaged.add(run_dir.name)
@@ -259,18 +306,27 @@ def load_runs(paths: str | Path | Iterable[str | Path]) -> RunData:
             metrics = run.pop("metrics", None)
             if metrics is not None and run_dir.name not in listed:
                 unlisted.append(metrics)
-            for kind, frame in run.items():
-                tables[kind].append(frame)
+            read["config"].append(run.pop("config"))
+            for kind, table in run.items():
+                pieces[kind].add(table)
         if older:
             warnings.warn(f"{len(older)} runs of {path} (e.g. {older[0]}) were written by an older gradlab "
                           f"(run-folder layout {_older_layout(path / older[0])}, before {LAYOUT}): read as they are, "
                           "without the tables that layout lacked (predictions); re-run them for those",
                           OlderLayoutWarning, stacklevel=2)
         if summary is not None:
-            tables["summary"].append(summary[~summary["run_id"].isin(damaged)])
-        tables["summary"] += unlisted
-    data = RunData(**{kind: _concat(frames, kind) for kind, frames in tables.items()}, sweeps=sweeps,
-                   skipped=tuple(skipped))
+            read["summary"].append(summary[~summary["run_id"].isin(damaged)])
+        read["summary"] += unlisted
+    frames = {kind: _combine(pieces.pop(kind), kind, _with_keys(columns.get(kind)))
+              for kind in RUN_TABLES if kind in tables}
+    if "summary" in tables or not frames:
+        summary = [frame for frame in read["summary"] if len(frame)]
+        # Runs may carry different extra columns: conform again after combining.
+        frames["summary"] = (_conform(pd.concat(summary, ignore_index=True), "summary") if summary
+                             else _empty("summary"))
+    frames = {kind: frames.get(kind) for kind in ALL_TABLES}
+    config = pd.DataFrame(read["config"], columns=None if read["config"] else ["sweep", "run_id"])
+    data = RunData(**frames, sweeps=sweeps, skipped=tuple(skipped), config=config)
     if data.runs().empty:
         where = ", ".join(repr(str(path)) for path in sweeps.values())
         reason = f" ({len(skipped)} damaged: {'; '.join(skipped)})" if skipped else ""

@@ -62,16 +62,20 @@ def _check_confidence(confidence: float) -> None:
 
 
 def _t_bounds(mean: np.ndarray, std: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Student t bounds from group means, sample standard deviations and sizes (NaN below 2 values)."""
+    """Student t bounds from group means, sample standard deviations and sizes (NaN below 2 values).
+
+    The vectorised form of ``scipy.stats.ttest_1samp(values).confidence_interval()`` for many groups at once:
+    :meth:`scipy.stats.t.interval` around each mean with scale ``s / sqrt(n)``.
+    """
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        quantile = scipy_stats.t.ppf(0.5 + confidence / 2.0, np.where(n > 1, n - 1, np.nan))
-        half = quantile * std / np.sqrt(n)
+        low, high = scipy_stats.t.interval(confidence, np.where(n > 1, n - 1, np.nan), loc=mean,
+                                           scale=np.where(std > 0, std, np.nan) / np.sqrt(n))
         # Equal values have standard deviation 0: the interval is that value, not NaN.
-        half = np.where((std == 0) & (n > 1), 0.0, half)
+        point = (std == 0) & (n > 1)
         finite = np.isfinite(mean)
-        low = np.where(finite, mean - half, np.nan)
-        high = np.where(finite, mean + half, np.nan)
+        low = np.where(finite, np.where(point, mean, low), np.nan)
+        high = np.where(finite, np.where(point, mean, high), np.nan)
     return low, high
 
 
@@ -79,7 +83,7 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
     """Student t confidence interval for the mean of per-seed values.
 
     ``mean ± t_{(1+confidence)/2, n-1} · s / sqrt(n)``, from
-    :func:`scipy.stats.t`. NaN values are dropped. Its coverage is exact for
+    :func:`scipy.stats.ttest_1samp`'s ``confidence_interval``. NaN values are dropped. Its coverage is exact for
     normal values at any n >= 2, where a bootstrap over a handful of seeds
     cannot leave the sample's range.
 
@@ -100,8 +104,10 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
     values = values[~np.isnan(values)]
     if len(values) < 2 or not np.isfinite(values).all():
         return float("nan"), float("nan")
-    low, high = _t_bounds(np.array(values.mean()), np.array(values.std(ddof=1)), np.array(len(values)), confidence)
-    return float(low), float(high)
+    if np.all(values == values[0]):  # no spread: the interval is the value (scipy's would be NaN)
+        return float(values[0]), float(values[0])
+    interval = scipy_stats.ttest_1samp(values, 0.0).confidence_interval(confidence)
+    return float(interval.low), float(interval.high)
 
 
 def log10(values: pd.Series | np.ndarray) -> pd.Series | np.ndarray:

@@ -28,6 +28,11 @@ from tqdm.auto import tqdm
 
 from gradlab.store.atomic import write_atomic
 
+# Not pooch (installed with librosa): pooch checks a SHA-256 and renames into place too, but it downloads into a
+# temporary file that it deletes when the transfer fails, with no HTTP Range resume, so an interrupted 2.3 GB
+# Speech Commands download would start again from zero; and it only logs the digest of an unpinned download
+# where this module warns and records it.
+
 _CHUNK = 1 << 20
 LIST_FILES = ("validation_list.txt", "testing_list.txt")
 #: Largest archive member written: a one-second 16 kHz 16-bit clip is about

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 TASK_CLASSIFICATION = "classification"
 TASK_REGRESSION = "regression"
@@ -50,8 +51,12 @@ SKIP_REASONS = (SKIP_UNREADABLE, SKIP_EMPTY, SKIP_NON_FINITE, SKIP_BAD_NAME)
 
 
 @dataclass(frozen=True)
-class SplitTensors:
-    """One split of a dataset as tensors.
+class SplitTensors(Dataset):
+    """One split of a dataset as tensors; a map-style ``torch.utils.data.Dataset`` of ``(x[i], y[i])`` pairs.
+
+    ``DataLoader(split, batch_size=32, shuffle=True)`` batches it like any torch
+    dataset; gradlab's own loop slices ``x`` and ``y`` directly
+    (:func:`gradlab.data.iterate_batches`), which is faster for in-memory tensors.
 
     Attributes:
         x: Inputs ``(N, T, F)`` float32, batch-first.
@@ -72,6 +77,10 @@ class SplitTensors:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index``: its inputs ``(T, F)`` and its target (a scalar, or ``(T,)`` per-step labels)."""
+        return self.x[index], self.y[index]
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> SplitTensors:
         """Returns a copy of this split on ``device`` (no copy if already there).

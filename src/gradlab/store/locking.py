@@ -27,9 +27,8 @@ A holder stopped or cut off (Ctrl-Z, an NFS stall) for longer than
 ``stale_after`` looks dead from another host, which takes the lock over; so a
 holder checks its token before each write into the sweep (:func:`check_lock`).
 
-The lock file lives beside the sweep folder, ``<out>/.<name>.lock``, not in it:
-replacing a sweep (``--overwrite``) deletes the folder, and the lock must
-protect that deletion too; an empty folder also stays empty.
+The lock file lives beside the sweep folder, ``<out>/.<name>.lock``, not in it: replacing a sweep
+(``--overwrite``) deletes the folder, and the lock must protect that deletion too; an empty folder stays empty.
 """
 
 from __future__ import annotations
@@ -46,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+# Not flufl.lock: it breaks a lock once its declared lifetime passes, so a SIGKILLed holder on this host blocks the
+# next sweep that long, a live one stopped with Ctrl-Z is taken over, and it has no claim file nor O_EXCL fallback.
 #: Lock files are padded to this size, so a heartbeat rewrites every byte in place.
 RECORD_SIZE = 1024
 

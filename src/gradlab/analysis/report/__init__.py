@@ -80,7 +80,7 @@ def with_classes(data: RunData) -> RunData:
         merged = summary[["sweep", "run_id"]].merge(lengths, on=["sweep", "run_id"], how="left")["classes"]
         summary["num_classes"] = summary["num_classes"].fillna(pd.Series(merged.to_numpy(), index=summary.index)
                                                                .astype("Int64"))
-    return dataclasses.replace(data, summary=summary)
+    return data.replace(summary=summary)
 
 
 def _grid_columns(config: dict) -> list[str]:
@@ -343,7 +343,11 @@ def build_findings(
     for label, runs in groups:
         part = data.select(runs)
         sweep = str(runs["sweep"].iloc[0]) if len(runs) else ""
-        evidence.append(gather(label, part, sweep_config=sweep_config(data, sweep), n_resamples=n_resamples, seed=seed))
+        found = gather(label, part, sweep_config=sweep_config(data, sweep), n_resamples=n_resamples, seed=seed)
+        # The report reads only each configuration's summary from here on: not keeping its per-run tables
+        # saves a second copy of every table (gigabytes over thousands of runs).
+        evidence.append(dataclasses.replace(found, data=part.replace(**{kind: None for kind in part.loaded
+                                                                        if kind != "summary"})))
     checks = distinct_checks([check for e in evidence if not _one_epoch(e) for check in checks_of(e)]
                              + [check for e in evidence if _one_epoch(e) for check in checks_of(e)
                                 if "accuracy" not in check.quantity])
