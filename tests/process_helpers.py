@@ -28,6 +28,12 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+def ctrl_c_reaches_it() -> None:
+    """A ``preexec_fn``: the child takes SIGINT as a terminal's Ctrl-C, even when the tests run in a background job
+    (a shell starts those with SIGINT ignored, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*arguments: str) -> subprocess.Popen:
     """Start this file as a script in a new process, importing gradlab from this checkout.
 

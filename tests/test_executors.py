@@ -20,13 +20,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from process_helpers import ctrl_c_reaches_it
 from train_helpers import load_script
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.store.io import RUN_TABLES, RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
-from gradlab.sweep.executors import RayExecutor, SubmititExecutor, live_jobs, submitit_executor
+from gradlab.sweep.executors import (
+    RayExecutor,
+    SubmititExecutor,
+    live_jobs,
+    submitit_executor,
+)
 from gradlab.sweep.executors.common import RECORD_FILE, require_engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,7 +219,7 @@ def test_interrupted_submitit_sweep_detaches_or_cancels_and_resume_waits(tmp_pat
     with open(driver_log, "w") as log:  # a file, not a pipe: detached jobs keep the driver's streams open
         driver = subprocess.Popen([sys.executable, "-c", NO_SLURM, str(REPO / "experiments" / "compare_cells.py"),
                                    *argv, "--executor", "submitit", "--on-interrupt", choice], stdout=log,
-                                  stderr=log, env=env, cwd=tmp_path)
+                                  stderr=log, env=env, cwd=tmp_path, preexec_fn=ctrl_c_reaches_it)
     deadline = time.monotonic() + 120
     while not (sweep / RECORD_FILE).exists():
         assert driver.poll() is None and time.monotonic() < deadline, driver_log.read_text()

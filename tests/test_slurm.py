@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from process_helpers import ctrl_c_reaches_it
 from test_executors import BASE, assert_same_results
 from train_helpers import load_script
 
@@ -218,7 +219,8 @@ def test_detach_then_resume(slurm, tmp_path, capsys):
     driver_log = tmp_path / "driver.log"
     with open(driver_log, "w") as log:  # a file, not a pipe: detached jobs keep the driver's streams open
         driver = subprocess.Popen([sys.executable, str(REPO / "experiments" / "compare_cells.py"), *argv,
-                                   "--on-interrupt", "detach"], stdout=log, stderr=log, cwd=tmp_path)
+                                   "--on-interrupt", "detach"], stdout=log, stderr=log, cwd=tmp_path,
+                                  preexec_fn=ctrl_c_reaches_it)
     wait_for(lambda: (sweep / "GRU-s0" / "checkpoint.pt").exists() or driver.poll() is not None, 180,
              "the run to start training")
     assert driver.poll() is None, driver_log.read_text()
