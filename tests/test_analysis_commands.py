@@ -397,3 +397,17 @@ def test_inspect_prints_accuracies_in_percent_and_gradients_in_scientific_notati
     head = gradient_part.strip().splitlines()[1:]
     column = head[0].split().index("grad_norm")
     assert [line.split()[column] for line in head[1:]] == ["1.20e-11", "1.20e-11"]
+
+
+def test_inspect_into_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    """``gradlab inspect SWEEP | head`` closes the pipe early: that is no error, and no message."""
+    import subprocess
+    import sys
+
+    sweep = write_sweep(tmp_path / "runs", "tiny", cells=("GRU",), seeds=(0, 1), tables=("gradients",))
+    reader = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-m', 'gradlab', 'inspect', sys.argv[1], "
+              "'--rows', '5000'], stdout=subprocess.PIPE, stderr=subprocess.PIPE); p.stdout.readline(); "
+              "p.stdout.close(); err = p.stderr.read().decode(); print(p.wait()); print(err, end='')")
+    result = subprocess.run([sys.executable, "-c", reader, str(sweep)], capture_output=True, text=True, check=True)
+    status, *errors = result.stdout.splitlines()
+    assert status == "0" and errors == []

@@ -9,6 +9,7 @@ function, imported only when that subcommand runs. ``sweep`` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
+    except BrokenPipeError:  # `gradlab inspect ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes stdout
+        return 0
     except Exception as error:
         from gradlab.analysis.commands import ReportExistsError
         from gradlab.analysis.load import RunsDirError
