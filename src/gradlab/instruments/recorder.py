@@ -162,6 +162,13 @@ def safe_norm(x: Tensor, dim: int) -> Tensor:
     return torch.where(torch.isinf(scale.squeeze(dim)), scale.squeeze(dim), norm)
 
 
+def newest_step_frame(chunks: list[dict[str, np.ndarray]], run_info: dict, step: int) -> pd.DataFrame | None:
+    """The rows of ``step`` if the newest of ``chunks`` (one per recorded step) holds it, else None."""
+    if not chunks or int(chunks[-1]["step"][0]) != step:
+        return None
+    return gradient_frame(chunks[-1:], run_info)
+
+
 class GradientRecorder:
     """Records per-timestep norms of dL/dh_t (and dL/dc_t) on chosen training steps.
 
@@ -234,9 +241,7 @@ class GradientRecorder:
 
     def latest_frame(self, step: int) -> pd.DataFrame | None:
         """The rows of recorded step ``step`` if it is the newest recording, else None (cheap: one step's rows)."""
-        if not self._chunks or int(self._chunks[-1]["step"][0]) != step:
-            return None
-        return gradient_frame(self._chunks[-1:], self.run_info)
+        return newest_step_frame(self._chunks, self.run_info, step)
 
     def clear(self) -> None:
         """Forget the recorded steps (for example after saving them)."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gradlab.instruments.recorder import gradient_frame, gradient_rows, safe_norm
+from gradlab.instruments.recorder import gradient_frame, gradient_rows, newest_step_frame, safe_norm
 from gradlab.nn.models import StateKey, parse_mode
 from gradlab.training.ensemble.model import EnsembleModel
 from gradlab.training.ensemble.optim import (
@@ -110,10 +110,7 @@ class EnsembleGradientRecorder:
 
     def latest_frame(self, member: int, step: int) -> pd.DataFrame | None:
         """Member ``member``'s rows of recorded step ``step`` if it is its newest recording, else None."""
-        chunks = self._chunks[member]
-        if not chunks or int(chunks[-1]["step"][0]) != step:
-            return None
-        return gradient_frame(chunks[-1:], self.run_infos[member])
+        return newest_step_frame(self._chunks[member], self.run_infos[member], step)
 
     def take(self, member: int) -> pd.DataFrame:
         """Member ``member``'s recorded steps (as :meth:`frame`), forgotten here once taken."""
