@@ -156,3 +156,24 @@ def test_missing_sweep_lists_the_sweeps_beside_it(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(RunsDirError, match="'elsewhere' holds no sweep either"):
         load_runs("elsewhere/x")
+
+
+def test_split_equals_select_group_by_group(tmp_path):
+    write_sweep(tmp_path / "runs", "a", cells=("GRU", "LSTM"), seeds=(0, 1, 2))
+    write_sweep(tmp_path / "runs", "b", cells=("GRU",), seeds=(0, 1))
+    data = load_runs(tmp_path / "runs", "all")
+    runs = data.summary[["sweep", "run_id"]]
+    # Groups out of table order, one run in no group, one group empty.
+    groups = [("last", runs.iloc[[5, 1]]), ("none", runs.iloc[:0]), ("first", runs.iloc[[0, 2, 6, 7]])]
+    split = list(data.split(groups))
+    assert [label for label, _ in split] == ["last", "none", "first"]
+    for (_, part), (_, chosen) in zip(split, groups):
+        expected = data.select(chosen)
+        assert part.sweeps == expected.sweeps
+        for kind in (*data.loaded, "config"):
+            pd.testing.assert_frame_equal(getattr(part, kind), getattr(expected, kind))
+        assert len(part.gradients) > 0 or chosen.empty
+    # Overlapping groups cannot share one sort: each is selected on its own, with the same result.
+    overlapping = [("x", runs.iloc[[0, 1]]), ("y", runs.iloc[[1, 2]])]
+    for (_, part), (_, chosen) in zip(data.split(overlapping), overlapping):
+        pd.testing.assert_frame_equal(part.gradients, data.select(chosen).gradients)

@@ -132,8 +132,7 @@ def _figure_jobs(data: RunData, *, dynamics_only: bool = False) -> list[tuple[st
     groups = config_groups(data.summary) if not data.summary.empty else [
         (name, data.runs().loc[lambda runs, n=name: runs["sweep"] == n, ["sweep", "run_id"]]) for name in data.sweeps
     ]
-    for label, runs in groups:
-        part = data.select(runs)
+    for label, part in data.split(groups):
         jobs += [
             (label, "gradient_norm_by_timestep", lambda p=part: plots.plot_gradient_profile(p.gradients)),
             (label, "gradient_norm_heatmap", lambda p=part: plots.plot_gradient_heatmap(p.gradients)),
@@ -144,8 +143,7 @@ def _figure_jobs(data: RunData, *, dynamics_only: bool = False) -> list[tuple[st
         ]
     # Sequence-length sweeps: one figure per configuration other than seq_len, at initialisation.
     if not data.summary.empty:
-        for label, runs in config_groups(data.summary, exclude=("seq_len",)):
-            part = data.select(runs)
+        for label, part in data.split(config_groups(data.summary, exclude=("seq_len",))):
             if part.summary["seq_len"].nunique() > 1:
                 jobs.append((label, "vanishing_vs_length", lambda p=part: plots.plot_vanishing_vs_length(
                     first_to_last_ratio(p.gradients, p.summary, stage="init"))))

@@ -7,6 +7,7 @@ config.json settings, so any table can gain a run's ``lr`` or ``init``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -129,6 +130,29 @@ class RunData:
         return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in wanted},
                        skipped=self.skipped)
 
+    def split(self, groups: Sequence[tuple[str, pd.DataFrame]]) -> Iterator[tuple[str, RunData]]:
+        """``(label, self.select(runs))`` for each ``(label, runs)`` of ``groups``, in order.
+
+        Each table is sorted by group once, so splitting into G groups costs one pass over the
+        rows rather than G (a report over thousands of runs has hundreds of configurations).
+        Groups that share a run fall back to :meth:`select` one by one.
+        """
+        groups = list(groups)
+        keys = [pd.MultiIndex.from_arrays([runs["sweep"].astype(str), runs["run_id"].astype(str)])
+                for _, runs in groups]
+        every = keys[0].append(keys[1:]) if keys else pd.MultiIndex.from_arrays([[], []])
+        if not every.is_unique:
+            yield from ((label, self.select(runs)) for label, runs in groups)
+            return
+        number = np.repeat(np.arange(len(groups)), [len(key) for key in keys])
+        pieces = {kind: _pieces(object.__getattribute__(self, kind), every, number, len(groups))
+                  for kind in (*ALL_TABLES, "config")}
+        for index, ((label, runs), key) in enumerate(zip(groups, keys)):
+            names = set(key.get_level_values(0))
+            tables = {kind: None if parts is None else parts[index] for kind, parts in pieces.items()}
+            yield label, RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in names},
+                                 skipped=self.skipped)
+
     def with_config(self, kind: str, *settings: str) -> pd.DataFrame:
         """Table ``kind`` with run settings joined on by (``sweep``, ``run_id``).
 
@@ -180,6 +204,18 @@ def _config_column(config: pd.DataFrame, setting: str) -> str:
     if matches:
         raise ValueError(f"setting {setting!r} is ambiguous, name one of {sorted(matches)}")
     raise ValueError(f"no run has a setting {setting!r} in its {schema.RUN_FILES['config']}; settings: {known}")
+
+
+def _pieces(frame: pd.DataFrame | None, runs: pd.MultiIndex, number: np.ndarray,
+            count: int) -> list[pd.DataFrame] | None:
+    """``frame``'s rows of each group, in their order in ``frame``: group ``number[i]`` holds run ``runs[i]``."""
+    if frame is None:
+        return None
+    found = runs.get_indexer(pd.MultiIndex.from_arrays([frame["sweep"], frame["run_id"]]))
+    group = np.where(found >= 0, number[np.maximum(found, 0)], count)  # rows of no group sort last
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(count + 1))
+    return [frame.iloc[order[bounds[i]:bounds[i + 1]]].reset_index(drop=True) for i in range(count)]
 
 
 def _empty(kind: str) -> pd.DataFrame:

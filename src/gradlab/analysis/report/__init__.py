@@ -340,8 +340,7 @@ def build_findings(
     groups = config_groups(data.summary) if not data.summary.empty else [
         (name, data.runs().loc[lambda runs, n=name: runs["sweep"] == n, ["sweep", "run_id"]]) for name in data.sweeps]
     evidence = []
-    for label, runs in groups:
-        part = data.select(runs)
+    for (label, runs), (_, part) in zip(groups, data.split(groups)):
         sweep = str(runs["sweep"].iloc[0]) if len(runs) else ""
         found = gather(label, part, sweep_config=sweep_config(data, sweep), n_resamples=n_resamples, seed=seed)
         # The report reads only each configuration's summary from here on: not keeping its per-run tables
@@ -380,8 +379,7 @@ def _length_sweeps(data: RunData) -> list[tuple[str, pd.DataFrame]]:
     if data.summary.empty or data.gradients.empty:
         return []
     found = []
-    for label, runs in config_groups(data.summary, exclude=("seq_len",)):
-        part = data.select(runs)
+    for label, part in data.split(config_groups(data.summary, exclude=("seq_len",))):
         if part.summary["seq_len"].nunique() > 1:
             ratios = first_to_last_ratio(part.gradients, part.summary, stage="init")
             if not ratios.empty:
