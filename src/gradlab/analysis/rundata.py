@@ -112,22 +112,19 @@ class RunData:
 
         A table whose runs are all kept is shared, not copied.
         """
-        wanted = {sweep: set(part["run_id"].astype(str)) for sweep, part in runs.groupby(
-            runs["sweep"].astype(str), observed=True)}
+        wanted = pd.MultiIndex.from_arrays([runs["sweep"].astype(str), runs["run_id"].astype(str)]).unique()
 
         def keep(frame: pd.DataFrame | None) -> pd.DataFrame | None:
             if frame is None:
                 return None
-            # One boolean mask, sweep by sweep: isin on a categorical compares its few categories, not every row.
-            mask = np.zeros(len(frame), dtype=bool)
-            sweeps = frame["sweep"].astype(str) if not isinstance(frame["sweep"].dtype, pd.CategoricalDtype) \
-                else frame["sweep"]
-            for sweep, run_ids in wanted.items():
-                mask |= ((sweeps == sweep) & frame["run_id"].isin(run_ids)).to_numpy(dtype=bool)
+            # One lookup of every row's run (its keys are categoricals: a few categories, cheap to index),
+            # rather than one scan of the table per sweep.
+            mask = wanted.get_indexer(pd.MultiIndex.from_arrays([frame["sweep"], frame["run_id"]])) >= 0
             return frame if mask.all() else frame[mask].reset_index(drop=True)
 
         tables = {kind: keep(object.__getattribute__(self, kind)) for kind in (*ALL_TABLES, "config")}
-        return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in wanted},
+        names = set(wanted.get_level_values(0))
+        return RunData(**tables, sweeps={name: path for name, path in self.sweeps.items() if name in names},
                        skipped=self.skipped)
 
     def split(self, groups: Sequence[tuple[str, pd.DataFrame]]) -> Iterator[tuple[str, RunData]]:

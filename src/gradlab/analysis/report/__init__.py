@@ -98,12 +98,13 @@ def tune(data: RunData) -> tuple[RunData, list[str]]:
         The restricted runs and one sentence per tuned sweep saying what was selected from which grid.
     """
     keep, notes = [], []
+    every_run = data.runs() if data.sweeps else None  # once: it reads every row of every table
     for sweep in data.sweeps:
         runs = data.summary[data.summary["sweep"] == sweep]
         config = sweep_config(data, sweep)
         grid = _grid_columns(config)
         if not config.get("select_by") or not grid or runs.empty:
-            keep.append(data.runs().loc[lambda frame, s=sweep: frame["sweep"] == s, ["sweep", "run_id"]])
+            keep.append(every_run.loc[every_run["sweep"] == sweep, ["sweep", "run_id"]])
             continue
         missing = [column for column in grid if column not in runs.columns]
         if missing:
