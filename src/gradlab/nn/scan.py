@@ -1,0 +1,170 @@
+r"""All states of an elementwise linear recurrence at once, with the adjoint recurrence as backward.
+
+The modern cells (:mod:`gradlab.nn.modern`, :mod:`gradlab.nn.lru`) all reduce
+to a diagonal linear recurrence over the time axis of (B, T, N) tensors:
+
+.. math:: h_t = a_t \odot h_{t-1} + b_t, \qquad t = 0 .. T-1,\ h_{-1} = h_0,
+
+with real or complex coefficients. Two forward algorithms compute every h_t
+without a Python loop over time:
+
+- :func:`linear_scan`: the associative (Hillis-Steele) scan. An element is
+  the affine map h -> A h + B; composing neighbours at distances 1, 2, 4 ...
+  gives all prefixes in ceil(log2 T) vectorised steps. Any sign, any
+  complex a; the rounding error grows with log T, not T.
+- :func:`log_space_scan`: the cumulative log-sum-exp form of Feng et al. (2024,
+  "Were RNNs All We Needed?") for positive coefficients given as logarithms:
+  with :math:`A_t = \sum_{s \le t} \log a_s`,
+  :math:`h_t = e^{A_t} h_0 + \exp(A_t + \mathrm{logcumsumexp}_t(\log b - A))`.
+  The paper passes h_0 through the positive activation and puts it into the
+  log-sum-exp; here the h_0 term is kept linear, so any initial state
+  (negative ones included) is exact.
+
+Both are ``torch.autograd.Function`` s whose backward runs the adjoint
+recurrence, itself a (reversed) linear scan: with e_t the gradient arriving
+at h_t from outside the recurrence,
+
+.. math:: g_t = e_t + \overline{a_{t+1}} \odot g_{t+1}, \quad g_{T-1} = e_{T-1},
+
+and dL/db_t = g_t, dL/da_t = g_t \odot \overline{h_{t-1}}, dL/dh_0 = \overline{a_0} \odot g_0
+(torch's convention for complex gradients). g_t is the *total* gradient
+dL/dh_t through the recurrence, the quantity the gradient observers of
+:class:`gradlab.nn.network.RecurrentNet` report, so the backward hands it to an
+optional ``on_grad(g)`` callback with the whole (B, T, N) tensor. The backward
+is built from differentiable operations, so double backward works.
+
+:func:`sequential_linear_recurrence` is the same recurrence as a plain loop,
+the reference the scans are checked against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+#: Called during backward with the total gradient dL/dh (B, T, N) of every state (read it, don't keep it).
+ScanGradCallback = Callable[[Tensor], None]
+
+
+def _prefix_scan(a: Tensor, b: Tensor) -> Tensor:
+    """h_t = a_t h_{t-1} + b_t from h_{-1} = 0 along dim 1, by doubling; a and b (B, T, N)."""
+    steps = b.shape[1]
+    coefficient, value = a, b
+    shift = 1
+    while shift < steps:
+        # Element t (the map of steps t-shift+1 .. t) after element t-shift (the map of the steps before).
+        value = torch.cat([value[:, :shift], coefficient[:, shift:] * value[:, :-shift] + value[:, shift:]], dim=1)
+        coefficient = torch.cat([coefficient[:, :shift], coefficient[:, shift:] * coefficient[:, :-shift]], dim=1)
+        shift *= 2
+    return value
+
+
+def _adjoint(a: Tensor, grad: Tensor) -> Tensor:
+    """Total gradients g_t = e_t + conj(a_{t+1}) g_{t+1} for a (B, T, N) (or broadcastable) and e = ``grad``."""
+    a = a.expand_as(grad)
+    following = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1).conj()  # a_{t+1}, 0 after the end
+    return _prefix_scan(following.flip(1), grad.flip(1)).flip(1)
+
+
+def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    """Sum a broadcast gradient back to ``shape`` (the coefficient's own shape)."""
+    while grad.dim() > len(shape):
+        grad = grad.sum(0)
+    for dim, size in enumerate(shape):
+        if size == 1 and grad.shape[dim] != 1:
+            grad = grad.sum(dim, keepdim=True)
+    return grad
+
+
+class _LinearScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor, on_grad: ScanGradCallback | None) -> Tensor:
+        coefficients = a.expand_as(b)
+        first = coefficients[:, :1] * h0.unsqueeze(1) + b[:, :1]  # h0 folded into the first input
+        states = _prefix_scan(coefficients, torch.cat([first, b[:, 1:]], dim=1))  # (B, T, N)
+        ctx.save_for_backward(a, h0, states)
+        ctx.on_grad = on_grad
+        return states
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, h0, states = ctx.saved_tensors
+        total = _adjoint(a, grad)  # (B, T, N)
+        if ctx.on_grad is not None:
+            ctx.on_grad(total)
+        previous = torch.cat([h0.unsqueeze(1), states[:, :-1]], dim=1)  # h_{t-1}
+        grad_a = _reduce_to(total * previous.conj(), a.shape)
+        grad_h0 = total[:, 0] * a.expand_as(grad)[:, 0].conj()
+        return grad_a, total, grad_h0, None
+
+
+class _LogSpaceScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, log_a: Tensor, log_b: Tensor, h0: Tensor, on_grad: ScanGradCallback | None) -> Tensor:
+        decay = torch.cumsum(log_a, dim=1)  # A_t = sum_{s<=t} log a_s, (B, T, N)
+        driven = torch.exp(decay + torch.logcumsumexp(log_b - decay, dim=1))  # sum_s b_s prod_{s<r<=t} a_r
+        states = torch.exp(decay) * h0.unsqueeze(1) + driven
+        ctx.save_for_backward(log_a, log_b, h0, states)
+        ctx.on_grad = on_grad
+        return states
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        log_a, log_b, h0, states = ctx.saved_tensors
+        a = torch.exp(log_a)
+        total = _adjoint(a, grad)
+        if ctx.on_grad is not None:
+            ctx.on_grad(total)
+        previous = torch.cat([h0.unsqueeze(1), states[:, :-1]], dim=1)
+        return total * a * previous, total * torch.exp(log_b), total[:, 0] * a[:, 0], None
+
+
+def _check(b: Tensor, h0: Tensor) -> None:
+    if b.dim() != 3 or tuple(h0.shape) != (b.shape[0], b.shape[2]):
+        raise ValueError(f"expected inputs (B, T, N) and an initial state (B, N), got {tuple(b.shape)} and "
+                         f"{tuple(h0.shape)}")
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor, on_grad: ScanGradCallback | None = None) -> Tensor:
+    """Every state of h_t = a_t h_{t-1} + b_t, by an associative scan (module docstring).
+
+    Args:
+        a: the coefficients, (B, T, N) or anything broadcastable to ``b`` ((N,) for a time-invariant
+            diagonal); real or complex.
+        b: the inputs (B, T, N).
+        h0: the initial state (B, N).
+        on_grad: called during backward with the total gradient dL/dh (B, T, N).
+
+    Returns:
+        The states (B, T, N), h_t at position t.
+    """
+    _check(b, h0)
+    return _LinearScan.apply(a, b, h0, on_grad)
+
+
+def log_space_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, on_grad: ScanGradCallback | None = None) -> Tensor:
+    """Every state of h_t = a_t h_{t-1} + b_t for positive a, b given as logs, by cumulative log-sum-exp.
+
+    Args:
+        log_a, log_b: log a_t and log b_t, (B, T, N) each (real).
+        h0: the initial state (B, N), any sign.
+        on_grad: called during backward with the total gradient dL/dh (B, T, N).
+
+    Returns:
+        The states (B, T, N).
+    """
+    _check(log_b, h0)
+    return _LogSpaceScan.apply(log_a.expand_as(log_b), log_b, h0, on_grad)
+
+
+def sequential_linear_recurrence(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """The same recurrence as a step loop (the reference for the scans); shapes as :func:`linear_scan`."""
+    _check(b, h0)
+    a = a.expand_as(b)
+    state, states = h0, []
+    for t in range(b.shape[1]):
+        state = a[:, t] * state + b[:, t]  # (B, N)
+        states.append(state)
+    return torch.stack(states, dim=1)
