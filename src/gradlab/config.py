@@ -145,9 +145,11 @@ def check_scheme_applies(scheme: str, mode: str) -> None:
     for part in parse_scheme(scheme):
         if kind not in INIT_APPLIES_TO[part]:
             both = [name for name, kinds in INIT_APPLIES_TO.items() if kind in kinds and name != "default"]
+            fix = (f"choose an init that applies to it ({', '.join(both)})" if both
+                   else "use init 'default', the only scheme for it")
             raise ValueError(
                 f"init scheme {part!r} applies to {' and '.join(INIT_APPLIES_TO[part])} cells, not {mode}; "
-                f"run {mode} in a separate sweep, or choose an init that applies to it ({', '.join(both)})"
+                f"run {mode} in a separate sweep, or {fix}"
             )
 
 
