@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from gradlab.instruments.recorder import GradientRecorder
 from gradlab.nn.cells import make_cell
 from gradlab.nn.models import RNNModel
+from gradlab.nn.modern import indrnn_u_max
 from gradlab.nn.scan import linear_scan, log_space_scan, sequential_linear_recurrence
 
 MODERN = ["INDRNN", "MINGRU", "MINLSTM", "LRU", "DIAGONAL"]
@@ -236,3 +237,4 @@ def test_modern_cells_refuse_what_does_not_apply():
     cell = make_cell("DIAGONAL", 2, 3, lambda_range=(0.25, 0.25))
     assert torch.equal(cell.weight_hh.detach(), torch.full((3,), 0.25))
     assert math.isclose(make_cell("INDRNN", 2, 3, u_range=(0.5, 0.5)).weight_hh[0].item(), 0.5)
+    assert math.isclose(indrnn_u_max(100, gain=2.0) ** 100, 2.0)

@@ -139,7 +139,8 @@ class LayerTrajectory:
     """What one layer and direction read and computed, all in input time.
 
     ``inputs`` (B, T, I) is the layer's input sequence, ``h`` (B, T, H) its
-    states, ``c`` (B, T, H) the LSTM cell states (None otherwise), and
+    states (the LRU's packed [Re, Im] states (B, T, 2H), which differ from
+    its outputs), ``c`` (B, T, H) the LSTM cell states (None otherwise), and
     ``initial`` the state its first step read.
     """
 
