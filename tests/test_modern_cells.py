@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from gradlab.instruments.recorder import GradientRecorder
 from gradlab.nn.cells import make_cell
+from gradlab.nn.initialisation import initialise_
 from gradlab.nn.models import RNNModel
 from gradlab.nn.modern import indrnn_u_max
 from gradlab.nn.scan import linear_scan, log_space_scan, sequential_linear_recurrence
@@ -234,6 +235,8 @@ def test_modern_cells_refuse_what_does_not_apply():
         make_cell("INDRNN", 2, 3, u_range=(1.0, 0.0))
     with pytest.raises(TypeError, match="no weight_hh matrix"):
         make_cell("MINGRU", 2, 3).project_hidden(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="not MinGRUCell; use 'default'"):
+        initialise_(make_cell("MINGRU", 2, 3), "orthogonal")
     cell = make_cell("DIAGONAL", 2, 3, lambda_range=(0.25, 0.25))
     assert torch.equal(cell.weight_hh.detach(), torch.full((3,), 0.25))
     assert math.isclose(make_cell("INDRNN", 2, 3, u_range=(0.5, 0.5)).weight_hh[0].item(), 0.5)
