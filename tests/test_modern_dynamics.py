@@ -13,7 +13,12 @@ RUN = {"run_id": "test", "seed": 0}
 
 
 def _model(mode, layers=1, hidden=3):
-    return RNNModel(mode, 2, hidden, layers, output_size=2, generator=torch.Generator().manual_seed(0)).double()
+    model = RNNModel(mode, 2, hidden, layers, output_size=2, generator=torch.Generator().manual_seed(0)).double()
+    if mode == "INDRNN":  # keep the ReLUs mostly active, so the Jacobian products are not all zero
+        with torch.no_grad():
+            for cell in model.rnn.cells:
+                cell.bias_ih.fill_(1.0)
+    return model
 
 
 def _x(batch=2, steps=9):
@@ -77,7 +82,9 @@ def test_jacobian_singular_values_and_norms_match_dense_products(mode):
     size = cell.state_size
     gaps = [0, 1, 3, 5]
     exact = jacobian_singular_values(model, x, k=size, gaps=gaps, iterations=0, oversample=0)
-    norms = jacobian_spectral_norms(model, x, run_info=RUN, step=0, epoch=0, iterations=60)
+    # Power iteration converges as (s2/s1)^(2 iterations); s2/s1 reaches 0.974 here (MINGRU, gap 3).
+    norms = jacobian_spectral_norms(model, x, run_info=RUN, step=0, epoch=0, iterations=400,
+                                    generator=torch.Generator().manual_seed(0))
     jacobians = _dense_jacobians(cell, x)
     steps = x.shape[1]
     for gap in gaps:
@@ -92,10 +99,10 @@ def test_jacobian_singular_values_and_norms_match_dense_products(mode):
         floor = 1e-12 * dense.max().item()
         torch.testing.assert_close(torch.tensor(rows.singular_value.values), dense.mean(dim=0), rtol=1e-10,
                                    atol=floor)
-        # Power iteration: a lower bound that converges slowly where the top two singular values are close.
         spectral = norms[norms.distance == gap].spectral_norm.item()
-        assert spectral <= dense[:, 0].mean().item() * (1 + 1e-12)
-        assert spectral == pytest.approx(dense[:, 0].mean().item(), rel=1e-5, abs=floor)
+        assert spectral <= dense[:, 0].mean().item() * (1 + 1e-12)  # power iteration gives a lower bound
+        assert spectral == pytest.approx(dense[:, 0].mean().item(), rel=1e-8, abs=floor)
+        assert dense[:, 0].min() > 1e-3  # the products are not all zero (dead ReLUs)
 
 
 @pytest.mark.parametrize("mode,gates", [("MINGRU", {"z"}), ("MINLSTM", {"f", "i"}), ("INDRNN", {"h"}),

@@ -15,7 +15,8 @@ without a Python loop over time:
   chunk (T/C small steps) and added in, times the running products. About
   2 sqrt(T) Python steps instead of T, O(T) work, and the same
   multiply-adds as the sequential loop up to reassociation, so the rounding
-  error is that of the loop's. Any sign, any complex a.
+  error is that of the loop's. Any sign, any complex a; a time-invariant
+  diagonal a (N,) uses its powers a^1 .. a^C for the running products.
 - :func:`log_space_scan`: the cumulative log-sum-exp form of Feng et al. (2024,
   "Were RNNs All We Needed?") for positive coefficients given as logarithms:
   with :math:`A_t = \sum_{s \le t} \log a_s`,
@@ -54,38 +55,51 @@ ScanGradCallback = Callable[[Tensor], None]
 
 
 def _prefix_scan(a: Tensor, b: Tensor) -> Tensor:
-    """h_t = a_t h_{t-1} + b_t from h_{-1} = 0 along dim 1; a and b (B, T, N) (module docstring: a blocked scan)."""
+    """h_t = a_t h_{t-1} + b_t from h_{-1} = 0 along dim 1 (module docstring: a blocked scan).
+
+    ``a`` is (B, T, N), or (N,) for a time-invariant diagonal (then each chunk's running products are
+    the powers a^1 .. a^C, computed once); ``b`` is (B, T, N).
+    """
     batch, steps, size = b.shape
     width = max(1, math.isqrt(steps - 1) + 1)  # chunk length C ~ sqrt(T): C + T/C Python steps in all
     chunks = -(-steps // width)
     padding = chunks * width - steps
-    a = a.expand_as(b)
-    if padding:  # a = 1, b = 0 past the end leave the last state unchanged
-        a = torch.cat([a, a.new_ones(batch, padding, size)], dim=1)
+    constant = a.dim() == 1
+    if padding:  # b = 0 (and a = 1) past the end; those states are cut off below
         b = torch.cat([b, b.new_zeros(batch, padding, size)], dim=1)
-    a = a.reshape(batch, chunks, width, size)
+        if not constant:
+            a = torch.cat([a, a.new_ones(batch, padding, size)], dim=1)
     b = b.reshape(batch, chunks, width, size)
-    # 1. Every chunk scanned from rest at once: local states and the running product of its coefficients.
-    local, product = [b[:, :, 0]], [a[:, :, 0]]  # each (B, chunks, N)
+    a = a if constant else a.reshape(batch, chunks, width, size)
+    # 1. Every chunk scanned from rest at once, with the running product of its coefficients.
+    local = [b[:, :, 0]]  # each (B, chunks, N)
     for position in range(1, width):
-        local.append(a[:, :, position] * local[-1] + b[:, :, position])
-        product.append(a[:, :, position] * product[-1])
-    local_states = torch.stack(local, dim=2)  # (B, chunks, C, N)
-    products = torch.stack(product, dim=2)
+        local.append((a if constant else a[:, :, position]) * local[-1] + b[:, :, position])
+    if constant:
+        exponents = torch.arange(1, width + 1, device=a.device, dtype=a.real.dtype).unsqueeze(1)  # (C, 1)
+        products = a**exponents  # (C, N): a^(position + 1)
+        last_product = products[-1].expand(batch, chunks, size)
+    else:
+        running = [a[:, :, 0]]
+        for position in range(1, width):
+            running.append(a[:, :, position] * running[-1])
+        products = torch.stack(running, dim=2)  # (B, chunks, C, N)
+        last_product = running[-1]
     # 2. The state entering each chunk, chunk after chunk.
     carry = b.new_zeros(batch, size)
     entering = []
     for chunk in range(chunks):
         entering.append(carry)
-        carry = local[-1][:, chunk] + product[-1][:, chunk] * carry
+        carry = local[-1][:, chunk] + last_product[:, chunk] * carry
     # 3. Each state is its chunk's local state plus the entering state carried through the chunk so far.
-    states = local_states + products * torch.stack(entering, dim=1).unsqueeze(2)
+    states = torch.stack(local, dim=2) + products * torch.stack(entering, dim=1).unsqueeze(2)
     return states.reshape(batch, chunks * width, size)[:, :steps]
 
 
 def _adjoint(a: Tensor, grad: Tensor) -> Tensor:
-    """Total gradients g_t = e_t + conj(a_{t+1}) g_{t+1} for a (B, T, N) (or broadcastable) and e = ``grad``."""
-    a = a.expand_as(grad)
+    """Total gradients g_t = e_t + conj(a_{t+1}) g_{t+1} for a (B, T, N) or (N,) and e = ``grad`` (B, T, N)."""
+    if a.dim() == 1:  # the coefficient of the reversed scan's first element meets a zero state: no shift needed
+        return _prefix_scan(a.conj(), grad.flip(1)).flip(1)
     following = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1).conj()  # a_{t+1}, 0 after the end
     return _prefix_scan(following.flip(1), grad.flip(1)).flip(1)
 
@@ -103,8 +117,8 @@ def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
 class _LinearScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor, on_grad: ScanGradCallback | None) -> Tensor:
-        coefficients = a.expand_as(b)
-        first = coefficients[:, :1] * h0.unsqueeze(1) + b[:, :1]  # h0 folded into the first input
+        coefficients = a if a.dim() == 1 else a.expand_as(b)  # (N,) stays time-invariant
+        first = a.expand_as(b)[:, :1] * h0.unsqueeze(1) + b[:, :1]  # h0 folded into the first input
         states = _prefix_scan(coefficients, torch.cat([first, b[:, 1:]], dim=1))  # (B, T, N)
         ctx.save_for_backward(a, h0, states)
         ctx.on_grad = on_grad
@@ -113,7 +127,7 @@ class _LinearScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         a, h0, states = ctx.saved_tensors
-        total = _adjoint(a, grad)  # (B, T, N)
+        total = _adjoint(a if a.dim() == 1 else a.expand_as(grad), grad)  # (B, T, N)
         if ctx.on_grad is not None:
             ctx.on_grad(total)
         previous = torch.cat([h0.unsqueeze(1), states[:, :-1]], dim=1)  # h_{t-1}
