@@ -241,3 +241,16 @@ def test_modern_cells_refuse_what_does_not_apply():
     assert torch.equal(cell.weight_hh.detach(), torch.full((3,), 0.25))
     assert math.isclose(make_cell("INDRNN", 2, 3, u_range=(0.5, 0.5)).weight_hh[0].item(), 0.5)
     assert math.isclose(indrnn_u_max(100, gain=2.0) ** 100, 2.0)
+
+
+@pytest.mark.parametrize("mode", MODERN)
+def test_a_sequence_split_in_two_continues_from_the_final_state(mode):
+    net = _model(mode).rnn
+    x, _ = _batch(steps=10)
+    whole, final = net(x)
+    first, middle = net(x[:, :4])
+    second, final_again = net(x[:, 4:], middle)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final_again, final, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="expected initial state of shape"):
+        net(x, torch.zeros(2, 3, 5, dtype=torch.float64))

@@ -209,14 +209,11 @@ class RecurrentNet(nn.Module):
     def _initial_states(self, x: Tensor, hx: State | None) -> list[State]:
         batch = x.shape[0]
         count = self.num_layers * self.num_directions
-        expected = (count, batch, self.hidden_size)
+        width = self.hidden_size if self.kind == "LSTM" else self.cells[0].state_size  # 2H: the LRU's packed state
+        expected = (count, batch, width)
         if hx is None:
-            zeros = x.new_zeros(batch, self.hidden_size)
-            if self.kind != "LSTM":
-                zeros = x.new_zeros(batch, self.cells[0].state_size)  # 2H for the LRU's packed complex state
+            zeros = x.new_zeros(batch, width)
             return [(zeros, zeros) if self.kind == "LSTM" else zeros] * count
-        if self.kind != "LSTM":
-            expected = (count, batch, self.cells[0].state_size)
         parts = hx if self.kind == "LSTM" else (hx,)
         if self.kind == "LSTM" and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise ValueError("LSTM initial state must be a pair (h_0, c_0)")
