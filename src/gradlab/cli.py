@@ -191,7 +191,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
     parser.set_defaults(script_defaults=defaults)
     cells = parser.add_argument_group("cells and seeds")
     cells.add_argument("--cells", type=comma_list(_check_cell), default=list(DEFAULT_CELLS),
-                       help="comma-separated cells from RNN, LSTM, GRU, RNN_<ACTIVATION> (default: RNN,LSTM,GRU)")
+                       help="comma-separated cells from RNN, LSTM, GRU, RNN_<ACTIVATION>, INDRNN, MINGRU, MINLSTM, "
+                            "LRU, DIAGONAL (default: RNN,LSTM,GRU)")
     cells.add_argument("--activations", type=comma_list(_check_activation), default=list(DEFAULT_ACTIVATIONS),
                        help=f"activations the RNN cell is swept over, from {', '.join(ACTIVATION_NAMES)} "
                             "(default: tanh,relu)")

@@ -23,13 +23,17 @@ from typing import Any
 #: RNN activations by name (``gradlab.nn.cells.ACTIVATIONS`` maps them to functions).
 ACTIVATION_NAMES: tuple[str, ...] = ("tanh", "relu", "leaky_relu", "sigmoid", "gelu", "elu", "softplus", "identity")
 BASE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
+#: Elementwise (diagonal) recurrences (:mod:`gradlab.nn.modern`, :mod:`gradlab.nn.lru`), and the activation each
+#: reports: IndRNN's ReLU, the positive g of minGRU/minLSTM, none (identity) for the linear LRU and DIAGONAL.
+MODERN_MODES: dict[str, str] = {"INDRNN": "relu", "MINGRU": "g", "MINLSTM": "g", "LRU": "identity",
+                                "DIAGONAL": "identity"}
 BIDIRECTIONAL_CHOICES: tuple[str, ...] = ("none", "separate", "interleaved")
 READOUTS: tuple[str, ...] = ("last", "mean", "sequence")
 DIRECTIONS: tuple[str, ...] = ("forward", "backward")
 #: Initialisation schemes (see :mod:`gradlab.nn.initialisation`), and the cell kinds each applies to.
 INIT_SCHEMES: tuple[str, ...] = ("default", "orthogonal", "identity", "forget_bias", "chrono")
 INIT_APPLIES_TO: dict[str, tuple[str, ...]] = {
-    "default": ("RNN", "LSTM", "GRU"),
+    "default": ("RNN", "LSTM", "GRU", *MODERN_MODES),
     "orthogonal": ("RNN", "LSTM", "GRU"),
     "identity": ("RNN",),
     "forget_bias": ("LSTM",),
@@ -92,7 +96,8 @@ def parse_mode(mode: str) -> tuple[str, str]:
     """Split a mode into (cell kind, activation), case-insensitively.
 
     ``RNN_TANH`` -> ("RNN", "tanh"), ``RNN_LEAKY_RELU`` -> ("RNN", "leaky_relu"),
-    ``LSTM`` -> ("LSTM", "tanh"), ``GRU`` -> ("GRU", "tanh").
+    ``LSTM`` -> ("LSTM", "tanh"), ``GRU`` -> ("GRU", "tanh"); a modern mode is its own
+    kind with the activation of :data:`MODERN_MODES` (``MINGRU`` -> ("MINGRU", "g")).
 
     Raises:
         ValueError: naming the valid modes.
@@ -101,9 +106,12 @@ def parse_mode(mode: str) -> tuple[str, str]:
         upper = mode.strip().upper()
         if upper in ("LSTM", "GRU"):
             return upper, "tanh"
+        if upper in MODERN_MODES:
+            return upper, MODERN_MODES[upper]
         if upper.startswith("RNN_") and upper[4:].lower() in ACTIVATION_NAMES:
             return "RNN", upper[4:].lower()
     valid = list(BASE_MODES) + [f"RNN_{name.upper()}" for name in ACTIVATION_NAMES if name not in ("tanh", "relu")]
+    valid += list(MODERN_MODES)
     raise ValueError(f"unknown mode {mode!r}; expected one of {valid}")
 
 
@@ -137,9 +145,11 @@ def check_scheme_applies(scheme: str, mode: str) -> None:
     for part in parse_scheme(scheme):
         if kind not in INIT_APPLIES_TO[part]:
             both = [name for name, kinds in INIT_APPLIES_TO.items() if kind in kinds and name != "default"]
+            fix = (f"choose an init that applies to it ({', '.join(both)})" if both
+                   else "use init 'default', the only scheme for it")
             raise ValueError(
                 f"init scheme {part!r} applies to {' and '.join(INIT_APPLIES_TO[part])} cells, not {mode}; "
-                f"run {mode} in a separate sweep, or choose an init that applies to it ({', '.join(both)})"
+                f"run {mode} in a separate sweep, or {fix}"
             )
 
 
@@ -159,7 +169,8 @@ def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - arg
 class ModelConfig:
     """The network: a :class:`gradlab.nn.models.RNNModel` (input and output sizes come from the data)."""
 
-    mode: str = option("LSTM", "RNN_TANH, RNN_RELU, RNN_<ACTIVATION>, LSTM or GRU (stored normalised)", cli=False)
+    mode: str = option("LSTM", "RNN_TANH, RNN_RELU, RNN_<ACTIVATION>, LSTM, GRU, INDRNN, MINGRU, "
+                                      "MINLSTM, LRU or DIAGONAL (stored normalised)", cli=False)
     hidden_size: int = option(32, "hidden units per layer and direction")
     num_layers: int = option(2, "stacked layers")
     bidirectional: str = option("none", f"bidirectional design: {', '.join(BIDIRECTIONAL_CHOICES)}",

@@ -19,6 +19,9 @@ about them.
   ``slope_rms``, its root mean square: backpropagation multiplies dL/dh_t by
   W_hh^T diag(f'(a_t)) each step, so for W_hh with i.i.d. entries the
   gradient's norm shrinks per step by about spectral radius x ``slope_rms``.
+  The modern cells name their own gates (``gate_activations``): z for minGRU,
+  f and i (before normalisation) for minLSTM, h (ReLU) for IndRNN; the linear
+  LRU and DIAGONAL have none (no rows).
 - :func:`jacobian_spectral_norms` (table :data:`gradlab.store.schema.JACOBIAN`): the
   spectral norm of d h_last / d h_t of one layer's recurrence, its inputs held
   fixed, for every t, by power iteration with vector-Jacobian products (no
@@ -59,6 +62,9 @@ _NONLINEARITIES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 def _gate_activations(cell: RecurrentCell) -> dict[str, str | None]:
+    gates = getattr(cell, "gate_activations", None)  # the modern cells name theirs (none for LRU and DIAGONAL)
+    if gates is not None:
+        return gates
     if isinstance(cell, RNNCell):
         return {"h": cell.nonlinearity}
     return GATE_ACTIVATIONS["LSTM" if isinstance(cell, LSTMCell) else "GRU"]
@@ -124,4 +130,8 @@ def gate_statistics(
                         "stat": np.full(steps, stat, dtype=object),
                         "value": values.double().cpu().numpy(),
                     })
+    if not parts:  # a linear recurrence (LRU, DIAGONAL) has no gates: an empty table of the same columns
+        parts = [{"layer": np.zeros(0, dtype=np.int64), "direction": np.zeros(0, dtype=object),
+                  "timestep": np.zeros(0, dtype=np.int64), "gate": np.zeros(0, dtype=object),
+                  "stat": np.zeros(0, dtype=object), "value": np.zeros(0, dtype=np.float64)}]
     return measurement_frame(concat_columns(parts), model, "gates", run_info=run_info, step=step, epoch=epoch)

@@ -19,6 +19,15 @@ the samples and the k basis vectors stacked as rows of one batch), so any
 activation works and the (n, n) Jacobian is never formed: the cost grows
 with k. Everything is differentiable, so the exponents can be trained on
 (:mod:`gradlab.instruments.remedies`).
+
+The elementwise cells (:mod:`gradlab.nn.modern`, :mod:`gradlab.nn.lru`) have a
+diagonal step Jacobian (``jacobian_diagonal``: diag(lambda) for DIAGONAL,
+diag(u relu') for IndRNN, diag(1 - z_t) for minGRU, diag(f'_t) for minLSTM,
+the complex diag(lambda) for the LRU). Products of diagonal matrices need no
+QR: every coordinate grows on its own, and the exponents are exactly the
+per-coordinate averages of log |d_t,i| over the steps after the warmup,
+sorted (:func:`diagonal_log_gains`; the LRU's real and imaginary coordinates
+of a unit both grow by |lambda_i|). The basis plays no part there.
 """
 
 from __future__ import annotations
@@ -94,6 +103,20 @@ def random_basis(size: int, k: int, generator: torch.Generator | None = None, li
     return q if like is None else q.to(like)
 
 
+def diagonal_log_gains(trajectory: LayerTrajectory) -> Tensor | None:
+    """log |d h_t / d h_{t-1}| per step and packed state entry, (B, T, n), for cells with a diagonal step Jacobian.
+
+    None for the other cells. For the LRU the complex state's real and
+    imaginary entries of unit i both get log |lambda_i|.
+    """
+    cell = trajectory.cell
+    if getattr(cell, "jacobian_diagonal", None) is None:
+        return None
+    diagonal = cell.jacobian_diagonal(cell.project_input(trajectory.inputs), trajectory.previous())  # (B, T, H)
+    gains = diagonal.abs().log()
+    return torch.cat([gains, gains], dim=-1) if diagonal.is_complex() else gains
+
+
 def lyapunov_exponents(
     trajectory: LayerTrajectory,
     k: int | None = None,
@@ -113,7 +136,8 @@ def lyapunov_exponents(
         warmup: leading steps (in reading order) that only align the basis;
             default :func:`default_warmup`.
         basis: the starting basis, (n, k) or (B, n, k) with orthonormal columns;
-            :func:`random_basis` from ``generator`` when None.
+            :func:`random_basis` from ``generator`` when None (unused for a diagonal Jacobian, whose
+            exponents are exact: module docstring).
         generator: randomness of the default basis.
 
     Returns:
@@ -124,6 +148,10 @@ def lyapunov_exponents(
     size = cell.state_size
     k = _check_k(k if basis is None else basis.shape[-1], size)
     warmup = _check_warmup(warmup, steps)
+    gains = diagonal_log_gains(trajectory)
+    if gains is not None:  # exact for a diagonal Jacobian (module docstring)
+        averaged = gains[:, list(trajectory.positions())[warmup:]].mean(dim=1)  # (B, n)
+        return averaged.sort(dim=1, descending=True).values[:, :k]
     x_proj = cell.project_input(trajectory.inputs)  # (B, T, G*H)
     previous = trajectory.previous()  # (B, T, n)
     q = random_basis(size, k, generator, like=previous) if basis is None else basis.to(previous)

@@ -83,6 +83,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from gradlab.instruments.parameters import unit_parameter_gradients
 from gradlab.nn.models import RecurrentNet, StateKey
 from gradlab.store import schema
 
@@ -179,17 +180,23 @@ class GradientRecorder:
         run_info: the run's constant columns: ``run_id`` and ``seed`` (default
             :data:`DEFAULT_RUN_INFO`), ``cell`` and ``activation`` (default: the
             model's) and any further keys.
+        parameters: also record, per unit, the gradient norm of the parameters that set its
+            memory (:mod:`gradlab.instruments.parameters`; :meth:`parameter_frame`), read from their
+            ``.grad`` at the end of each recorded block. Off by default.
 
     Recording never changes the gradients: the observer only reads them.
     """
 
-    def __init__(self, model: nn.Module, *, every: int = 10, run_info: Mapping[str, object] | None = None) -> None:
+    def __init__(self, model: nn.Module, *, every: int = 10, run_info: Mapping[str, object] | None = None,
+                 parameters: bool = False) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
         self.net = recurrent_net(model)
         self.every = every
         self.run_info = resolve_run_info(model, {**DEFAULT_RUN_INFO, **(run_info or {})})
         self._chunks: list[dict[str, np.ndarray]] = []
+        self.record_parameters = bool(parameters)
+        self._parameter_chunks: list[dict[str, np.ndarray]] = []
         # The step being recorded: empty outside `record`.
         self._handle: RemovableHandle | None = None
         self._sample_norms: dict[StateKey, Tensor] = {}  # (B,) norms of each sample's dL/d(state)
@@ -243,9 +250,22 @@ class GradientRecorder:
         """The rows of recorded step ``step`` if it is the newest recording, else None (cheap: one step's rows)."""
         return newest_step_frame(self._chunks, self.run_info, step)
 
+    def parameter_frame(self) -> pd.DataFrame:
+        """Per-unit memory-parameter gradients of the recorded steps (:data:`gradlab.store.schema.PARAMETER_GRADIENTS`).
+
+        Empty unless the recorder was made with ``parameters=True``.
+        """
+        if not self._parameter_chunks:
+            return schema.empty("parameter_gradients")
+        columns = {name: np.concatenate([chunk[name] for chunk in self._parameter_chunks])
+                   for name in self._parameter_chunks[0]}
+        rows = len(columns["step"])
+        return schema.conform(with_run_columns(columns, self.run_info, rows), "parameter_gradients")
+
     def clear(self) -> None:
         """Forget the recorded steps (for example after saving them)."""
         self._chunks.clear()
+        self._parameter_chunks.clear()
 
     # The gradient observer runs once per state on recorded steps only, so it
     # does as little as possible and never synchronises with the device.
@@ -278,6 +298,8 @@ class GradientRecorder:
         norms = torch.stack((safe_norm(stacked, dim=1), stacked.sum(dim=1)), dim=1)
         values = norms.cpu().numpy()  # the one device-to-host copy of the step; (N, 2)
         self._chunks.append(gradient_rows(list(sample_norms), values[:, 0], values[:, 1], step=step, epoch=epoch))
+        if self.record_parameters:
+            self._parameter_chunks.append(unit_parameter_gradients(self.net, step=step, epoch=epoch))
 
 
 def gradient_rows(

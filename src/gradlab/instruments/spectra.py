@@ -222,7 +222,7 @@ def jacobian_singular_values(
     Args:
         model: an ``RNNModel`` or ``RecurrentNet``.
         x: a batch (B, T, F).
-        k: how many of the largest singular values, 1 <= k <= H.
+        k: how many of the largest singular values, 1 <= k <= H (2H for the LRU's packed complex state).
         gaps: distances T-1-t to measure, in [0, T-1]; default :func:`default_gaps`.
         iterations: subspace-iteration rounds, >= 0.
         oversample: extra sketch directions (capped so that k + oversample <= H).
@@ -236,8 +236,8 @@ def jacobian_singular_values(
         per-sample standard deviation.
     """
     net = recurrent_net(model)
-    hidden = net.hidden_size
-    check_integer("k", k, 1, hidden, " (the hidden size)")
+    hidden = net.cells[0].state_size if net.kind != "LSTM" else net.hidden_size  # 2H for the LRU's [Re, Im] state
+    check_integer("k", k, 1, hidden, " (the state size)")
     check_integer("iterations", iterations, 0)
     columns = min(k + check_integer("oversample", oversample, 0), hidden)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)

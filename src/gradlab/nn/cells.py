@@ -21,7 +21,9 @@ n = H, or 2H for the LSTM's (h, c)) for whoever differentiates a step with
 respect to it (:mod:`gradlab.instruments.lyapunov`).
 
 A *mode* names a cell: ``RNN_TANH``, ``RNN_<ACTIVATION>``, ``LSTM`` or
-``GRU`` (:func:`parse_mode`, :func:`make_cell`). Cells know nothing about
+``GRU`` (:func:`parse_mode`, :func:`make_cell`), or one of the elementwise
+recurrences of :mod:`gradlab.nn.modern` and :mod:`gradlab.nn.lru` (``INDRNN``,
+``MINGRU``, ``MINLSTM``, ``LRU``, ``DIAGONAL``). Cells know nothing about
 recording: instrumentation attaches to the states a layer exposes (see
 :mod:`gradlab.nn.network`).
 """
@@ -37,6 +39,7 @@ from torch import Tensor, nn
 
 from gradlab.config import (  # noqa: F401 - the mode vocabulary is re-exported with the cells
     BASE_MODES,
+    MODERN_MODES,
     check_positive_int,
     normalise_mode,
     parse_mode,
@@ -282,9 +285,24 @@ class GRUCell(RecurrentCell):
         return {"r": reset, "z": x_z + h_z, "n": x_n + torch.sigmoid(reset) * h_n}
 
 
-def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True) -> RecurrentCell:
-    """A fresh cell for ``mode`` (see :func:`parse_mode`)."""
+def make_cell(mode: str, input_size: int, hidden_size: int, bias: bool = True, **options) -> RecurrentCell:
+    """A fresh cell for ``mode`` (see :func:`parse_mode`).
+
+    ``options`` go to the modern cells' constructors (``u_range`` for INDRNN, ``lambda_range`` for
+    DIAGONAL, ``r_min``/``r_max``/``max_phase`` for LRU); the classic cells take none.
+    """
     kind, activation = parse_mode(mode)
+    if kind in MODERN_MODES:
+        # Imported here: the modern cells build on RecurrentCell from this module.
+        from gradlab.nn.lru import LRUCell
+        from gradlab.nn.modern import DiagonalCell, IndRNNCell, MinGRUCell, MinLSTMCell
+
+        classes = {"INDRNN": IndRNNCell, "DIAGONAL": DiagonalCell, "MINGRU": MinGRUCell, "MINLSTM": MinLSTMCell,
+                   "LRU": LRUCell}
+        return classes[kind](input_size, hidden_size, bias, **options)
+    if options:
+        raise ValueError(f"cell options {sorted(options)} apply to the modern cells ({', '.join(MODERN_MODES)}), "
+                         f"not {mode}")
     if kind == "LSTM":
         return LSTMCell(input_size, hidden_size, bias)
     if kind == "GRU":

@@ -28,6 +28,7 @@ from torch import nn
 
 from gradlab.config import INIT_SCHEMES, parse_scheme  # noqa: F401 - re-exported
 from gradlab.nn.cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from gradlab.nn.modern import ElementwiseCell
 
 
 def _set_bias(cell: RecurrentCell, gate: str, values: torch.Tensor | float, scheme: str) -> None:
@@ -63,6 +64,11 @@ def initialise_(
         ValueError: for an unknown scheme, or one that does not apply to the cell.
     """
     parts = parse_scheme(scheme)
+    if isinstance(cell, ElementwiseCell) and any(part != "default" for part in parts):
+        raise ValueError(
+            f"init scheme {scheme!r} applies to RNN, LSTM and GRU cells, not {type(cell).__name__}; use 'default' "
+            "(its init ranges are cell options: u_range, lambda_range, r_min/r_max/max_phase)"
+        )
     cell.reset_parameters(generator)
     hidden = cell.hidden_size
     with torch.no_grad():

@@ -66,6 +66,7 @@ class RNNModel(nn.Module):
         handwritten_bptt: see :class:`RecurrentNet`.
         batch_first: input (B, T, F) when True (the default), time-major
             (T, B, F) when False, as in ``torch.nn.LSTM``.
+        cell_options: see :class:`RecurrentNet` (init ranges of INDRNN, DIAGONAL and LRU).
 
     Shapes: input (B, T, F) -> logits (B, output_size), or (B, T, output_size)
     with the ``sequence`` readout; with ``batch_first=False`` input (T, B, F)
@@ -93,6 +94,7 @@ class RNNModel(nn.Module):
         generator: torch.Generator | None = None,
         handwritten_bptt: bool = True,
         batch_first: bool = True,
+        cell_options: dict | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(batch_first, bool):
@@ -102,7 +104,8 @@ class RNNModel(nn.Module):
             raise ValueError(f"unknown readout {readout!r}; expected one of {list(READOUTS)}")
         parse_scheme(init)
         check_positive_int("output_size", output_size)
-        self.rnn = RecurrentNet(mode, input_size, hidden_size, num_layers, bias, bidirectional, handwritten_bptt)
+        self.rnn = RecurrentNet(mode, input_size, hidden_size, num_layers, bias, bidirectional, handwritten_bptt,
+                                cell_options)
         self.readout = readout
         self.fc = nn.Linear(self.rnn.output_size, output_size)
         if generator is not None:
@@ -165,6 +168,10 @@ class RNNModel(nn.Module):
             return outputs if self.batch_first else outputs.transpose(0, 1)  # in the input's layout
         if self.readout == "mean":
             return outputs.mean(dim=1)  # (B, D*H)
+        if self.rnn.kind == "LRU":  # its layer output y_t is not its state: read y at each direction's last step
+            hidden = self.rnn.hidden_size
+            ends = [outputs[:, -1, :hidden]] + ([outputs[:, 0, hidden:]] if self.rnn.num_directions == 2 else [])
+            return torch.cat(ends, dim=1)  # (B, D*H)
         h_n = final[0] if self.rnn.kind == "LSTM" else final  # (L*D, B, H)
         last_layer = h_n[-self.rnn.num_directions :]  # (D, B, H): forward, then backward
         return torch.cat(list(last_layer), dim=1)  # (B, D*H)

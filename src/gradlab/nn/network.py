@@ -28,6 +28,13 @@ Gradients of those states are exposed at the same place:
 during backward with the total gradient dL/dh_t (and dL/dc_t), whichever
 unroll runs.
 
+Cells with ``scans = True`` (DIAGONAL, MINGRU, MINLSTM, LRU; :mod:`gradlab.nn.modern`)
+compute a layer's states all at once (:func:`gradlab.nn.unroll.scan_direction`)
+whose backward runs the adjoint recurrence and hands every total dL/dh_t to
+the gradient observers; while a *state* observer is attached they run their
+``step`` loop instead, so the observer's tensor hooks see the total gradient.
+For the LRU the exposed state is the complex h_t packed as [Re, Im] (B, 2H).
+
 Two unrolls compute the same thing. :func:`gradlab.nn.unroll.unroll_direction`
 is plain autograd over the cell's ``step``; :func:`gradlab.nn.bptt.bptt_unroll`
 is one ``autograd.Function`` per layer and direction with a hand-written
@@ -53,7 +60,15 @@ from gradlab.config import BIDIRECTIONAL_CHOICES, DIRECTIONS, check_positive_int
 from gradlab.nn.bptt import bptt_unroll, has_handwritten_backward
 from gradlab.nn.cells import RecurrentCell, make_cell
 from gradlab.nn.initialisation import initialise_
-from gradlab.nn.unroll import GradientObserver, LayerTrajectory, State, StateKey, StateObserver, unroll_direction
+from gradlab.nn.unroll import (
+    GradientObserver,
+    LayerTrajectory,
+    State,
+    StateKey,
+    StateObserver,
+    scan_direction,
+    unroll_direction,
+)
 
 #: unroll(layer, direction, cell, inputs (B, T, I), initial state) -> (outputs (B, T, H), final state)
 LayerUnroll = Callable[[int, str, RecurrentCell, Tensor, State], tuple[Tensor, State]]
@@ -64,7 +79,8 @@ class RecurrentNet(nn.Module):
 
     Args:
         mode: ``RNN_TANH``, ``RNN_RELU``, ``LSTM``, ``GRU``, or ``RNN_<ACTIVATION>``
-            for any activation of :data:`gradlab.nn.cells.ACTIVATIONS`.
+            for any activation of :data:`gradlab.nn.cells.ACTIVATIONS`, or ``INDRNN``, ``MINGRU``,
+            ``MINLSTM``, ``LRU``, ``DIAGONAL`` (:mod:`gradlab.nn.modern`, :mod:`gradlab.nn.lru`).
         input_size: features per timestep, F.
         hidden_size: state size per direction, H.
         num_layers: stacked layers per direction, >= 1.
@@ -72,6 +88,8 @@ class RecurrentNet(nn.Module):
         bidirectional: ``none``, ``separate`` or ``interleaved`` (module docstring).
         handwritten_bptt: use the hand-written BPTT layer (gradlab.nn.bptt) where it exists (see the module docstring);
             ``False`` forces the plain autograd unroll.
+        cell_options: keyword arguments for every cell (the modern cells' init ranges, see
+            :func:`gradlab.nn.cells.make_cell`).
 
     Cells live in ``cells``, indexed ``layer * num_directions + direction``
     (torch's order for ``h_0``/``h_n``).
@@ -90,6 +108,7 @@ class RecurrentNet(nn.Module):
         bias: bool = True,
         bidirectional: str = "none",
         handwritten_bptt: bool = True,
+        cell_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.mode = normalise_mode(mode)
@@ -111,7 +130,7 @@ class RecurrentNet(nn.Module):
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * (width if bidirectional == "interleaved" else 1)
             for _ in self.directions:
-                self.cells.append(make_cell(self.mode, layer_input, hidden_size, bias))
+                self.cells.append(make_cell(self.mode, layer_input, hidden_size, bias, **(cell_options or {})))
         # OrderedDict, not dict: RemovableHandle keeps a weak reference to it.
         self._state_observers: OrderedDict[int, StateObserver] = OrderedDict()
         self._gradient_observers: OrderedDict[int, GradientObserver] = OrderedDict()
@@ -190,9 +209,10 @@ class RecurrentNet(nn.Module):
     def _initial_states(self, x: Tensor, hx: State | None) -> list[State]:
         batch = x.shape[0]
         count = self.num_layers * self.num_directions
-        expected = (count, batch, self.hidden_size)
+        width = self.hidden_size if self.kind == "LSTM" else self.cells[0].state_size  # 2H: the LRU's packed state
+        expected = (count, batch, width)
         if hx is None:
-            zeros = x.new_zeros(batch, self.hidden_size)
+            zeros = x.new_zeros(batch, width)
             return [(zeros, zeros) if self.kind == "LSTM" else zeros] * count
         parts = hx if self.kind == "LSTM" else (hx,)
         if self.kind == "LSTM" and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
@@ -237,6 +257,13 @@ class RecurrentNet(nn.Module):
 
         def unroll(layer: int, direction: str, cell: RecurrentCell, inputs: Tensor, state: State):
             reverse = direction == "backward"
+            if getattr(cell, "scans", False) and not self._state_observers:
+                on_scan_grad = None
+                if tapped:
+                    def on_scan_grad(t: int, grad: Tensor) -> None:
+                        self._notify_gradient(StateKey(layer, direction, "h", t), grad)
+                states, out = scan_direction(cell, inputs, state, reverse=reverse, on_grad=on_scan_grad)
+                return out, states[:, 0 if reverse else -1]
             if handwritten and has_handwritten_backward(cell):
                 on_grad = None
                 if tapped:
@@ -306,6 +333,11 @@ class RecurrentNet(nn.Module):
         found: dict[tuple[int, str], LayerTrajectory] = {}
 
         def unroll(layer: int, direction: str, cell: RecurrentCell, inputs: Tensor, state: State):
+            reverse = direction == "backward"
+            if getattr(cell, "scans", False):
+                states, out = scan_direction(cell, inputs, state, reverse=reverse)
+                found[(layer, direction)] = LayerTrajectory(cell, inputs, states, None, state, reverse)
+                return out, states[:, 0 if reverse else -1]
             cell_states: list[Tensor] = [None] * x.shape[1]  # type: ignore[list-item]
 
             def keep(t: int, new: State) -> None:

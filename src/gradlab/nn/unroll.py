@@ -94,7 +94,44 @@ def unroll_direction(
         outputs[t] = state[0] if is_lstm else state  # (B, H)
         if expose is not None:
             expose(t, state)
-    return torch.stack(outputs, dim=1), state  # (B, T, H)
+    return layer_outputs(cell, torch.stack(outputs, dim=1), inputs), state  # (B, T, H)
+
+
+def layer_outputs(cell: RecurrentCell, states: Tensor, inputs: Tensor) -> Tensor:
+    """What a layer passes on: the states (B, T, H), or the cell's ``readout`` of them and its inputs (the LRU)."""
+    readout = getattr(cell, "readout", None)
+    return states if readout is None else readout(states, inputs)
+
+
+def scan_direction(
+    cell: RecurrentCell,
+    inputs: Tensor,
+    state: Tensor,
+    *,
+    reverse: bool,
+    on_grad: Callable[[int, Tensor], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Run a scanning cell (``cell.scans``, :mod:`gradlab.nn.modern`) over ``inputs`` (B, T, I): all states at once.
+
+    The backward direction scans the time-reversed sequence. ``on_grad(t, grad)`` is called during backward with
+    the total gradient dL/dh_t (B, n) of every state (input time t), as the step loop's tensor hooks would see it.
+
+    Returns:
+        The states (B, T, n) and the layer's outputs (B, T, H) (:func:`layer_outputs`), both in input time.
+    """
+    x_proj = cell.project_input(inputs)  # (B, T, G*H)
+    if reverse:
+        x_proj = x_proj.flip(1)
+    steps = x_proj.shape[1]
+    hand_over = None
+    if on_grad is not None:
+        def hand_over(grad: Tensor) -> None:  # grad (B, T, n) in reading order
+            for position in range(steps):
+                on_grad(steps - 1 - position if reverse else position, grad[:, position])
+    states = cell.scan(x_proj, state, hand_over)  # (B, T, n)
+    if reverse:
+        states = states.flip(1)
+    return states, layer_outputs(cell, states, inputs)
 
 
 @dataclass(frozen=True)
@@ -102,7 +139,8 @@ class LayerTrajectory:
     """What one layer and direction read and computed, all in input time.
 
     ``inputs`` (B, T, I) is the layer's input sequence, ``h`` (B, T, H) its
-    states, ``c`` (B, T, H) the LSTM cell states (None otherwise), and
+    states (the LRU's packed [Re, Im] states (B, T, 2H), which differ from
+    its outputs), ``c`` (B, T, H) the LSTM cell states (None otherwise), and
     ``initial`` the state its first step read.
     """
 

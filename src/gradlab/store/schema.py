@@ -9,7 +9,8 @@ Conventions shared by every table:
 
 - ``run_id`` identifies one training run inside a sweep (its folder name).
 - ``cell`` is the normalised model mode: ``RNN_TANH``, ``RNN_RELU``,
-  ``RNN_<ACTIVATION>`` for any other RNN activation, ``LSTM`` or ``GRU``.
+  ``RNN_<ACTIVATION>`` for any other RNN activation, ``LSTM``, ``GRU``, or a
+  modern mode (``INDRNN``, ``MINGRU``, ``MINLSTM``, ``LRU``, ``DIAGONAL``).
 - ``activation`` is the RNN nonlinearity (``tanh``, ``relu``, ...); LSTM and
   GRU report ``tanh``, the activation of their state candidate.
 - ``step`` counts optimiser updates; ``step == 0`` is the model at
@@ -235,4 +236,21 @@ JACOBIAN_SINGULAR_VALUES: dict[str, str] = {
 }
 
 TABLES["lyapunov"] = LYAPUNOV
+
+#: Per-unit gradients of the recurrent parameters, beside dL/dh_t (``GradientRecorder(parameters=True)``;
+#: :mod:`gradlab.instruments.parameters`). ``parameter`` names what sets unit ``unit``'s memory: ``weight_hh``
+#: (lambda for DIAGONAL, u for INDRNN, the unit's rows of every gate for the classic cells), ``nu_log`` and
+#: ``theta_log`` (the LRU's eigenvalue), or a gate (``z``; ``f``, ``i``) whose input weights and bias set the
+#: minGRU/minLSTM coefficient. ``grad_norm`` is the L2 norm of dL/d(those entries).
+PARAMETER_GRADIENTS: dict[str, str] = {
+    **_RUN_KEYS,
+    "epoch": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "direction": "string",
+    "parameter": "string",
+    "unit": "int64",
+    "grad_norm": "float64",
+}
+TABLES["parameter_gradients"] = PARAMETER_GRADIENTS
 TABLES["jacobian_singular_values"] = JACOBIAN_SINGULAR_VALUES

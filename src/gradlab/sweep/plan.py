@@ -62,15 +62,28 @@ def expand_cells(cells: Sequence[str], activations: Sequence[str] = DEFAULT_ACTI
     return tuple(modes)
 
 
+def layer_parameters(mode: str, inputs: int, hidden: int, bias: bool = True) -> int:
+    """Parameters of one cell of ``mode`` reading ``inputs`` features with ``hidden`` units (torch-free)."""
+    kind = parse_mode(mode)[0]
+    if kind == "LRU":  # nu, theta, gamma (H each); B_re, B_im, D (H, I); C_re, C_im (H, H); no bias
+        return 3 * hidden + 3 * hidden * inputs + 2 * hidden * hidden
+    if kind in ("INDRNN", "DIAGONAL"):  # weight_ih (H, I), the diagonal weight_hh (H,), bias_ih (H,)
+        return hidden * inputs + hidden + (hidden if bias else 0)
+    if kind in ("MINGRU", "MINLSTM"):  # gates from the input only: weight_ih (G*H, I), bias_ih (G*H,)
+        gates = 2 if kind == "MINGRU" else 3
+        return gates * hidden * inputs + (gates * hidden if bias else 0)
+    gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[kind]
+    return gates * hidden * (inputs + hidden) + (2 * gates * hidden if bias else 0)
+
+
 def count_parameters(mode: str, input_size: int, hidden_size: int, num_layers: int, output_size: int, *,
                      bidirectional: str = "none", bias: bool = True) -> int:
     """Parameters of the :class:`gradlab.nn.models.RNNModel` these sizes describe (torch-free)."""
-    gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[parse_mode(mode)[0]]
     directions = 1 if bidirectional == "none" else 2
     total = 0
     for layer in range(num_layers):
         inputs = input_size if layer == 0 else hidden_size * (2 if bidirectional == "interleaved" else 1)
-        total += directions * (gates * hidden_size * (inputs + hidden_size) + (2 * gates * hidden_size if bias else 0))
+        total += directions * layer_parameters(mode, inputs, hidden_size, bias)
     return total + (directions * hidden_size + 1) * output_size
 
 
