@@ -45,8 +45,10 @@ def test_distinct_shapes_are_labelled_blind_and_the_halves_never_meet():
     result = blind_test(curve_features(history, summary))
     # Folds 3+3 and seeds 3+2: 3x2 + 3x3 held-out triples.
     assert result["triples"] == 15 and result["correct"] == 15 and result["runs_correct"] == 45
-    low = stats.binomtest(15, 15, 1 / 6, alternative="greater").proportion_ci(0.95, "exact").low
-    assert result["ci_low"] == pytest.approx(low) and result["p"] < 1e-10
+    # Two-sided Clopper-Pearson: the lower end of 15 of 15 is the 2.5% quantile of Beta(15, 1), 0.025^(1/15)
+    # (a one-sided interval would start at 0.05^(1/15)); the one-sided p is (1/6)^15.
+    assert result["ci_low"] == pytest.approx(stats.beta.ppf(0.025, 15, 1)) == pytest.approx(0.025 ** (1 / 15))
+    assert result["ci_high"] == 1 and result["p"] == pytest.approx((1 / 6) ** 15)
     for round_ in result["rounds"]:
         assert not set(round_["derive_folds"]) & set(round_["test_folds"])
         assert not set(round_["derive_seeds"]) & set(round_["test_seeds"])

@@ -140,7 +140,7 @@ def blind_test(features: pd.DataFrame, cells: Sequence[str] = TRIPLE, *,
 
     Returns:
         ``triples`` (held-out triples labelled), ``correct`` (all three right),
-        ``rate`` and its Clopper-Pearson ``ci_low``/``ci_high``, ``p`` (one-sided
+        ``rate`` and its two-sided Clopper-Pearson ``ci_low``/``ci_high``, ``p`` (one-sided
         binomial test against chance 1/6), ``runs_correct`` (single curves
         labelled right, of ``3 x triples``), ``rules`` (the rules fitted on all
         runs, for the text) and ``rounds`` (per round: derivation and test
@@ -173,7 +173,9 @@ def blind_test(features: pd.DataFrame, cells: Sequence[str] = TRIPLE, *,
                                  "rules": fit_rules(features, cells), "rounds": rounds}
     if triples:
         test = stats.binomtest(correct, triples, 1 / math.factorial(len(cells)), alternative="greater")
-        interval = test.proportion_ci(confidence, method="exact")
+        # The test is one-sided (better than chance); the interval is two-sided, as its caption says
+        # (the one-sided test's own interval would end at 100%).
+        interval = stats.binomtest(correct, triples).proportion_ci(confidence, method="exact")
         result.update(rate=correct / triples, ci_low=interval.low, ci_high=interval.high, p=test.pvalue)
     else:
         result.update(rate=np.nan, ci_low=np.nan, ci_high=np.nan, p=np.nan)

@@ -139,12 +139,19 @@ def _recommendations(table_: pd.DataFrame, study: Study) -> list[str]:
                         "choose on cost.")
     mean = _find(table_, "mean readout", "GRU", "RNN_RELU")
     if mean and _verdict(mean) == "no clear difference":
-        text.append("When every frame reaches the loss directly (a mean readout), the gated cells' advantage over a "
-                    "relu RNN is not detectable: the cheaper RNN will do.")
+        # No difference found is not equivalence: state how large a lead the interval still allows.
+        text.append("When every frame reaches the loss directly (a mean readout), the test finds no clear GRU lead "
+                    f"over a relu RNN ({difference_text(mean, points)} points): the interval allows a lead of at "
+                    f"most {number(mean['ci_high'])} points, so where that is acceptable the cheaper RNN is a "
+                    "defensible choice.")
     chrono = _find(table_, "LSTM with chrono init against the tuned GRU", "GRU", "LSTM (chrono)")
     if chrono and _verdict(chrono) == "no clear difference":
-        text.append("An LSTM with chrono init is level with the GRU: the LSTM's deficit here is its default forget "
-                    "gate, not its design; use chrono (or forget-bias) init whenever you use an LSTM.")
+        text.append("An LSTM with chrono init shows no clear difference from the tuned GRU "
+                    f"({difference_text(chrono, points)} points, GRU minus LSTM; the interval does not rule out a "
+                    "gap of that size either way)"
+                    + (", where at default init the GRU led clearly: much of the LSTM's deficit goes with its default "
+                       "forget gate" if gru_lstm and _verdict(gru_lstm) == "GRU better" else "")
+                    + ". Use chrono (or forget-bias) init whenever you use an LSTM.")
     delay = _find(table_, "64 frames of silence after the word", "GRU", "LSTM")
     if delay and _verdict(delay) == "GRU better":
         text.append("For long gaps between the evidence and the loss, the GRU is the cell that survives here.")

@@ -91,8 +91,8 @@ def answer_curves(study: Study, figures: Sequence[str] = ()) -> list[str]:
                   "the speakers and seeds, then used to label each unlabelled triple of the other half (one RNN, one "
                   "LSTM, one GRU with the same test speaker and seed) by the most likely of the 6 labellings, and "
                   f"the other way round ({split}). Chance labels a triple right 1 time in 6.", ""]
-        lines += table(["setting", "triples right", "rate [95% Clopper-Pearson]", "curves right",
-                        "vs chance (binomial)"], results)
+        lines += table(["setting", "triples right", "rate [95% Clopper-Pearson, two-sided]",
+                        "curves right", "vs chance (one-sided binomial)"], results)
     coursework = _coursework_letters(everything, study)
     if coursework:
         lines += [coursework, ""]
