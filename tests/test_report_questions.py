@@ -113,6 +113,20 @@ def test_question_four_rests_on_paired_tests_over_speakers(folds_study):
     text = "\n".join(answer_choice(folds_study))
     assert "paired test of the difference (95% t interval over test speakers" in text
     assert "use the GRU; it beats the LSTM by +8.0 [" in text
+    # The Holm column: each row's p times the number of comparisons ranked at or above it (running maximum),
+    # computed here from the rows' own p-values.
+    # Rows without a p (no spread over speakers) are left out of the family.
+    ps = table["p"].to_numpy()
+    tested = np.flatnonzero(np.isfinite(ps))
+    order = tested[np.argsort(ps[tested])]
+    expected = np.minimum(1, np.maximum.accumulate(ps[order] * (len(order) - np.arange(len(order)))))
+    holm_of_row = dict(zip(order, expected))
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and " - " in line]
+    assert len(rows) == len(ps) and len(order) >= 2
+    for index, cells in enumerate(rows):
+        held = holm_of_row.get(index, np.nan)
+        assert cells[5] == ("p n/a" if np.isnan(held) else "p < 0.001" if held < 0.001 else f"p = {held:.2g}")
+    assert "of the table (the Holm p column)" in text and f"over all {len(order)} comparisons" in text
 
 
 def test_answers_without_data_say_so_and_keep_the_order(folds_study):

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from gradlab.analysis.compare import holm
 from gradlab.analysis.curves import TRIPLE
 from gradlab.analysis.folds import (
     FOLD,
@@ -104,15 +105,25 @@ def answer_choice(study: Study, figures: Sequence[str] = ()) -> list[str]:
     table_ = differences(study)
     if table_.empty:
         return lines + ["No paired cell comparisons could be made from these runs.", ""]
+    # Each row answers its own question, so its verdict is its own test; the Holm column shows which verdicts
+    # would also survive treating the whole table as one family.
+    testable = table_["p"].notna().to_numpy()
+    adjusted = np.full(len(table_), np.nan)
+    adjusted[testable], _ = holm(table_.loc[testable, "p"].to_numpy())
     rows = [[row.condition, f"{cell_label(row.first)} - {cell_label(row.second)}",
              interval_text(row.difference, row.ci_low, row.ci_high, points), row.speakers, p_text(row.p),
-             f"**{_verdict(row._asdict())}**"] for row in table_.itertuples()]
+             p_text(held), f"**{_verdict(row._asdict())}**"] for row, held in zip(table_.itertuples(), adjusted)]
     folds = study.speakers > 1
     test = ("a paired test of the difference (95% t interval over test speakers, each speaker's mean over its "
             "seeds)" if folds else "a Welch t test of the difference over seeds (one test speaker)")
+    decided = [index for index, row in enumerate(table_.itertuples()) if _verdict(row._asdict()).endswith("better")]
+    surviving = sum(bool(adjusted[index] < 0.05) for index in decided)
     lines += [f"Each recommendation rests on {test}, in test accuracy points, first minus second, never on whether "
-              "two intervals overlap:", ""]
-    lines += table(["condition", "difference", "points", "speakers", "paired t test", "verdict"], rows)
+              "two intervals overlap. A verdict names a winner when the row's own interval excludes 0 (its p "
+              f"below 0.05); {surviving} of those {len(decided)} verdicts also hold with Holm's correction over all "
+              f"{int(testable.sum())} comparisons of the table (the Holm p column), the ones to lean on if the "
+              "table is read as one family:", ""]
+    lines += table(["condition", "difference", "points", "speakers", "paired t test", "Holm p", "verdict"], rows)
     lines += [" ".join(_recommendations(table_, study)), ""]
     lines += [limits_line(study, "; cost is measured as epochs to 90% of the curve's rise (question 3), which no "
                              "machine load changes; seconds come only from isolated benchmarks (benchmarks/)"), ""]
