@@ -113,6 +113,11 @@ def test_question_four_rests_on_paired_tests_over_speakers(folds_study):
     text = "\n".join(answer_choice(folds_study))
     assert "paired test of the difference (95% t interval over test speakers" in text
     assert "use the GRU; it beats the LSTM by +8.0 [" in text
+    # Each cell's accuracy with the speaker as the unit: the t interval of the six fold means.
+    interval = stats.ttest_1samp(gru, 0).confidence_interval()
+    gru_row = next(line for line in text.splitlines() if line.startswith("| GRU | "))
+    assert gru_row.startswith(f"| GRU | {100 * gru.mean():.1f}% [{100 * interval.low:.1f}%, "
+                              f"{100 * interval.high:.1f}%] | 6 | {len(summary[summary.cell == 'GRU'])} (0 diverged)")
     # The Holm column: each row's p times the number of comparisons ranked at or above it (running maximum),
     # computed here from the rows' own p-values.
     # Rows without a p (no spread over speakers) are left out of the family.

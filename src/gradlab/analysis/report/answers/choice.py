@@ -11,7 +11,9 @@ from gradlab.analysis.compare import holm
 from gradlab.analysis.curves import TRIPLE
 from gradlab.analysis.folds import (
     FOLD,
+    has_folds,
     paired_difference,
+    speaker_table,
     welch_difference,
 )
 from gradlab.analysis.report.answers.common import (
@@ -22,6 +24,7 @@ from gradlab.analysis.report.answers.common import (
     limits_line,
     number,
     p_text,
+    percent,
     points,
     signed,
     speaker_rows,
@@ -99,9 +102,25 @@ def _verdict(row: Mapping[str, object]) -> str:
     return "no clear difference"
 
 
+def accuracy_lines(study: Study) -> list[str]:
+    """Each cell's test accuracy at its tuned settings, with the speaker as the unit (nothing without folds)."""
+    headline = study.headline.summary
+    if headline.empty or not has_folds(headline):
+        return []
+    accuracy = speaker_table(headline).sort_values("mean", ascending=False)
+    rows = [[cell_label(row.cell), interval_text(row.mean, row.ci_low, row.ci_high, percent), row.speakers,
+             f"{row.seeds} ({row.diverged} diverged)", "n/a" if not np.isfinite(row.seed_half_width) else f"+/- {100 * row.seed_half_width:.1f}"]
+            for row in accuracy.itertuples()]
+    return (["Test accuracy at each cell's tuned settings (95% t interval over test speakers, each speaker's mean "
+             "over its seeds; the last column is how far seeds alone move one speaker's mean, the mean half-width "
+             "of the 95% t interval over seeds within a fold, in points):", ""]
+            + table(["cell", "test accuracy", "speakers", "runs", "seed interval within a fold"], rows))
+
+
 def answer_choice(study: Study, figures: Sequence[str] = ()) -> list[str]:
     """Question 4."""
     lines = figure_lines(FIGURES[3], figures, "paired test-accuracy differences between cells, by condition")
+    lines += accuracy_lines(study)
     table_ = differences(study)
     if table_.empty:
         return lines + ["No paired cell comparisons could be made from these runs.", ""]
