@@ -166,6 +166,12 @@ def columns(kind: str) -> dict[str, str]:
 
 def empty(kind: str) -> pd.DataFrame:
     """An empty DataFrame with the columns and dtypes of table ``kind``."""
+    return _empty(kind).copy()
+
+
+@lru_cache(maxsize=None)
+def _empty(kind: str) -> pd.DataFrame:
+    # Built once per kind (casting empty columns costs milliseconds, and runs ask often); callers get copies.
     return conform(pd.DataFrame({name: [] for name in columns(kind)}), kind)
 
 
