@@ -29,35 +29,53 @@ _NUMERIC_KINDS = "iufb"
 def encode_frame(frame: pd.DataFrame) -> dict[str, Any]:
     """``frame``'s columns in a form ``torch.load(weights_only=True)`` reads back exactly (see :func:`decode_frame`).
 
+    Columns of one numpy dtype share one tensor, and string columns one tensor of codes: a checkpoint's
+    cost grows with its number of tensors more than with their size.
+
     Raises:
         TypeError: a column holds values other than numbers, booleans and strings (with missing values).
     """
-    columns: dict[str, Any] = {}
+    numbers: dict[str, list[str]] = {}
+    texts: dict[str, tuple[np.ndarray, list[str]]] = {}
     for name in frame.columns:
         column = frame[name]
-        if column.dtype.kind in _NUMERIC_KINDS and isinstance(column.dtype, np.dtype):
-            columns[name] = {"values": torch.from_numpy(np.array(column.to_numpy(), copy=True))}
+        if isinstance(column.dtype, np.dtype) and column.dtype.kind in _NUMERIC_KINDS:
+            numbers.setdefault(column.dtype.str, []).append(name)
             continue
-        codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=True)
-        texts = list(uniques)
-        if not all(isinstance(value, str) for value in texts):
-            kinds = sorted({type(value).__name__ for value in texts if not isinstance(value, str)})
+        values = column.to_numpy(dtype=object)
+        kinds = sorted({type(value).__name__ for value in values if not (isinstance(value, str) or _missing(value))})
+        if kinds:
             raise TypeError(f"column {name!r} holds {', '.join(kinds)} values; a checkpoint keeps numbers, booleans "
                             "and strings only")
-        columns[name] = {"codes": torch.from_numpy(codes.astype(np.int64)), "strings": texts}
-    return {"rows": len(frame), "columns": columns}
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        strings = list(uniques)
+        texts[name] = (codes.astype(np.int64), strings)
+    rows = len(frame)
+    blocks = [{"names": names, "values": torch.from_numpy(np.stack([frame[name].to_numpy() for name in names]))}
+              for names in numbers.values()]
+    codes = np.stack([code for code, _ in texts.values()]) if texts else np.zeros((0, rows), dtype=np.int64)
+    return {"rows": rows, "order": list(frame.columns), "numbers": blocks,
+            "strings": {"names": list(texts), "codes": torch.from_numpy(codes),
+                        "values": [strings for _, strings in texts.values()]}}
+
+
+def _missing(value: object) -> bool:
+    """Whether ``value`` marks a missing string (None, NaN or pandas' NA)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def decode_frame(encoded: dict[str, Any], kind: str) -> pd.DataFrame:
     """The table of ``kind`` that :func:`encode_frame` encoded (conformed to its schema)."""
     columns = {}
-    for name, column in encoded["columns"].items():
-        if "values" in column:
-            columns[name] = column["values"].numpy()
-        else:  # code -1 (a missing value) picks the None appended last
-            strings = np.array([*column["strings"], None], dtype=object)
-            columns[name] = strings[column["codes"].numpy()]
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(encoded["rows"]))
+    for block in encoded["numbers"]:
+        values = block["values"].numpy()
+        columns.update({name: values[index] for index, name in enumerate(block["names"])})
+    strings = encoded["strings"]
+    codes = strings["codes"].numpy()
+    for index, (name, values) in enumerate(zip(strings["names"], strings["values"])):
+        # code -1 (a missing value) picks the None appended last
+        columns[name] = np.array([*values, None], dtype=object)[codes[index]]
+    frame = pd.DataFrame({name: columns[name] for name in encoded["order"]}, index=pd.RangeIndex(encoded["rows"]))
     return schema.conform(frame, kind)
 
 
