@@ -186,6 +186,29 @@ def _check_owner(lock: tuple[str, str], run_dir: str) -> None:
             raise
 
 
+def ensemble_min_members(runs: Sequence[RunConfig], executor: Executor | None) -> int:
+    """Fewest members an ensemble of ``runs`` gets under ``executor`` (None: a :class:`LocalExecutor`).
+
+    :data:`~gradlab.training.ensemble.grouping.CPU_MIN_MEMBERS` where the runs train on this machine's
+    CPU (device ``cpu``, or ``auto`` without CUDA), where small ensembles cost more than they save;
+    :data:`~gradlab.training.ensemble.grouping.DEFAULT_MIN_MEMBERS` elsewhere (a GPU, or a cluster's
+    machines, whose devices this one cannot see).
+    """
+    from gradlab.training.ensemble.grouping import CPU_MIN_MEMBERS, DEFAULT_MIN_MEMBERS
+
+    if executor is not None and not isinstance(executor, LocalExecutor):
+        return DEFAULT_MIN_MEMBERS
+    devices = {run.train.device for run in runs}
+    if devices - {"cpu", "auto"}:
+        return DEFAULT_MIN_MEMBERS
+    if "auto" in devices:
+        import torch
+
+        if torch.cuda.is_available():
+            return DEFAULT_MIN_MEMBERS
+    return CPU_MIN_MEMBERS
+
+
 class Executor(Protocol):
     """Runs tasks and reports each one's end; see the module docstring."""
 
