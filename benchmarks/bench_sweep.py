@@ -102,7 +102,8 @@ def plain_run(config_values: dict) -> dict:
         _DATA[config.data] = load_data(config.data, progress=False, num_workers=1)
     start = time.perf_counter()
     data = _DATA[config.data]
-    splits = {name: (getattr(data, name).x.to(dtype), getattr(data, name).y) for name in ("train", "validation", "test")}
+    splits = {name: (getattr(data, name).x.to(dtype), getattr(data, name).y)
+              for name in ("train", "validation", "test")}
     torch.manual_seed(train.seed)
     kind, _, activation = model_config.mode.partition("_")
     options = {"nonlinearity": activation.lower()} if kind == "RNN" else {}
