@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -44,16 +45,24 @@ def default_data_dir() -> str:
     return os.environ.get("GRADLAB_FSDD") or str(ROOT.parent / "shared" / "data" / "fsdd")
 
 
-def timed(command: list[str], log: Path) -> float:
-    """Run ``command`` (output to ``log``); its wall time in seconds.
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # ended children, with the workers they waited for
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], log: Path, cpu: dict[str, float], label: str) -> float:
+    """Run ``command`` (output to ``log``); its wall time in seconds (its CPU seconds, workers included, in ``cpu``).
+
+    CPU time is the steadier number on a machine shared with other work.
 
     Raises:
         RuntimeError: it failed (naming the log and its last lines).
     """
-    start = time.perf_counter()
+    start, used = time.perf_counter(), _children_cpu()
     with open(log, "w") as handle:
         code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - start
+    cpu[label] = _children_cpu() - used
     if code != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise RuntimeError(f"{' '.join(command)} exited with {code}; its log {log} ends:\n{tail}")
@@ -216,10 +225,12 @@ def measure(args: argparse.Namespace, out: Path) -> int:
     common += ["--no-figures"] if args.no_figures else []
     grid = [*common, "--cells", args.cells, "--seeds", ",".join(map(str, range(args.seeds)))]
     grid += ["--epochs", str(args.epochs)] if args.epochs is not None else []
-    times = {}
+    times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for label, ensemble in (("off", "off"), ("auto", "auto")):
-        times[label] = timed(sweep_command(out, f"grid-{label}", grid, ensemble), out / f"grid-{label}.log")
-        print(f"({'a' if label == 'off' else 'b'}) gradlab --ensemble {label}: {times[label]:.2f} s", flush=True)
+        times[label] = timed(sweep_command(out, f"grid-{label}", grid, ensemble), out / f"grid-{label}.log", cpu, label)
+        print(f"({'a' if label == 'off' else 'b'}) gradlab --ensemble {label}: {times[label]:.2f} s "
+              f"(cpu {cpu[label]:.1f} s)", flush=True)
     from gradlab.store.io import RunFolder
 
     folders = run_folders(out / "grid-off")
@@ -227,16 +238,19 @@ def measure(args: argparse.Namespace, out: Path) -> int:
     (out / "plain-configs.json").write_text(json.dumps(configs))
     plain_command = [sys.executable, str(Path(__file__).resolve()), "--workers", str(args.workers),
                      "--plain-runs", str(out / "plain-configs.json"), str(out / "plain-results.json")]
-    times["plain"] = timed(plain_command, out / "plain.log")
+    times["plain"] = timed(plain_command, out / "plain.log", cpu, "plain")
     runs = json.loads((out / "plain-results.json").read_text())
-    print(f"(c) plain torch.nn: {times['plain']:.2f} s ({len(runs)} runs, {args.workers} worker processes of "
-          "1 thread)", flush=True)
+    print(f"(c) plain torch.nn: {times['plain']:.2f} s (cpu {cpu['plain']:.1f} s; {len(runs)} runs, {args.workers} "
+          "worker processes of 1 thread)", flush=True)
     coursework = [*common, "--preset", "coursework", "--epochs", str(args.coursework_epochs),
                   "--seeds", args.coursework_seeds]
     for label in ("auto", "off"):
-        times[f"coursework {label}"] = timed(sweep_command(out, f"coursework-{label}", coursework, label),
-                                             out / f"coursework-{label}.log")
-        print(f"(d) coursework --ensemble {label}: {times[f'coursework {label}']:.1f} s", flush=True)
+        key = f"coursework {label}"
+        times[key] = timed(sweep_command(out, f"coursework-{label}", coursework, label),
+                           out / f"coursework-{label}.log", cpu, key)
+        print(f"(d) coursework --ensemble {label}: {times[key]:.1f} s (cpu {cpu[key]:.1f} s)", flush=True)
+    print(f"cpu time vs plain torch.nn: one by one {cpu['off'] / cpu['plain']:.2f}x, "
+          f"ensembles {cpu['auto'] / cpu['plain']:.2f}x")
     print(headline(times, [run["seconds"] for run in runs]))
     return 0
 

@@ -46,7 +46,8 @@ def test_a_tiny_benchmark_prints_every_arm_and_ends_with_the_headline(tmp_path):
              re.findall(r"^\((?:a|b|c)\) (gradlab --ensemble off|gradlab --ensemble auto|plain torch\.nn): "
                         r"(\d+\.\d\d) s", output, re.MULTILINE)}
     assert set(times) == {"gradlab --ensemble off", "gradlab --ensemble auto", "plain torch.nn"}, output
-    assert re.search(r"^\(d\) coursework --ensemble auto: \d+\.\d s$", output, re.MULTILINE), output
+    assert re.search(r"^\(d\) coursework --ensemble auto: \d+\.\d s \(cpu \d+\.\d s\)$", output, re.MULTILINE), output
+    assert re.fullmatch(r"cpu time vs plain torch\.nn: one by one \d+\.\d\dx, ensembles \d+\.\d\dx", lines[-4]), output
     assert re.fullmatch(r"plain torch\.nn: \d+\.\d\d s per run in its process", lines[-3]), output
     assert re.fullmatch(r"coursework sweep: auto \d+\.\d s, off \d+\.\d s", lines[-2]), output
     match = HEADLINE.fullmatch(lines[-1])
