@@ -76,7 +76,7 @@ def local_sweep(tmp_path_factory) -> Path:
 def local_ensembles(tmp_path_factory) -> Path:
     """RUNS trained here as two ensembles (one per cell)."""
     sweep = tmp_path_factory.mktemp("local") / "ensembles"
-    run_sweep(RUNS, sweep, figures=False, progress=False)
+    run_sweep(RUNS, sweep, figures=False, progress=False, min_members=2)  # ensembles of 2, as on a GPU
     return sweep
 
 

@@ -61,3 +61,15 @@ def test_the_watch_exits_at_its_first_poll_after_the_parent_is_gone(monkeypatch)
         parent_watch._watch(100, poll_every=1e-6)
     assert exited.value.args == (parent_watch.ORPHAN_EXIT_STATUS,)
     assert len(polls) == 4
+
+
+def test_a_local_worker_starts_with_torchs_dynamo_imported():
+    """torch.optim imports torch._dynamo on first use (seconds): a worker pays it at start, not in its first run."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from gradlab.sweep.execute import start_worker; "
+            "before = 'torch._dynamo' in sys.modules; start_worker(os.getppid()); "
+            "print(before, 'torch._dynamo' in sys.modules)")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert printed.split() == ["False", "True"]

@@ -26,8 +26,10 @@ Conventions shared by every table:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import pandas as pd
+from pandas.api.types import pandas_dtype
 
 _RUN_KEYS: dict[str, str] = {
     "run_id": "string",
@@ -165,6 +167,12 @@ def columns(kind: str) -> dict[str, str]:
 
 def empty(kind: str) -> pd.DataFrame:
     """An empty DataFrame with the columns and dtypes of table ``kind``."""
+    return _empty(kind).copy()
+
+
+@lru_cache(maxsize=None)
+def _empty(kind: str) -> pd.DataFrame:
+    # Built once per kind (casting empty columns costs milliseconds, and runs ask often); callers get copies.
     return conform(pd.DataFrame({name: [] for name in columns(kind)}), kind)
 
 
@@ -180,7 +188,24 @@ def conform(frame: pd.DataFrame | Mapping[str, object], kind: str) -> pd.DataFra
     if missing:
         raise ValueError(f"{kind} table is missing columns {missing}; it has {list(frame.columns)}")
     extra = [name for name in frame.columns if name not in spec]
-    return frame[list(spec) + extra].astype(spec)
+    frame = frame[list(spec) + extra]
+    # Only the columns that lack their dtype: casting a column to the dtype it has
+    # (a string column especially) cost as much as the cast, and most frames arrive conformed.
+    casts = {name: dtype for name, dtype in spec.items() if not _has_dtype(frame[name], dtype)}
+    return frame.astype(casts) if casts else frame
+
+
+def _has_dtype(column: pd.Series, dtype: str) -> bool:
+    """Whether ``column`` already has exactly ``dtype`` (string storage and missing-value marker included)."""
+    target, text = _dtype(dtype)
+    return column.dtype == target and repr(column.dtype) == text
+
+
+@lru_cache(maxsize=None)
+def _dtype(name: str) -> tuple[object, str]:
+    """The pandas dtype a schema names, and its repr (which tells string storages apart)."""
+    target = pandas_dtype(name)
+    return target, repr(target)
 
 
 #: Layout of a runs directory: ``<sweep>/<run_id>/<file>`` for each run, plus

@@ -186,6 +186,42 @@ def _check_owner(lock: tuple[str, str], run_dir: str) -> None:
             raise
 
 
+def ensemble_min_members(runs: Sequence[RunConfig], executor: Executor | None) -> int:
+    """Fewest members an ensemble of ``runs`` gets under ``executor`` (None: a :class:`LocalExecutor`).
+
+    :data:`~gradlab.training.ensemble.grouping.CPU_MIN_MEMBERS` where the runs train on this machine's
+    CPU (device ``cpu``, or ``auto`` without CUDA), where small ensembles cost more than they save;
+    :data:`~gradlab.training.ensemble.grouping.DEFAULT_MIN_MEMBERS` elsewhere (a GPU, or a cluster's
+    machines, whose devices this one cannot see).
+    """
+    from gradlab.training.ensemble.grouping import CPU_MIN_MEMBERS, DEFAULT_MIN_MEMBERS
+
+    if executor is not None and not isinstance(executor, LocalExecutor):
+        return DEFAULT_MIN_MEMBERS
+    devices = {run.train.device for run in runs}
+    if devices - {"cpu", "auto"}:
+        return DEFAULT_MIN_MEMBERS
+    if "auto" in devices:
+        import torch
+
+        if torch.cuda.is_available():
+            return DEFAULT_MIN_MEMBERS
+    return CPU_MIN_MEMBERS
+
+
+def start_worker(parent_pid: int) -> None:
+    """Start-up of a local worker process: exit with the driver, and pay torch's one-time import of dynamo.
+
+    ``torch.optim`` imports ``torch._dynamo`` on an optimiser's first use (1.5 to 2 s on a small CPU);
+    here it is paid once per worker before any run, not inside the first run's time per epoch.
+    """
+    from gradlab.sweep.parent_watch import exit_with_parent
+
+    exit_with_parent(parent_pid)
+    with contextlib.suppress(ImportError):
+        import torch._dynamo  # noqa: F401
+
+
 class Executor(Protocol):
     """Runs tasks and reports each one's end; see the module docstring."""
 
@@ -223,10 +259,8 @@ class LocalExecutor:
                 else:
                     report(task, metrics, None)
             return
-        from gradlab.sweep.parent_watch import exit_with_parent
-
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=exit_with_parent,
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=start_worker,
                                  initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(run_work, task): task for task in tasks}
             try:

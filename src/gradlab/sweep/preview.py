@@ -14,6 +14,7 @@ from typing import Any
 
 from gradlab.config import CONFIG_PARTS, RunConfig
 from gradlab.store import schema
+from gradlab.sweep.execute import ensemble_min_members
 from gradlab.sweep.folder import check_sweep_dir, finished_run
 from gradlab.sweep.plan import varying_options
 from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, group_runs
@@ -50,12 +51,19 @@ def plan_notes(runs: Sequence[RunConfig], sweep_dir: Path, *, resume: bool, over
 
 
 def plan_text(runs: Sequence[RunConfig], sweep_dir: Path, *, workers: int, executor: Any = None,
-              ensemble: str = "auto", max_members: int = DEFAULT_MAX_MEMBERS, notes: Sequence[str] = ()) -> str:
-    """The expanded grid as text: one line per run with the options that vary, how the runs execute, ``notes``."""
+              ensemble: str = "auto", max_members: int = DEFAULT_MAX_MEMBERS, notes: Sequence[str] = (),
+              min_members: int | None = None) -> str:
+    """The expanded grid as text: one line per run with the options that vary, how the runs execute, ``notes``.
+
+    ``min_members`` as :func:`gradlab.sweep.runner.run_sweep` takes it (None: decided for the executor's device).
+    """
     varying = varying_options(runs)
     how = ("in this process" if workers == 1 else f"by {workers} local worker processes") if executor is None \
         else getattr(executor, "description", executor.name)
-    units = group_runs(runs, ensemble=ensemble, workers=workers if executor is None else 1, max_members=max_members)
+    if min_members is None:
+        min_members = ensemble_min_members(runs, executor)
+    units = group_runs(runs, ensemble=ensemble, workers=workers if executor is None else 1, max_members=max_members,
+                       min_members=min_members)
     sizes = sorted((len(unit) for unit in units if len(unit) > 1), reverse=True)
     singles = sum(len(unit) == 1 for unit in units)
     grouped = f"{len(sizes)} ensembles (of {', '.join(map(str, sizes))} runs) and {singles} single runs" if sizes \

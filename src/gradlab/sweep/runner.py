@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from gradlab.config import DataConfig, RunConfig
-from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor, RunTask, Task
+from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor, RunTask, Task, ensemble_min_members
 from gradlab.sweep.folder import check_sweep_dir, clean_leftovers, finished_run, open_sweep_dir, write_summary
 from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, group_runs
 from gradlab.training.progress import ProgressBar
@@ -67,6 +67,7 @@ def run_sweep(
     threads: int = 1,
     ensemble: str = "auto",
     max_members: int = DEFAULT_MAX_MEMBERS,
+    min_members: int | None = None,
     executor: Executor | None = None,
     datasets: Mapping[DataConfig, Any] | None = None,
     command: Sequence[str] | None = None,
@@ -95,6 +96,8 @@ def run_sweep(
             folder (:mod:`gradlab.training.ensemble.grouping`); ``off``: every run alone.
         max_members: most runs in one ensemble (fewer where the executor's jobs must fit a cluster's
             cap on job time: :func:`fitting_members`).
+        min_members: fewest runs in one ensemble (smaller groups train one run at a time); None: as
+            :func:`gradlab.sweep.execute.ensemble_min_members` decides for the executor's device.
         executor: where runs execute (default: :class:`LocalExecutor` with ``workers``).
         datasets: datasets already loaded, by DataConfig (the rest are loaded here).
         command: the command line, stored in ``sweep.json`` and each ``config.json``.
@@ -129,7 +132,9 @@ def run_sweep(
             require_tensorboard()
         except ModuleNotFoundError as error:
             raise ValueError(str(error)) from None
-    group_runs(runs, ensemble=ensemble, max_members=max_members)  # checks both before anything is written
+    if min_members is None:
+        min_members = ensemble_min_members(runs, executor)
+    group_runs(runs, ensemble=ensemble, max_members=max_members, min_members=min_members)  # checked before writing
     max_members = fitting_members(executor, max_members, stream=stream)
     ids = [run.run_id for run in runs]
     if len(set(ids)) != len(ids):
@@ -195,7 +200,7 @@ def run_sweep(
                            tensorboard=str(logs / run.run_id) if logs is not None else None)
 
         units = group_runs(pending, ensemble=ensemble, workers=getattr(executor, "workers", workers),
-                           max_members=max_members)
+                           max_members=max_members, min_members=min_members)
         tasks: list[Task] = [as_task(unit[0]) if len(unit) == 1 else EnsembleTask(tuple(map(as_task, unit)))
                              for unit in units]
         lost = False

@@ -9,9 +9,10 @@
   ``record_every`` steps, plus the final model's on a fixed training batch.
 - :class:`Diagnostics`: gate statistics at init and every epoch end; Jacobian
   norms at init, every ``jacobian_every`` epochs and after the last epoch.
-- :class:`EpochCheckpoint`: writes config.json at the start, and every table
-  and a checkpoint (weights, optimiser, callbacks, every RNG) at each epoch
-  end; resumes from it, so a resumed run equals an uninterrupted one bit for bit.
+- :class:`EpochCheckpoint`: writes config.json at the start, and a checkpoint
+  (weights, optimiser, callbacks with their table rows so far, every RNG) at
+  each epoch end; resumes from it, so a resumed run equals an uninterrupted one
+  bit for bit. The tables themselves are written once, when the run ends.
 - :class:`Progress` (:mod:`gradlab.training.progress`): a progress bar over
   the run's steps, or one line per epoch in a log.
 """
@@ -46,26 +47,23 @@ from gradlab.training.evaluate import batch_loss
 from gradlab.training.loop import Callback, TrainState, finite, notify_record
 from gradlab.training.progress import Progress
 from gradlab.training.seeding import restore_rng, rng_state
+from gradlab.training.table_rows import TableRows, combine
 
-#: Version of the checkpoint layout; a checkpoint of another version is not resumed.
-#: Callback states are keyed by :func:`callback_keys` (format 2 keyed them by class name alone,
-#: which gives the same keys wherever a run has one callback of each class).
-CHECKPOINT_FORMAT = 2
+#: Version of the checkpoint layout written now: callback states hold their table rows
+#: (:mod:`gradlab.training.table_rows`), keyed by :func:`callback_keys`.
+CHECKPOINT_FORMAT = 3
+#: Layouts resumed: format 2 kept the rows in the run folder's tables, rewritten at every epoch end.
+RESUMABLE_FORMATS: tuple[int, ...] = (2, 3)
 
 __all__ = [
     "BestCheckpoint", "CHECKPOINT_FORMAT", "Diagnostics", "Divergence", "EpochCheckpoint", "GradientRecording",
-    "History", "Progress", "callback_keys", "collect_tables", "combine", "save_tables", "state_copy",
+    "History", "Progress", "RESUMABLE_FORMATS", "callback_keys", "collect_tables", "combine", "save_tables",
+    "state_copy",
 ]
 
 
-def combine(frames: list[pd.DataFrame], kind: str) -> pd.DataFrame:
-    """The non-empty ``frames`` as one table of ``kind`` (empty, with its columns, when there are none)."""
-    frames = [frame for frame in frames if len(frame)]
-    return schema.conform(pd.concat(frames, ignore_index=True), kind) if frames else schema.empty(kind)
-
-
 def _saved_rows(state: TrainState, kind: str) -> pd.DataFrame:
-    """Rows of table ``kind`` that the run folder holds from epochs the checkpoint covers."""
+    """Rows of table ``kind`` that the run folder holds from epochs a format-2 checkpoint covers."""
     path = state.run_dir / schema.RUN_FILES[kind]
     if not path.is_file():
         return schema.empty(kind)
@@ -110,9 +108,15 @@ class History(Callback):
         keys = {key: [value] * count for key, value in self.run_info.items()}
         return {"history": schema.conform({**keys, **self.rows}, "history")}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": {name: list(values) for name, values in self.rows.items()}}
+
     def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
-        frame = _saved_rows(state, "history")
         self.run_info = state.run_info
+        if "rows" in saved:
+            self.rows = {name: list(saved["rows"][name]) for name in self.COLUMNS}
+            return
+        frame = _saved_rows(state, "history")
         self.rows = {name: frame[name].tolist() for name in self.COLUMNS}
 
 
@@ -153,7 +157,7 @@ class GradientRecording(Callback):
 
     def __init__(self, state: TrainState, every: int) -> None:
         self.recorder = GradientRecorder(state.model, every=every, run_info=state.run_info)
-        self.frames: list[pd.DataFrame] = []
+        self.rows = TableRows("gradients")
 
     def step_context(self, state: TrainState) -> contextlib.AbstractContextManager:
         return self.recorder.maybe_record(step=state.step, epoch=state.epoch)
@@ -164,7 +168,7 @@ class GradientRecording(Callback):
 
     def on_train_batch(self, state: TrainState, values: dict[str, float]) -> None:
         recorded = state.step - 1  # the recording is labelled with the updates before this step's
-        if self.recorder.should_record(recorded):
+        if self.recorder.should_record(recorded) and _listened(state):
             rows = self.latest_rows(recorded)
             if rows is not None:
                 notify_record(state, rows)
@@ -180,36 +184,52 @@ class GradientRecording(Callback):
                 logits = state.model(x)
             batch_loss(logits, y, state.data.task).backward()
         state.optimiser.zero_grad(set_to_none=True)
-        rows = self.latest_rows(state.step)
+        rows = self.latest_rows(state.step) if _listened(state) else None
         if rows is not None:
             notify_record(state, rows)
 
-    def tables(self) -> dict[str, pd.DataFrame]:
-        self.frames = [combine([*self.frames, self.recorder.frame()], "gradients")]
+    def collect(self) -> None:
+        """Move the recorder's rows into :attr:`rows`."""
+        self.rows.add(self.recorder.frame())
         self.recorder.clear()
-        return {"gradients": self.frames[0]}
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        self.collect()
+        return {"gradients": self.rows.frame()}
+
+    def state_dict(self) -> dict[str, Any]:
+        self.collect()
+        return {"rows": self.rows.state_dict()}
 
     def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
-        self.frames = [_saved_rows(state, "gradients")]
+        if "rows" in saved:
+            self.rows.load_state_dict(saved["rows"])
+        else:
+            self.rows.replace(_saved_rows(state, "gradients"))
+
+
+def _listened(state: TrainState) -> bool:
+    """Whether a callback of ``state`` overrides :meth:`Callback.on_record` (else no step's rows are built for it)."""
+    return any(type(callback).on_record is not Callback.on_record for callback in state.callbacks)
 
 
 class Diagnostics(Callback):
     """Gate statistics and Jacobian norms (:mod:`gradlab.instruments.diagnostics`) on a few validation samples."""
 
     def __init__(self) -> None:
-        self.frames: dict[str, list[pd.DataFrame]] = {"gates": [], "jacobian": []}
+        self.rows = {kind: TableRows(kind) for kind in ("gates", "jacobian")}
 
     def diagnose(self, state: TrainState) -> None:
         # Gate statistics are cheap; the Jacobian costs T^2/2 cell steps per sample and
         # layer, so by default it runs at initialisation and after the last epoch only.
         train, data = state.config.train, state.data
         epoch, step = state.epoch, state.step
-        self.frames["gates"].append(gate_statistics(
+        self.rows["gates"].add(gate_statistics(
             state.model, data.validation.x[: train.diagnostics_batch], run_info=state.run_info, step=step, epoch=epoch))
         every = train.jacobian_every
         wanted = step == 0 or epoch == train.epochs - 1 or (every is not None and (epoch + 1) % every == 0)
         if wanted and data.seq_len <= train.jacobian_max_len:
-            self.frames["jacobian"].append(jacobian_spectral_norms(
+            self.rows["jacobian"].add(jacobian_spectral_norms(
                 state.model, data.validation.x[: train.jacobian_batch], run_info=state.run_info, step=step,
                 epoch=epoch, iterations=10, generator=state.generators["diagnostics"],
             ))
@@ -222,10 +242,17 @@ class Diagnostics(Callback):
         self.diagnose(state)
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {kind: combine(frames, kind) for kind, frames in self.frames.items()}
+        return {kind: rows.frame() for kind, rows in self.rows.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": {kind: rows.state_dict() for kind, rows in self.rows.items()}}
 
     def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
-        self.frames = {kind: [_saved_rows(state, kind)] for kind in self.frames}
+        for kind, rows in self.rows.items():
+            if "rows" in saved:
+                rows.load_state_dict(saved["rows"][kind])
+            else:
+                rows.replace(_saved_rows(state, kind))
 
 
 def collect_tables(callbacks: list[Callback]) -> dict[str, pd.DataFrame]:
@@ -283,11 +310,12 @@ def _load_failure(error: BaseException) -> str:
 
 
 class EpochCheckpoint(Callback):
-    """config.json at the start; every table and a resumable checkpoint at each epoch end.
+    """config.json at the start; a resumable checkpoint at each epoch end.
 
-    It comes after the callbacks whose tables and state it saves, so that
-    their epoch-end work is in the checkpoint; when it resumes a run, it
-    restores their state after their ``on_fit_start``.
+    It comes after the callbacks whose state (table rows included) it saves,
+    so that their epoch-end work is in the checkpoint; when it resumes a run,
+    it restores their state after their ``on_fit_start``. The run's tables
+    are written when it ends (:func:`gradlab.training.run.finish_run`), once.
     """
 
     def __init__(self, run_dir: Path, command: list[str] | None) -> None:
@@ -305,9 +333,9 @@ class EpochCheckpoint(Callback):
         except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
             raise RunFolderError(f"{path} is damaged ({type(error).__name__}: {_load_failure(error)}); delete it "
                                  "to train that run from the start on --resume, or use --overwrite") from None
-        if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise RunFolderError(f"{path} has checkpoint format {checkpoint.get('format')!r}, not "
-                                 f"{CHECKPOINT_FORMAT}; delete it to train that run again")
+        if checkpoint.get("format") not in RESUMABLE_FORMATS:
+            raise RunFolderError(f"{path} has checkpoint format {checkpoint.get('format')!r}, not one of "
+                                 f"{list(RESUMABLE_FORMATS)}; delete it to train that run again")
         differences = config_differences(checkpoint["config"], state.config.to_dict())
         if differences:
             raise RunFolderError(f"{path} was written by a different configuration: {'; '.join(differences)}; "
@@ -322,7 +350,6 @@ class EpochCheckpoint(Callback):
         state.started = time.perf_counter() - checkpoint["elapsed"]
 
     def on_epoch_end(self, state: TrainState) -> None:
-        save_tables(state, self.folder.path)
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "config": state.config.to_dict(),

@@ -30,8 +30,9 @@ from gradlab.instruments.lyapunov import lyapunov_spectrum
 from gradlab.instruments.recorder import recurrent_net
 from gradlab.instruments.remedies import gradient_flossing_loss, vanishing_gradient_regulariser
 from gradlab.nn.unroll import StateKey
-from gradlab.training.callbacks import _saved_rows, combine
+from gradlab.training.callbacks import _saved_rows
 from gradlab.training.loop import Callback, TrainState
+from gradlab.training.table_rows import TableRows
 
 
 class LyapunovRecording(Callback):
@@ -39,12 +40,12 @@ class LyapunovRecording(Callback):
 
     def __init__(self, every: int, k: int | None) -> None:
         self.every, self.k = every, k
-        self.frames: list[pd.DataFrame] = []
+        self.rows = TableRows("lyapunov")
         self.last_step = -1
 
     def record(self, state: TrainState) -> None:
         samples = state.data.validation.x[: state.config.train.diagnostics_batch]
-        self.frames.append(lyapunov_spectrum(state.model, samples, self.k, run_info=state.run_info,
+        self.rows.add(lyapunov_spectrum(state.model, samples, self.k, run_info=state.run_info,
                                              step=state.step, epoch=state.epoch))
         self.last_step = state.step
 
@@ -61,13 +62,16 @@ class LyapunovRecording(Callback):
             self.record(state)
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {"lyapunov": combine(self.frames, "lyapunov")}
+        return {"lyapunov": self.rows.frame()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step}
+        return {"last_step": self.last_step, "rows": self.rows.state_dict()}
 
     def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
-        self.frames = [_saved_rows(state, "lyapunov")]
+        if "rows" in saved:
+            self.rows.load_state_dict(saved["rows"])
+        else:
+            self.rows.replace(_saved_rows(state, "lyapunov"))
         self.last_step = saved.get("last_step", -1)
 
 

@@ -54,6 +54,9 @@ class MemberOptimiser:
 class MemberRecording(GradientRecording):
     """A member's ``gradients`` table: training steps from the ensemble's recorder, the final batch from its own."""
 
+    # A single run's key: the rows in its checkpoint resume as an ensemble member or alone.
+    state_key = "GradientRecording"
+
     def __init__(self, state: TrainState, every: int, shared: EnsembleGradientRecorder, member: int) -> None:
         super().__init__(state, every)
         self.shared, self.member = shared, member
@@ -66,9 +69,10 @@ class MemberRecording(GradientRecording):
         rows = self.shared.latest_frame(self.member, step)
         return rows if rows is not None else super().latest_rows(step)
 
-    def tables(self):
-        self.frames.append(self.shared.take(self.member))
-        return super().tables()
+    def collect(self) -> None:
+        """Move the member's rows from the ensemble's recorder, then the final batch's from its own, into ``rows``."""
+        self.rows.add(self.shared.take(self.member))
+        super().collect()
 
 
 def share_parameters(ensemble: EnsembleModel, member: int, model: RNNModel) -> None:

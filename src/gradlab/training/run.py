@@ -146,7 +146,8 @@ def train_run(
         config: the run (model, data, training settings, run id).
         data: the loaded dataset; loaded from ``config.data`` when None.
         run_dir: the run's folder (:data:`gradlab.store.schema.RUN_FILES`); files are
-            written atomically, tables and the checkpoint at every epoch end.
+            written atomically, the checkpoint at every epoch end, the tables and
+            metrics when the run ends.
         resume: with a ``run_dir`` that already holds this run: return a run
             that ended without training, continue one from its checkpoint.
             With False an existing run folder raises ``FileExistsError``.

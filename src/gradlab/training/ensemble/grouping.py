@@ -24,6 +24,12 @@ ENSEMBLE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 MEMBER_OPTIONS: tuple[str, ...] = ("train.seed", "train.lr", "train.clip_grad_norm", "model.init", "model.forget_bias")
 #: Most members in one ensemble by default (memory grows with it; the speed gain levels off).
 DEFAULT_MAX_MEMBERS = 32
+#: Fewest members in one ensemble by default: any group of two pays on a GPU, where tiny kernels are launch-bound.
+DEFAULT_MIN_MEMBERS = 2
+#: Fewest members on a CPU: there a batched step loops over members anyway, and an ensemble of 3 LSTMs
+#: stepped slower than 3 single runs (benchmarks/bench_ensemble.py, 1 thread: 0.92x; 1.1x from 4 members);
+#: each member's validation, diagnostics and writing cost the same either way.
+CPU_MIN_MEMBERS = 4
 
 
 def ensemble_blocker(run: RunConfig) -> str | None:
@@ -56,22 +62,27 @@ def group_runs(
     ensemble: str = "auto",
     workers: int = 1,
     max_members: int = DEFAULT_MAX_MEMBERS,
+    min_members: int = DEFAULT_MIN_MEMBERS,
 ) -> list[list[RunConfig]]:
     """The runs in training units: groups of ensemble members, or single runs.
 
     Groups keep the runs' order (by first member); a group larger than
-    ``max_members`` is cut into equal parts. With ``workers`` > 1 the
-    largest groups are halved until every worker has a unit, as long as a
-    group has more than one member: workers that sit idle would cost more
-    than a smaller ensemble saves.
+    ``max_members`` is cut into equal parts, and one smaller than
+    ``min_members`` trains one run at a time. With ``workers`` > 1 the
+    units must keep every worker busy as long as one run at a time would
+    (:func:`finish_time`, counting runs): the largest ensemble is halved, or
+    trained one run at a time where its halves would be smaller than
+    ``min_members``, until they do. A worker that idles while another
+    trains a whole ensemble costs more than the ensemble saves.
 
     Raises:
-        ValueError: an unknown ``ensemble`` choice, or ``max_members`` < 1.
+        ValueError: an unknown ``ensemble`` choice, or ``max_members`` or ``min_members`` < 1.
     """
     if ensemble not in ENSEMBLE_CHOICES:
         raise ValueError(f"--ensemble must be one of {', '.join(ENSEMBLE_CHOICES)}, got {ensemble!r}")
-    if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
-        raise ValueError(f"--ensemble-max must be an integer >= 1, got {max_members!r}")
+    for flag, value in (("--ensemble-max", max_members), ("the fewest ensemble members", min_members)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     if ensemble == "off":
         return [[run] for run in runs]
     groups: dict[str, list[RunConfig]] = {}
@@ -79,13 +90,27 @@ def group_runs(
         key = f"single {index}" if ensemble_blocker(run) else ensemble_key(run)
         groups.setdefault(key, []).append(run)
     units = [part for group in groups.values() for part in _split(group, -(-len(group) // max_members))]
-    while units and len(units) < workers:
+    units = [piece for unit in units for piece in (_singles(unit) if len(unit) < min_members else [unit])]
+    one_by_one = finish_time([1] * len(runs), workers)
+    while finish_time([len(unit) for unit in units], workers) > one_by_one:
         largest = max(range(len(units)), key=lambda index: len(units[index]))
         group = units[largest]
-        if len(group) < 2:
-            break
-        units[largest:largest + 1] = _split(group, 2)
+        units[largest:largest + 1] = _split(group, 2) if len(group) // 2 >= min_members else _singles(group)
     return units
+
+
+def finish_time(costs: Sequence[float], workers: int) -> float:
+    """When ``workers`` finish units of these ``costs``, taken in order by the first worker free (a process pool)."""
+    free = [0.0] * max(workers, 1)
+    for cost in costs:
+        index = free.index(min(free))
+        free[index] += cost
+    return max(free)
+
+
+def _singles(group: list[RunConfig]) -> list[list[RunConfig]]:
+    """``group`` as units of one run each."""
+    return [[run] for run in group]
 
 
 def _split(group: list[RunConfig], parts: int) -> list[list[RunConfig]]:
