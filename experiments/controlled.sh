@@ -86,11 +86,3 @@ ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance sequence_length $DIST --cells "
 ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-irnn sequence_length $DIST --cells RNN_RELU --init identity
 ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-lstm-init sequence_length $DIST --cells LSTM --init forget_bias,chrono
 ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-gru-init sequence_length $DIST --cells GRU --init chrono
-
-# 9. Remedies at T = 200 against the default runs of sweep 8 at lr 0.01: Pascanu's Omega, and
-#    gradient flossing (the leading exponent, every 10th step).
-REMEDY="--dataset distance --n-train 500 --n-validation 500 --n-test 1000 --batch-size 50 --epochs 50
-        --dtype float64 --lr 0.01 --seeds 0,1,2,3,4,5,6,7,8,9 --workers 2 --no-progress --no-figures
-        --out $OUT --lengths 200 --cells RNN_TANH,LSTM,GRU"
-sweep remedy-omega sequence_length $REMEDY --omega-weight 1
-sweep remedy-floss sequence_length $REMEDY --floss-weight 1 --floss-every 10
