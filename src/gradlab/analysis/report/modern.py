@@ -168,7 +168,8 @@ def _memory_part(data: RunData, figures: Sequence[str]) -> list[str]:
     else:
         lines += ["Spearman correlation, over the units of layer 0, between a unit's memory (|lambda|, |u|, or "
                   "mean retention 1 - z / f') and the gradient norm of the parameter that sets it, at each run's "
-                  f"first and last recorded step (mean over runs, {interval_label()}; one-sample t test, Holm over "
+                  "first and last recorded step (mean over runs, 95% t interval over runs: every seed at every "
+                  f"length is one; one-sample t test, Holm over "
                   f"{len(association)}). \"Grows with memory\" is the curse of memory: units that remember longer "
                   "are the most sensitive to their own parameter.", ""]
         lines += table(["cell", "parameter", "stage", "runs", "correlation", "verdict"],
