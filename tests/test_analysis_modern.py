@@ -16,17 +16,18 @@ from gradlab.analysis.report.modern import BENCH_FILE, modern_figures, modern_se
 SEEDS = (0, 1, 2, 3, 4)
 LENGTHS = (20, 50)
 TABLES = ("summary", "gradients", "parameter_gradients")
+DISTANCE = {"dataset": "distance", "epochs": 3, "init": "default"}  # summary columns of a default distance run
 
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     write_sweep(root, "length-distance", cells=("RNN_TANH", "GRU"), seeds=SEEDS, seq_lens=LENGTHS,
-                tables=("gradients", "parameter_gradients"), summary={"dataset": "distance", "epochs": 3, "init": "default"},
+                tables=("gradients", "parameter_gradients"), summary=DISTANCE,
                 jitter=0.002)
     write_sweep(root, "length-distance-modern", cells=("DIAGONAL", "MINGRU", "MINLSTM"), seeds=SEEDS,
                 seq_lens=LENGTHS, tables=("gradients", "parameter_gradients"),
-                summary={"dataset": "distance", "epochs": 3, "init": "default"}, jitter=0.002)
+                summary=DISTANCE, jitter=0.002)
     return root, load_runs([root], tables=TABLES)
 
 
@@ -64,7 +65,7 @@ def test_gradient_verdicts_say_yes_no_and_not_clear_as_the_data_do(loaded):
 
 def test_a_cell_that_keeps_more_at_every_length_gets_yes(tmp_path):
     write_sweep(tmp_path, "length-distance", cells=("RNN_TANH", "DIAGONAL"), seeds=SEEDS, seq_lens=(30, 60),
-                tables=("gradients",), summary={"dataset": "distance", "epochs": 3, "init": "default"}, jitter=0.002)
+                tables=("gradients",), summary=DISTANCE, jitter=0.002)
     data = load_runs([tmp_path], tables=("summary", "gradients"))
     text = "\n".join(modern_section(data, {}))
     assert "DIAGONAL yes" in _line(text, "- **At initialisation**")
