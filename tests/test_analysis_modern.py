@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,3 +149,15 @@ def test_figures_draw_one_line_per_cell_and_a_panel_per_modern_cell(loaded):
     assert diagonal[-1] == pytest.approx(np.mean([49 * np.log10(0.99 * (1 - 0.002 * s)) for s in SEEDS]))
     fig = plot_memory_sensitivity(data.parameter_gradients)
     assert [ax.get_title().split(":")[0] for ax in fig.axes] == ["DIAGONAL", "MINGRU", "MINLSTM"]
+
+
+def test_figures_command_draws_the_section_figures_and_links_them(loaded, tmp_path):
+    from gradlab.analysis.commands import figures
+
+    root, _ = loaded
+    written = figures([root], tmp_path / "report", formats=("png",), n_resamples=20, stream=io.StringIO())
+    names = {path.name for path in written}
+    assert {"modern_gradient_vs_length.png", "modern_memory_sensitivity.png"} <= names
+    report = (tmp_path / "report" / "findings.md").read_text()
+    section = report[report.index("## Modern recurrences"):report.index("## Evidence")]
+    assert "(modern_gradient_vs_length.png)" in section and "(modern_memory_sensitivity.png)" in section

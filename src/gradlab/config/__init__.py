@@ -21,35 +21,39 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from gradlab.config.cell_options import (
+    CELL_OPTIONS,
+    cell_init_options,
+    check_cell_options,
+)
 from gradlab.config.vocabulary import (  # noqa: F401 - re-exported: gradlab.config is where users import them
     ACTIVATION_NAMES,
-    BASE_MODES,
-    MODERN_MODES,
-    BIDIRECTIONAL_CHOICES,
-    READOUTS,
-    DIRECTIONS,
-    INIT_SCHEMES,
-    INIT_APPLIES_TO,
-    DATASET_NAMES,
     AUDIO_DATASETS,
-    SYNTHETIC_DATASETS,
-    SPLITS,
-    PADS,
-    OPTIMISERS,
+    BASE_MODES,
+    BIDIRECTIONAL_CHOICES,
+    DATASET_NAMES,
     DEVICES,
+    DIRECTIONS,
     DTYPES,
+    INIT_APPLIES_TO,
+    INIT_SCHEMES,
+    MODERN_MODES,
+    OPTIMISERS,
+    PADS,
+    READOUTS,
     SEED_MAX,
-    check_integer,
-    check_positive_int,
-    check_number,
+    SPLITS,
+    SYNTHETIC_DATASETS,
     check_choice,
-    parse_mode,
-    normalise_mode,
-    parse_scheme,
+    check_integer,
+    check_number,
+    check_positive_int,
     check_scheme_applies,
+    normalise_mode,
     option,
+    parse_mode,
+    parse_scheme,
 )
-from gradlab.config.cell_options import CELL_OPTIONS, cell_init_options, check_cell_options
 
 
 @dataclass(frozen=True)
