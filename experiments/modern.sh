@@ -19,7 +19,8 @@
 # 0.07 T (IndRNN), 0.05 T (diagonal); an FSDD run is 1-6 s per cell (T = 32, 3 digits), times
 # (32 + K) / 32 with K frames of delay. Sums: (a) 122 + 58 + 116 CPU-min, (b) 47 + 35 CPU-min;
 # 378 CPU-min in all, plus a quarter for process starts, data loading and the busy machine, over 2
-# workers: 236 min.
+# workers: 236 min. Two full 50-epoch runs checked the rates: minGRU at T = 100 took 36 CPU-s (42
+# predicted), the LRU at T = 200 took 56 (64 predicted), so the estimate errs about 15% high.
 #
 # What shrank to fit 4 hours, against controlled.sh's section 8 (10 seeds, lr 0.003,0.01,0.03 at
 # every T): 5 seeds (0-4) at T = 50, 100, 200 with the full learning-rate grid (10 seeds would take
