@@ -5,10 +5,11 @@ Run: python benchmarks/bench_scan.py [--repeats 10] [--steps 50 100 200 500 1000
 For each cell and length T, one layer's scan (:func:`gradlab.nn.unroll.scan_direction`, what training
 runs) and the same cell stepped one timestep at a time (:func:`gradlab.nn.unroll.unroll_direction`,
 plain autograd) are timed in the same process, interleaved repetition by repetition, on the same
-weights and batch; the median of each and their ratio (loop / scan: above 1, the scan is faster) are
-printed. Shapes default to the distance task's: batch 50, 1 feature, hidden 32, float64. IndRNN has
-no scan (its ReLU is not a linear recurrence), so only its loop is timed. The numbers are ratios on
-this machine, not a pass/fail test; a busy machine shifts both times, so compare the ratio.
+weights and batch, from the same loss on the states (the LRU's readout is left out of both); the
+median of each and their ratio (loop / scan: above 1, the scan is faster) are printed. Shapes
+default to the distance task's: batch 50, 1 feature, hidden 32, float64. IndRNN has no scan (its
+ReLU is not a linear recurrence), so only its loop is timed. The numbers are ratios on this
+machine, not a pass/fail test; a busy machine shifts both times, so compare the ratio.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def time_cell(mode: str, steps: int, *, batch: int, features: int, hidden: int, 
         return outputs
 
     def scan(inputs: torch.Tensor) -> torch.Tensor:
-        return scan_direction(cell, inputs, state, reverse=False)[1]
+        return scan_direction(cell, inputs, state, reverse=False)[0]  # the states, as the loop returns (no readout)
 
     runs = {"loop": loop}
     if getattr(cell, "scans", False):

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 from data_helpers import fsdd_recordings
 
@@ -59,3 +60,20 @@ def test_modern_script_runs_every_part_at_toy_scale_and_resumes(tmp_path):
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {path: path.stat().st_mtime for path in out.glob("*/*/metrics.json")} == runs_before
+
+
+def test_bench_scan_prints_a_ratio_for_each_scanning_cell_and_none_for_indrnn(capsys):
+    import importlib.util
+    import math
+
+    spec = importlib.util.spec_from_file_location("bench_scan", REPO / "benchmarks" / "bench_scan.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--repeats", "1", "--steps", "6", "--hidden", "3", "--batch", "2", "--modes", "LRU", "INDRNN"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["LRU", "6"], ["INDRNN", "6"]]
+    lru, indrnn = rows
+    assert float(lru[4]) == pytest.approx(float(lru[3]) / float(lru[2]), rel=0.01)  # loop / scan
+    assert indrnn[2] == "-" and indrnn[4] == "-" and float(indrnn[3]) > 0
+    scan, loop = bench.time_cell("INDRNN", 4, batch=2, features=1, hidden=3, repeats=1, dtype=torch.float64)
+    assert math.isnan(scan) and loop > 0
