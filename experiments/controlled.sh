@@ -17,37 +17,7 @@ FOLDS=$(IFS=,; echo "${SPEAKERS[*]}")
 FSDD="--dataset fsdd --data-dir ${GRADLAB_FSDD:-../shared/data/fsdd} --seeds 0,1,2,3,4 --workers 2 --no-progress --no-figures --out $OUT"
 mkdir -p "$OUT"
 
-source experiments/sweep.sh
-
-tuned() {  # tuned CELL SPEAKER: "--lr X --clip-grad-norm Y" that fold's validation speaker chose for CELL
-  local choices=$OUT/fsdd-tuned.choices.tsv
-  [ -f "$choices" ] || python - "$OUT/fsdd-tuned" > "$choices.tmp" <<'PY'
-import sys
-import pandas as pd
-from gradlab.analysis import select_by_validation
-summary = pd.read_parquet(f"{sys.argv[1]}/summary.parquet")  # validation columns only are read
-chosen = select_by_validation(summary, group=("cell", "test_speaker"), grid=("lr", "clip_grad_norm"))
-for row in chosen.itertuples():
-    clip = "none" if row.clip_grad_norm != row.clip_grad_norm else row.clip_grad_norm
-    print(f"{row.cell}\t{row.test_speaker}\t--lr {row.lr} --clip-grad-norm {clip}")
-PY
-  [ -f "$choices" ] || mv "$choices.tmp" "$choices"
-  awk -F'\t' -v cell="$1" -v speaker="$2" '$1 == cell && $2 == speaker {print $3; found = 1}
-      END {if (!found) {print "no tuned settings for " cell " in fold " speaker > "/dev/stderr"; exit 1}}' \
-      "$choices"
-}
-
-at_tuned() {  # at_tuned NAME CELLS ARGS...: one sweep per cell and fold at that fold's tuned settings
-  local name=$1 cells=$2
-  shift 2
-  for cell in ${cells//,/ }; do
-    for speaker in "${SPEAKERS[@]}"; do
-      local settings
-      settings=$(tuned "$cell" "$speaker")
-      sweep "$name-$cell-$speaker" compare_cells $FSDD --cells "$cell" --test-speaker "$speaker" $settings "$@"
-    done
-  done
-}
+source experiments/sweep.sh  # sweep, tuned, at_tuned (tuned settings from sweep fsdd-tuned)
 
 # 1. Tuned cells: six RNN variants, learning rate and clipping chosen per cell and fold on that
 #    fold's validation speaker (sigmoid and leaky relu answer question 1 beside tanh and relu).

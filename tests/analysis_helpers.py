@@ -22,9 +22,17 @@ FACTOR: dict[tuple[str, str], float] = {
     ("LSTM", "h"): 0.7,
     ("LSTM", "c"): 0.95,
     ("GRU", "h"): 0.9,
+    # modern cells: DIAGONAL keeps the most, MINGRU loses faster than any classic cell, MINLSTM matches the GRU
+    ("DIAGONAL", "h"): 0.99,
+    ("MINGRU", "h"): 0.4,
+    ("MINLSTM", "h"): 0.9,
 }
 #: Base test accuracy of each cell; seed s adds 0.01 * s.
-ACCURACY: dict[str, float] = {"RNN_TANH": 0.40, "RNN_RELU": 0.50, "LSTM": 0.80, "GRU": 0.90}
+ACCURACY: dict[str, float] = {"RNN_TANH": 0.40, "RNN_RELU": 0.50, "LSTM": 0.80, "GRU": 0.90, "DIAGONAL": 0.95,
+                              "MINGRU": 0.30, "MINLSTM": 0.90}
+#: Slope of each modern cell's per-unit parameter-gradient norm in its memory (sign: grows or shrinks with it).
+MEMORY_SLOPE: dict[str, float] = {"DIAGONAL": 4.0, "MINGRU": -4.0, "MINLSTM": 0.0}
+MEMORY_PARAMETER: dict[str, str] = {"DIAGONAL": "weight_hh", "MINGRU": "z", "MINLSTM": "f"}
 GATES: dict[str, tuple[str, ...]] = {"LSTM": ("i", "f", "g", "o"), "GRU": ("r", "z", "n")}
 CELLS: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 STEPS: tuple[int, ...] = (0, 4, 8, 12)
@@ -47,13 +55,15 @@ def _keys(run_id: str, cell: str, seed: int) -> dict[str, object]:
     return {"run_id": run_id, "cell": cell, "activation": activation(cell), "seed": seed}
 
 
-def gradients_frame(run_id: str, cell: str, seed: int, *, seq_len: int = 6, steps=STEPS, num_layers: int = 1) -> pd.DataFrame:
+def gradients_frame(run_id: str, cell: str, seed: int, *, seq_len: int = 6, steps=STEPS, num_layers: int = 1,
+                    jitter: float = 0.0) -> pd.DataFrame:
+    """``jitter`` > 0 scales the per-step factor by (1 - jitter * seed): ratios then differ between seeds."""
     rows = []
     for step in steps:
         epoch = max(step - 1, 0) // STEPS_PER_EPOCH
         for layer in range(num_layers):
             for state in states(cell):
-                factor = FACTOR[(cell, state)]
+                factor = FACTOR[(cell, state)] * (1 - jitter * seed)
                 for t in range(seq_len):
                     norm = 0.1 * (1 + 0.1 * seed) * (1 + step / 10) * factor ** (seq_len - 1 - t)
                     rows.append({**_keys(run_id, cell, seed), "epoch": epoch, "step": step, "layer": layer,
@@ -110,11 +120,26 @@ def summary_row(run_id: str, cell: str, seed: int, **config) -> dict[str, object
            "normalise": True, "hidden_size": 8, "num_layers": 1, "seq_len": 6, "status": "finished",
            "diverged_step": None, "best_val_accuracy": accuracy, "best_epoch": EPOCHS - 1,
            "test_accuracy": accuracy, "final_test_accuracy": accuracy - 0.02,
-           "n_params": {"RNN_TANH": 100, "RNN_RELU": 100, "LSTM": 400, "GRU": 300}[cell],
+           "n_params": {"RNN_TANH": 100, "RNN_RELU": 100, "LSTM": 400, "GRU": 300}.get(cell, 200),
            "num_classes": NUM_CLASSES, "n_validation": N_EXAMPLES, "n_test": N_EXAMPLES,
-           "time_per_epoch": {"RNN_TANH": 1.0, "RNN_RELU": 1.0, "LSTM": 3.0, "GRU": 2.0}[cell]}
+           "time_per_epoch": {"RNN_TANH": 1.0, "RNN_RELU": 1.0, "LSTM": 3.0, "GRU": 2.0}.get(cell, 1.5)}
     row.update(config)
     return row
+
+
+def parameter_gradients_frame(run_id: str, cell: str, seed: int, *, units: int = 8, steps=STEPS) -> pd.DataFrame:
+    """Per-unit rows: memory spread over (0.1, 0.99), log10 grad_norm = MEMORY_SLOPE * memory plus a seed wobble;
+    classic cells have ``weight_hh`` rows without a memory (NaN), as runs write them."""
+    rows = []
+    for step in steps:
+        for unit in range(units):
+            memory = 0.1 + 0.89 * unit / (units - 1) if cell in MEMORY_SLOPE else float("nan")
+            wobble = 0.05 * ((unit * 7 + seed * 3) % 5 - 2)
+            log_norm = MEMORY_SLOPE.get(cell, 0.0) * (0.0 if memory != memory else memory) + wobble
+            rows.append({**_keys(run_id, cell, seed), "epoch": 0, "step": step, "layer": 0, "direction": "forward",
+                         "parameter": MEMORY_PARAMETER.get(cell, "weight_hh"), "unit": unit,
+                         "grad_norm": 10.0 ** (log_norm - 3), "memory": memory})
+    return schema.conform(pd.DataFrame(rows), "parameter_gradients")
 
 
 def predictions_frame(run_id: str, cell: str, seed: int, *, examples: int = N_EXAMPLES) -> pd.DataFrame:
@@ -161,15 +186,19 @@ def write_sweep(
     seq_lens=(6,),
     tables=("history", "gradients", "gates", "jacobian", "predictions"),
     summary_parquet: bool = True,
+    summary: dict | None = None,
+    jitter: float = 0.0,
 ) -> Path:
     """Write a fake sweep in the documented layout and return its folder.
 
-    With ``summary_parquet=False`` the summary exists only as each run's metrics.json.
+    With ``summary_parquet=False`` the summary exists only as each run's metrics.json. ``summary`` adds or
+    replaces summary columns of every run (``{"dataset": "distance"}``); ``jitter``: see :func:`gradients_frame`.
     """
+    extra = dict(summary or {})
     sweep = root / name
     sweep.mkdir(parents=True)
     (sweep / schema.SWEEP_FILES["sweep"]).write_text(json.dumps({"cells": list(cells), "seeds": list(seeds)}))
-    summary = []
+    rows = []
     for seq_len in seq_lens:
         for cell in cells:
             for seed in seeds:
@@ -179,16 +208,17 @@ def write_sweep(
                 (run / schema.RUN_FILES["config"]).write_text(json.dumps({"cell": cell, "seed": seed, "layout": 2}))
                 makers = {
                     "history": lambda: history_frame(run_id, cell, seed),
-                    "gradients": lambda: gradients_frame(run_id, cell, seed, seq_len=seq_len),
+                    "gradients": lambda: gradients_frame(run_id, cell, seed, seq_len=seq_len, jitter=jitter),
+                    "parameter_gradients": lambda: parameter_gradients_frame(run_id, cell, seed),
                     "gates": lambda: gates_frame(run_id, cell, seed, seq_len=seq_len),
                     "jacobian": lambda: jacobian_frame(run_id, cell, seed, seq_len=seq_len),
                     "predictions": lambda: predictions_frame(run_id, cell, seed),
                 }
                 for kind in tables:
                     makers[kind]().to_parquet(run / schema.RUN_FILES[kind])
-                row = summary_row(run_id, cell, seed, seq_len=seq_len)
+                row = summary_row(run_id, cell, seed, seq_len=seq_len, **extra)
                 (run / schema.RUN_FILES["metrics"]).write_text(json.dumps(row))
-                summary.append(row)
+                rows.append(row)
     if summary_parquet:
-        schema.conform(pd.DataFrame(summary), "summary").to_parquet(sweep / schema.SWEEP_FILES["summary"])
+        schema.conform(pd.DataFrame(rows), "summary").to_parquet(sweep / schema.SWEEP_FILES["summary"])
     return sweep

@@ -51,7 +51,7 @@ def test_sweep_writes_the_documented_layout(tmp_path):
     assert sorted(summary["run_id"]) == ["GRU-s0", "RNN_TANH-s0"]
     for run_id in summary["run_id"]:
         for kind, name in schema.RUN_FILES.items():
-            if kind == "lyapunov":  # only with lyapunov_every
+            if kind in ("lyapunov", "parameter_gradients"):  # only with lyapunov_every, record_parameters
                 continue
             assert (sweep / run_id / name).is_file(), name
     assert not list(sweep.rglob("*.tmp"))

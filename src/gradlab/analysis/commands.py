@@ -262,6 +262,12 @@ def figures(
         name = f"{stem}__{slug(label)}"
         if stem not in missing and draw_and_save(name, draw, f"{stem} for {label}"):
             linked.setdefault(label, []).append(f"{name}.{formats[0]}")
+    from gradlab.analysis.report.modern import LABEL as MODERN
+    from gradlab.analysis.report.modern import modern_figures
+
+    for stem, draw in modern_figures(tuned):
+        if draw_and_save(stem, draw, stem):
+            linked.setdefault(MODERN, []).append(f"{stem}.{formats[0]}")
     findings = build_findings(data, figures=linked, answer_figures=answers, n_resamples=n_resamples, seed=seed)
     for name, text in ((REPORT, findings.main()), (APPENDIX, findings.appendix())):
         path = out / name

@@ -51,6 +51,7 @@ class RunData:
         sweeps: sweep name -> the folder it was read from.
         predictions: per-example predictions (:data:`gradlab.store.schema.PREDICTIONS`).
         lyapunov: Lyapunov exponents recorded during training (:data:`gradlab.store.schema.LYAPUNOV`).
+        parameter_gradients: per-unit memory-parameter gradients (:data:`gradlab.store.schema.PARAMETER_GRADIENTS`).
         skipped: one message per run left out because a file of it could not be read.
         config: the run settings of every run (one row per ``sweep``, ``run_id``; one column per
             setting of its config.json, nested settings dotted), read for :meth:`with_config`.
@@ -64,6 +65,7 @@ class RunData:
     sweeps: dict[str, Path] = field(default_factory=dict)
     predictions: pd.DataFrame | None = field(default_factory=lambda: _empty("predictions"))
     lyapunov: pd.DataFrame | None = field(default_factory=lambda: _empty("lyapunov"))
+    parameter_gradients: pd.DataFrame | None = field(default_factory=lambda: _empty("parameter_gradients"))
     skipped: tuple[str, ...] = ()
     config: pd.DataFrame | None = None
 

@@ -11,6 +11,12 @@ approaches 1 the plain recurrence's sensitivity to lambda_i explodes
 parameters after a backward pass, so it sees what that pass accumulated
 (zero the gradients before the step, as a training loop does). Cells know
 nothing of it: the mapping from a cell to its memory parameters lives here.
+
+:func:`unit_memory` says how long each unit remembers at the time of the
+recording (column ``memory``): |lambda_i| for DIAGONAL and the LRU, |u_i| for
+IndRNN, and for minGRU/minLSTM the mean retention 1 - z_t or f'_t over a
+batch and its timesteps (their coefficient of h_{t-1} depends on the input).
+Plotting ``grad_norm`` against ``memory`` shows the curse of memory.
 """
 
 from __future__ import annotations
@@ -55,9 +61,51 @@ def memory_parameter_gradients(cell: RecurrentCell) -> dict[str, Tensor]:
     return {"weight_hh": per_gate.square().sum(dim=(0, 2)).sqrt()}
 
 
-def unit_parameter_gradients(net: RecurrentNet, *, step: int, epoch: int) -> dict[str, np.ndarray]:
-    """The columns (no run columns) of one step's parameter-gradient rows, for every layer and direction."""
-    parts: dict[str, list] = {name: [] for name in ("layer", "direction", "parameter", "unit", "grad_norm")}
+#: Cells whose memory depends on their input (measured on a batch by :func:`unit_memory`).
+INPUT_GATED = (MinGRUCell, MinLSTMCell)
+
+
+def needs_inputs(net: RecurrentNet) -> bool:
+    """Whether :func:`unit_memory` of ``net`` needs a batch (it has minGRU or minLSTM layers)."""
+    return any(isinstance(net.cell(layer, direction), INPUT_GATED)
+               for layer in range(net.num_layers) for direction in net.directions)
+
+
+def unit_memory(net: RecurrentNet, x: Tensor | None = None) -> dict[tuple[int, str], np.ndarray]:
+    """Each unit's memory, {(layer, direction): (H,) float64}: |lambda_i|, |u_i|, or the mean retention on ``x``.
+
+    The classic cells have no per-unit memory coefficient (NaN), nor do minGRU/minLSTM layers without ``x``.
+    """
+    found: dict[tuple[int, str], np.ndarray] = {}
+    with torch.no_grad():
+        trajectories = net.trajectories(x) if x is not None and needs_inputs(net) else {}
+        for layer in range(net.num_layers):
+            for direction in net.directions:
+                cell = net.cell(layer, direction)
+                values = torch.full((cell.hidden_size,), float("nan"), dtype=torch.float64)
+                if isinstance(cell, LRUCell):
+                    values = cell.eigenvalues().abs().double()
+                elif isinstance(cell, (DiagonalCell, IndRNNCell)):
+                    values = cell.weight_hh.detach().double().abs()
+                elif isinstance(cell, INPUT_GATED) and (layer, direction) in trajectories:
+                    trajectory = trajectories[(layer, direction)]
+                    x_proj = cell.project_input(trajectory.inputs)  # (B, T, G*H)
+                    retention = cell.jacobian_diagonal(x_proj, trajectory.h)  # 1 - z_t or f'_t, (B, T, H)
+                    values = retention.double().mean(dim=(0, 1))
+                found[(layer, direction)] = values.cpu().numpy()
+    return found
+
+
+def unit_parameter_gradients(net: RecurrentNet, *, step: int, epoch: int,
+                             memory: dict[tuple[int, str], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The columns (no run columns) of one step's parameter-gradient rows, for every layer and direction.
+
+    ``memory`` (from :func:`unit_memory`) fills column ``memory``; without it the column is what
+    :func:`unit_memory` gives without a batch.
+    """
+    memory = unit_memory(net) if memory is None else memory
+    parts: dict[str, list] = {name: [] for name in ("layer", "direction", "parameter", "unit", "grad_norm",
+                                                    "memory")}
     with torch.no_grad():
         for layer in range(net.num_layers):
             for direction in net.directions:
@@ -68,6 +116,8 @@ def unit_parameter_gradients(net: RecurrentNet, *, step: int, epoch: int) -> dic
                     parts["parameter"].append(np.full(count, name, dtype=object))
                     parts["unit"].append(np.arange(count, dtype=np.int64))
                     parts["grad_norm"].append(norms.cpu().numpy())
+                    parts["memory"].append(memory[(layer, direction)])
     columns = {name: np.concatenate(values) for name, values in parts.items()}
     rows = len(columns["unit"])
+    columns["memory"] = columns.pop("memory")  # after grad_norm, as in the schema
     return {"epoch": np.full(rows, epoch, dtype=np.int64), "step": np.full(rows, step, dtype=np.int64), **columns}

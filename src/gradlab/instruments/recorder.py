@@ -83,7 +83,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from gradlab.instruments.parameters import unit_parameter_gradients
+from gradlab.instruments.parameters import unit_memory, unit_parameter_gradients
 from gradlab.nn.models import RecurrentNet, StateKey
 from gradlab.store import schema
 
@@ -207,7 +207,7 @@ class GradientRecorder:
         return step % self.every == 0
 
     @contextlib.contextmanager
-    def record(self, step: int = 0, epoch: int = 0) -> Iterator[None]:
+    def record(self, step: int = 0, epoch: int = 0, *, inputs: Tensor | None = None) -> Iterator[None]:
         """Record the gradients of the forward and backward pass run inside the block.
 
         Run one forward and one ``backward`` (or ``autograd.grad``) of the
@@ -216,6 +216,8 @@ class GradientRecorder:
 
         Args:
             step, epoch: the rows' ``step`` and ``epoch`` (default 0: the model as it is).
+            inputs: the block's input batch (B, T, F); with ``parameters=True`` the minGRU/minLSTM units'
+                ``memory`` (mean retention) is measured on it after the block (NaN without it).
 
         Raises:
             RuntimeError: on exit, if no gradient reached the network's states
@@ -234,12 +236,13 @@ class GradientRecorder:
         finally:
             self._handle.remove()
             self._handle = None
-        self._collect(step, epoch)
+        self._collect(step, epoch, inputs)
 
-    def maybe_record(self, step: int, epoch: int = 0) -> contextlib.AbstractContextManager[None]:
+    def maybe_record(self, step: int, epoch: int = 0, *,
+                     inputs: Tensor | None = None) -> contextlib.AbstractContextManager[None]:
         """:meth:`record` on recorded steps, an empty context (no cost) otherwise."""
         if self.should_record(step):
-            return self.record(step=step, epoch=epoch)
+            return self.record(step=step, epoch=epoch, inputs=inputs)
         return contextlib.nullcontext()
 
     def frame(self) -> pd.DataFrame:
@@ -281,7 +284,7 @@ class GradientRecorder:
         self._sample_norms = {}
         self._repeated = False
 
-    def _collect(self, step: int, epoch: int) -> None:
+    def _collect(self, step: int, epoch: int, inputs: Tensor | None = None) -> None:
         sample_norms, repeated = self._sample_norms, self._repeated
         self._clear_step()
         if not sample_norms:
@@ -299,7 +302,9 @@ class GradientRecorder:
         values = norms.cpu().numpy()  # the one device-to-host copy of the step; (N, 2)
         self._chunks.append(gradient_rows(list(sample_norms), values[:, 0], values[:, 1], step=step, epoch=epoch))
         if self.record_parameters:
-            self._parameter_chunks.append(unit_parameter_gradients(self.net, step=step, epoch=epoch))
+            # Before the update, so `memory` and the gradients describe the same parameters.
+            memory = unit_memory(self.net, inputs)
+            self._parameter_chunks.append(unit_parameter_gradients(self.net, step=step, epoch=epoch, memory=memory))
 
 
 def gradient_rows(

@@ -132,7 +132,7 @@ class RNNModel(nn.Module):
             config.mode, input_size, config.hidden_size, config.num_layers, config.bias, output_size,
             bidirectional=config.bidirectional, readout=config.readout, init=config.init,
             forget_bias=config.forget_bias, chrono_t_max=chrono_t_max, generator=generator,
-            handwritten_bptt=handwritten_bptt,
+            handwritten_bptt=handwritten_bptt, cell_options=config.cell_options() or None,
         )
 
     @property

@@ -30,7 +30,8 @@ from gradlab.store import schema
 from gradlab.store.atomic import write_atomic
 
 #: Tables a run writes beside its metrics.
-RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian", "predictions", "lyapunov")
+RUN_TABLES: tuple[str, ...] = ("history", "gradients", "gates", "jacobian", "predictions", "lyapunov",
+                               "parameter_gradients")
 #: Version of the run-folder layout this gradlab writes; config.json records it.
 LAYOUT = 2
 #: Statuses of a run, as in :data:`gradlab.store.schema.SUMMARY`.

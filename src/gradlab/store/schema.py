@@ -218,6 +218,7 @@ RUN_FILES: dict[str, str] = {
     "jacobian": "jacobian.parquet",
     "predictions": "predictions.parquet",
     "lyapunov": "lyapunov.parquet",  # only with TrainConfig.lyapunov_every
+    "parameter_gradients": "parameter_gradients.parquet",  # only with TrainConfig.record_parameters
     "metrics": "metrics.json",  # the run's SUMMARY row as JSON, written when it ends
     "checkpoint": "checkpoint.pt",  # state_dicts + config + optimiser + RNG states
 }
@@ -266,7 +267,9 @@ TABLES["lyapunov"] = LYAPUNOV
 #: :mod:`gradlab.instruments.parameters`). ``parameter`` names what sets unit ``unit``'s memory: ``weight_hh``
 #: (lambda for DIAGONAL, u for INDRNN, the unit's rows of every gate for the classic cells), ``nu_log`` and
 #: ``theta_log`` (the LRU's eigenvalue), or a gate (``z``; ``f``, ``i``) whose input weights and bias set the
-#: minGRU/minLSTM coefficient. ``grad_norm`` is the L2 norm of dL/d(those entries).
+#: minGRU/minLSTM coefficient. ``grad_norm`` is the L2 norm of dL/d(those entries). ``memory`` is the unit's
+#: memory when recorded: |lambda_i| (DIAGONAL, LRU), |u_i| (INDRNN), the mean retention 1 - z or f' over the
+#: recorded batch (MINGRU, MINLSTM), NaN for the classic cells (:func:`gradlab.instruments.parameters.unit_memory`).
 PARAMETER_GRADIENTS: dict[str, str] = {
     **_RUN_KEYS,
     "epoch": "int64",
@@ -276,6 +279,7 @@ PARAMETER_GRADIENTS: dict[str, str] = {
     "parameter": "string",
     "unit": "int64",
     "grad_norm": "float64",
+    "memory": "float64",
 }
 TABLES["parameter_gradients"] = PARAMETER_GRADIENTS
 TABLES["jacobian_singular_values"] = JACOBIAN_SINGULAR_VALUES

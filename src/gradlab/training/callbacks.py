@@ -179,7 +179,7 @@ class GradientRecording(Callback):
         # The final model's gradients, on a fixed training batch; no update follows.
         x, y = next(iterate_batches(state.data.train, state.config.train.batch_size, shuffle=False))
         state.optimiser.zero_grad(set_to_none=True)
-        with self.recorder.record(step=state.step, epoch=max(state.epochs_done - 1, 0)):
+        with self.recorder.record(step=state.step, epoch=max(state.epochs_done - 1, 0), inputs=x):
             with state.autocast():
                 logits = state.model(x)
             batch_loss(logits, y, state.data.task).backward()

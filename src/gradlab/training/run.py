@@ -40,6 +40,7 @@ from gradlab.training.callbacks import (
 from gradlab.training.dynamics import GradientFlossing, LyapunovRecording, VanishingGradientRegulariser
 from gradlab.training.evaluate import evaluate, has_predictions, predictions
 from gradlab.training.loop import Callback, TrainState, fit
+from gradlab.training.parameter_recording import ParameterRecording
 from gradlab.training.seeding import resolve_device, seed_everything, set_deterministic
 
 
@@ -58,6 +59,7 @@ class RunResult:
     jacobian: pd.DataFrame
     predictions: pd.DataFrame
     lyapunov: pd.DataFrame
+    parameter_gradients: pd.DataFrame | None = None  # with TrainConfig.record_parameters (empty without)
     run_dir: Path | None = None
     skipped: bool = False
 
@@ -118,7 +120,8 @@ def standard_callbacks(state: TrainState, command: list[str] | None, progress: b
     if train.floss_weight:
         callbacks.append(GradientFlossing(train.floss_weight, train.floss_k, train.floss_every, train.floss_until))
     if train.record_every is not None:
-        callbacks.append(GradientRecording(state, train.record_every))
+        recording = ParameterRecording if train.record_parameters else GradientRecording
+        callbacks.append(recording(state, train.record_every))
     if train.diagnostics:
         callbacks.append(Diagnostics())
     if train.lyapunov_every is not None:

@@ -24,7 +24,7 @@ from gradlab.analysis.learning import (
     selection_groups,
 )
 from gradlab.analysis.load import RunData
-from gradlab.analysis.report import answers
+from gradlab.analysis.report import answers, modern
 from gradlab.analysis.report.controlled import controlled_section
 from gradlab.analysis.report.dynamics import dynamics_section
 from gradlab.analysis.report.evidence import (
@@ -172,6 +172,7 @@ class Findings:
                                   "rate, clipping, checkpoint), the other four train. The unit of an FSDD interval "
                                   "is the test speaker (each fold's mean over its seeds).", ""]
             lines += answers.answers(self.study, self.answer_figures)
+        lines += modern.modern_section(self.data, self.figures)  # after the answers, before the evidence
         lines += ["## Evidence", "", *self._overview(), *self._check_summary()]
         lines += controlled_section(self.data)
         lines += dynamics_section(self.data, self.figures)

@@ -43,6 +43,8 @@ def ensemble_blocker(run: RunConfig) -> str | None:
         return "--amp (autocast uses the plain autograd unroll)"
     if train.omega_weight or train.floss_weight:
         return "a gradient regulariser (--omega-weight or --floss-weight) needs the single model's own backward"
+    if train.record_parameters:
+        return "--record-parameters (the ensemble's recorder records the state gradients only)"
     return None
 
 

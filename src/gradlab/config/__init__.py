@@ -11,158 +11,49 @@ data is read or any folder written. Change a config with
 Each field's ``help`` metadata is the one description of that option: the
 command line (:mod:`gradlab.cli`) is generated from it, defaults included.
 
-This module imports no torch: reading a config or a run folder is cheap.
+This package imports no torch: reading a config or a run folder is cheap. The vocabulary and the field checks
+live in :mod:`gradlab.config.vocabulary`, the modern cells' init options in :mod:`gradlab.config.cell_options`;
+both are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-#: RNN activations by name (``gradlab.nn.cells.ACTIVATIONS`` maps them to functions).
-ACTIVATION_NAMES: tuple[str, ...] = ("tanh", "relu", "leaky_relu", "sigmoid", "gelu", "elu", "softplus", "identity")
-BASE_MODES: tuple[str, ...] = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
-#: Elementwise (diagonal) recurrences (:mod:`gradlab.nn.modern`, :mod:`gradlab.nn.lru`), and the activation each
-#: reports: IndRNN's ReLU, the positive g of minGRU/minLSTM, none (identity) for the linear LRU and DIAGONAL.
-MODERN_MODES: dict[str, str] = {"INDRNN": "relu", "MINGRU": "g", "MINLSTM": "g", "LRU": "identity",
-                                "DIAGONAL": "identity"}
-BIDIRECTIONAL_CHOICES: tuple[str, ...] = ("none", "separate", "interleaved")
-READOUTS: tuple[str, ...] = ("last", "mean", "sequence")
-DIRECTIONS: tuple[str, ...] = ("forward", "backward")
-#: Initialisation schemes (see :mod:`gradlab.nn.initialisation`), and the cell kinds each applies to.
-INIT_SCHEMES: tuple[str, ...] = ("default", "orthogonal", "identity", "forget_bias", "chrono")
-INIT_APPLIES_TO: dict[str, tuple[str, ...]] = {
-    "default": ("RNN", "LSTM", "GRU", *MODERN_MODES),
-    "orthogonal": ("RNN", "LSTM", "GRU"),
-    "identity": ("RNN",),
-    "forget_bias": ("LSTM",),
-    "chrono": ("LSTM", "GRU"),
-}
-#: Dataset names a run may train on (the keys of ``gradlab.data.DATASETS``).
-DATASET_NAMES: tuple[str, ...] = ("speech-commands", "fsdd", "adding", "copy-memory", "distance")
-AUDIO_DATASETS: tuple[str, ...] = ("speech-commands", "fsdd")
-SYNTHETIC_DATASETS: tuple[str, ...] = ("adding", "copy-memory", "distance")
-#: FSDD split schemes: by speaker (no test speaker is heard in training) or by take (speaker-dependent).
-SPLITS: tuple[str, ...] = ("speakers", "takes")
-#: Where the word sits in its one-second clip: first (silence after it) or last (silence before it).
-PADS: tuple[str, ...] = ("end", "start")
-OPTIMISERS: tuple[str, ...] = ("adam", "sgd")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-DTYPES: tuple[str, ...] = ("float32", "float64")
-#: Largest seed: torch's generators take up to 2**64 - 1, but every table stores the seed as int64.
-SEED_MAX: int = 2**63 - 1
-
-
-def check_integer(name: str, value: Any, low: int = 1, high: int | None = None, note: str = "") -> int:
-    """Return ``value`` if it is an integer (not a bool) in [low, high].
-
-    Raises:
-        ValueError: naming ``name``, the allowed range (plus ``note``) and the value given.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        if high is not None:
-            allowed = f"an integer in [{low}, {high}]"
-        else:
-            allowed = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {allowed}{note}, got {value!r}")
-    return value
-
-
-def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> Any:
-    """Return ``value`` if it is an integer >= 1 (or None when allowed); else raise ``ValueError``."""
-    return value if value is None and allow_none else check_integer(name, value)
-
-
-def check_number(name: str, value: object, *, positive: bool | None) -> None:
-    """Raise ``ValueError`` unless ``value`` is finite and > 0 (``positive``), >= 0 (False) or any (None)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if positive is None:
-        return
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if not positive and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` naming the allowed values unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
-
-
-def parse_mode(mode: str) -> tuple[str, str]:
-    """Split a mode into (cell kind, activation), case-insensitively.
-
-    ``RNN_TANH`` -> ("RNN", "tanh"), ``RNN_LEAKY_RELU`` -> ("RNN", "leaky_relu"),
-    ``LSTM`` -> ("LSTM", "tanh"), ``GRU`` -> ("GRU", "tanh"); a modern mode is its own
-    kind with the activation of :data:`MODERN_MODES` (``MINGRU`` -> ("MINGRU", "g")).
-
-    Raises:
-        ValueError: naming the valid modes.
-    """
-    if isinstance(mode, str):
-        upper = mode.strip().upper()
-        if upper in ("LSTM", "GRU"):
-            return upper, "tanh"
-        if upper in MODERN_MODES:
-            return upper, MODERN_MODES[upper]
-        if upper.startswith("RNN_") and upper[4:].lower() in ACTIVATION_NAMES:
-            return "RNN", upper[4:].lower()
-    valid = list(BASE_MODES) + [f"RNN_{name.upper()}" for name in ACTIVATION_NAMES if name not in ("tanh", "relu")]
-    valid += list(MODERN_MODES)
-    raise ValueError(f"unknown mode {mode!r}; expected one of {valid}")
-
-
-def normalise_mode(mode: str) -> str:
-    """The canonical spelling of ``mode`` (``rnn_tanh`` -> ``RNN_TANH``)."""
-    kind, activation = parse_mode(mode)
-    return kind if kind != "RNN" else f"RNN_{activation.upper()}"
-
-
-def parse_scheme(scheme: str) -> tuple[str, ...]:
-    """Split an init scheme ``"a+b"`` into its parts and check each one.
-
-    Raises:
-        ValueError: naming the unknown part and the valid names.
-    """
-    if not isinstance(scheme, str) or not scheme:
-        raise ValueError(f"init scheme must be a non-empty string, got {scheme!r}")
-    parts = tuple(part.strip() for part in scheme.split("+"))
-    for part in parts:
-        if part not in INIT_SCHEMES:
-            raise ValueError(
-                f"unknown init scheme {part!r} in {scheme!r}; expected one of {list(INIT_SCHEMES)} "
-                "or several joined with '+'"
-            )
-    return parts
-
-
-def check_scheme_applies(scheme: str, mode: str) -> None:
-    """Raise ``ValueError`` (with a fix) when a part of ``scheme`` does not apply to ``mode``'s cell."""
-    kind = parse_mode(mode)[0]
-    for part in parse_scheme(scheme):
-        if kind not in INIT_APPLIES_TO[part]:
-            both = [name for name, kinds in INIT_APPLIES_TO.items() if kind in kinds and name != "default"]
-            fix = (f"choose an init that applies to it ({', '.join(both)})" if both
-                   else "use init 'default', the only scheme for it")
-            raise ValueError(
-                f"init scheme {part!r} applies to {' and '.join(INIT_APPLIES_TO[part])} cells, not {mode}; "
-                f"run {mode} in a separate sweep, or {fix}"
-            )
-
-
-def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argparse's word
-    """A dataclass field with its command-line help (the one place an option is described).
-
-    Metadata the command line reads: ``choices`` (the fixed values, checked when parsed), ``grid=False`` (no
-    comma list), ``cli=False`` (no flag). A help that states its own ``(default: ...)`` keeps it; others get
-    the field's default appended.
-    """
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("mutable defaults are not allowed in a frozen config")
-    return field(default=default, metadata={"help": help, **metadata})
+from gradlab.config.cell_options import (
+    CELL_OPTIONS,
+    cell_init_options,
+    check_cell_options,
+)
+from gradlab.config.vocabulary import (  # noqa: F401 - re-exported: gradlab.config is where users import them
+    ACTIVATION_NAMES,
+    AUDIO_DATASETS,
+    BASE_MODES,
+    BIDIRECTIONAL_CHOICES,
+    DATASET_NAMES,
+    DEVICES,
+    DIRECTIONS,
+    DTYPES,
+    INIT_APPLIES_TO,
+    INIT_SCHEMES,
+    MODERN_MODES,
+    OPTIMISERS,
+    PADS,
+    READOUTS,
+    SEED_MAX,
+    SPLITS,
+    SYNTHETIC_DATASETS,
+    check_choice,
+    check_integer,
+    check_number,
+    check_positive_int,
+    check_scheme_applies,
+    normalise_mode,
+    option,
+    parse_mode,
+    parse_scheme,
+)
 
 
 @dataclass(frozen=True)
@@ -182,6 +73,14 @@ class ModelConfig:
     bias: bool = option(True, "bias terms in the cells")
     param_target: int | None = option(None, "the parameter count hidden_size was chosen to match "
                                             "(--match-params sets it; it changes nothing else)", cli=False)
+    # The modern cells' init ranges (gradlab.config.cell_options); None keeps the cell's default.
+    diagonal_lambda_min: float | None = option(None, "DIAGONAL: lambda ~ U(min, max) at init (default: 0)")
+    diagonal_lambda_max: float | None = option(None, "DIAGONAL: upper end of the lambda range (default: 0.99)")
+    lru_r_min: float | None = option(None, "LRU: inner radius of the ring |lambda| in [r_min, r_max] at init "
+                                           "(default: 0)")
+    lru_r_max: float | None = option(None, "LRU: outer radius of the init ring (default: 1)")
+    lru_max_phase: float | None = option(None, "LRU: arg lambda ~ U(0, max_phase) at init (default: 2 pi)")
+    indrnn_u_max: float | None = option(None, "INDRNN: u ~ U(0, u_max) at init (default: 1)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", normalise_mode(self.mode))
@@ -192,8 +91,13 @@ class ModelConfig:
         check_number("ModelConfig.forget_bias", self.forget_bias, positive=None)
         check_positive_int("ModelConfig.param_target", self.param_target, allow_none=True)
         check_scheme_applies(self.init, self.mode)
+        check_cell_options(self.mode, {name: getattr(self, name) for name in CELL_OPTIONS})
         if not self.bias and any(part in ("forget_bias", "chrono", "identity") for part in parse_scheme(self.init)):
             raise ValueError(f"init scheme {self.init!r} sets gate biases, but bias is off; drop --no-bias or the scheme")
+
+    def cell_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``make_cell`` for the init ranges set (empty when none is)."""
+        return cell_init_options(self.mode, {name: getattr(self, name) for name in CELL_OPTIONS})
 
 
 @dataclass(frozen=True)
@@ -307,6 +211,9 @@ class TrainConfig:
     floss_k: int = option(1, "gradient flossing: leading exponents pushed towards zero")
     floss_every: int = option(1, "gradient flossing: on every k-th step")
     floss_until: int | None = option(None, "gradient flossing: only before this step ('none': throughout)")
+    record_parameters: bool = option(False, "with the gradients, record per unit the gradient norm of the "
+                                            "parameters that set its memory (lambda, u, nu/theta, gate rows) and "
+                                            "its memory (|lambda|, |u|, mean retention): table parameter_gradients")
     max_steps_per_epoch: int | None = option(None, "cut epochs short (smoke runs)")
     max_eval_batches: int | None = option(None, "evaluate on this many batches only (smoke runs; not an honest score)")
 
@@ -333,6 +240,9 @@ class TrainConfig:
         for name in ("record_every", "val_every", "max_steps_per_epoch", "max_eval_batches", "jacobian_every",
                      "lyapunov_every", "lyapunov_k", "floss_until"):
             check_positive_int(f"TrainConfig.{name}", getattr(self, name), allow_none=True)
+        if self.record_parameters and self.record_every is None:
+            raise ValueError("record_parameters is recorded on the gradient-recording steps, but record_every is "
+                             "off; set --record-every or drop --record-parameters")
         for name in ("diagnostics_batch", "jacobian_batch", "jacobian_max_len"):
             check_positive_int(f"TrainConfig.{name}", getattr(self, name))
 
