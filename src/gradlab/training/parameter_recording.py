@@ -4,8 +4,8 @@
 the ``gradients`` table (every ``record_every`` steps and the final model's fixed batch) it also
 records, per unit, the gradient norm of the parameters that set the unit's memory and the memory
 itself (:mod:`gradlab.instruments.parameters`). It takes the plain recorder's place, and its
-checkpoint entry, so a run resumes exactly as one without it does: rows of the epochs a checkpoint
-covers are read back from the run folder, the rest are recorded again.
+checkpoint entry, so a run resumes exactly as one without it does: the epoch checkpoint holds the
+rows so far (:class:`gradlab.training.table_rows.TableRows`), the rest are recorded again.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 import pandas as pd
 
 from gradlab.instruments.recorder import GradientRecorder
-from gradlab.training.callbacks import GradientRecording, _saved_rows, combine
+from gradlab.training.callbacks import GradientRecording, _saved_rows
 from gradlab.training.loop import TrainState
+from gradlab.training.table_rows import TableRows
 
 
 class ParameterRecording(GradientRecording):
@@ -28,19 +29,29 @@ class ParameterRecording(GradientRecording):
     def __init__(self, state: TrainState, every: int) -> None:
         super().__init__(state, every)
         self.recorder = GradientRecorder(state.model, every=every, run_info=state.run_info, parameters=True)
-        self.parameter_frames: list[pd.DataFrame] = []
+        self.parameter_rows = TableRows("parameter_gradients")
 
     def step_context(self, state: TrainState) -> contextlib.AbstractContextManager:
         inputs = state.batch[0] if state.batch is not None else None
         return self.recorder.maybe_record(step=state.step, epoch=state.epoch, inputs=inputs)
 
+    def collect(self) -> None:
+        # Read the parameter rows first: GradientRecording.collect clears the recorder.
+        self.parameter_rows.add(self.recorder.parameter_frame())
+        super().collect()
+
     def tables(self) -> dict[str, pd.DataFrame]:
-        # The recorder's rows move into the frames here (GradientRecording.tables clears it), so read them first.
-        self.parameter_frames = [combine([*self.parameter_frames, self.recorder.parameter_frame()],
-                                         "parameter_gradients")]
-        return {**super().tables(), "parameter_gradients": self.parameter_frames[0]}
+        tables = super().tables()  # collects
+        return {**tables, "parameter_gradients": self.parameter_rows.frame()}
+
+    def state_dict(self) -> dict[str, Any]:
+        saved = super().state_dict()  # collects
+        return {**saved, "parameter_rows": self.parameter_rows.state_dict()}
 
     def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
         super().load_state_dict(saved, state)
-        frame = _saved_rows(state, "parameter_gradients")
-        self.parameter_frames = [frame[frame["step"] < state.step].reset_index(drop=True)]
+        if "parameter_rows" in saved:
+            self.parameter_rows.load_state_dict(saved["parameter_rows"])
+        elif "rows" not in saved:  # a format-2 checkpoint: the rows it covers are in the run folder
+            frame = _saved_rows(state, "parameter_gradients")
+            self.parameter_rows.replace(frame[frame["step"] < state.step].reset_index(drop=True))
