@@ -70,10 +70,11 @@ class LSTMFunction(torch.autograd.Function):
         # Per-step views made once (unbind is one call; indexing per step is one each).
         act_steps, cell_steps = acts.unbind(TIME), cells.unbind(TIME)
         tanh_steps, out_steps = tanh_cells.unbind(TIME), outputs.unbind(TIME)
+        gate_steps = list(zip(*(gate.unbind(TIME) for gate in acts.chunk(4, dim=-1))))  # i, f, s_g, o views
         h, c = h0, c0
         for t in step_order(acts.shape[TIME], reverse):
             gates = add_matmul_(act_steps[t], h, weight_t)
-            h, c = lstm_step(gates, c, cell_steps[t], tanh_steps[t], out_steps[t])
+            h, c = lstm_step(gates, c, cell_steps[t], tanh_steps[t], out_steps[t], gate_steps[t])
         ctx.save_for_backward(inputs, weight_ih, acts, cells, tanh_cells, outputs, h0, c0, weight_hh)
         ctx.reverse, ctx.on_grad = reverse, on_grad
         ctx.set_materialize_grads(False)
@@ -117,16 +118,18 @@ class GRUFunction(torch.autograd.Function):
         gates = torch.empty_like(x_proj)  # r, z, n
         hidden_ns = x_proj.new_empty(x_proj.shape[:-1] + (hidden,))  # W_hn h + b_hn, ([S,] T, B, H)
         outputs = torch.empty_like(hidden_ns)
-        x_steps, gate_steps = x_proj.unbind(TIME), gates.unbind(TIME)
+        # Per-step views of the r,z and n parts made once, not split per step (view calls cost like small ops).
+        x_rz_steps, x_n_steps = (part.unbind(TIME) for part in x_proj.split((2 * hidden, hidden), dim=-1))
+        rz_steps, n_steps = (part.unbind(TIME) for part in gates.split((2 * hidden, hidden), dim=-1))
+        r_steps, z_steps = (part.unbind(TIME) for part in gates.chunk(3, dim=-1)[:2])  # views within rz
         hidden_n_steps, out_steps = hidden_ns.unbind(TIME), outputs.unbind(TIME)
         h = h0
         for t in step_order(x_proj.shape[TIME], reverse):
             projected = matmul(h, weight_t) if bias is None else affine(bias, h, weight_t)  # ([S,] B, 3H)
-            x_rz, x_n = x_steps[t].split((2 * hidden, hidden), dim=-1)
             h_rz, h_n = projected.split((2 * hidden, hidden), dim=-1)
-            rz, n = gate_steps[t].split((2 * hidden, hidden), dim=-1)
+            x_rz, x_n, rz, n = x_rz_steps[t], x_n_steps[t], rz_steps[t], n_steps[t]
             torch.add(x_rz, h_rz, out=rz).sigmoid_()
-            r, z = rz.chunk(2, dim=-1)
+            r, z = r_steps[t], z_steps[t]
             torch.addcmul(x_n, r, h_n, out=n).tanh_()
             hidden_n_steps[t].copy_(h_n)
             h = torch.addcmul(n, z, h - n, out=out_steps[t])  # (1 - z) n + z h
