@@ -37,6 +37,11 @@ ROWS_FOLDER = "checkpoint-rows"
 ROWS_FILE = re.compile(r"epoch-(?P<epoch>\d+)-(?P<lineage>[0-9a-f]+)\.pt")
 
 
+def _has_containers(items: list | tuple) -> bool:
+    """Whether any of ``items`` is a dict, list or tuple (which may hold encoded chunks or references)."""
+    return any(isinstance(item, (dict, list, tuple)) for item in items)
+
+
 def _is_reference(value: dict) -> bool:
     return len(value) == 2 and "rows_file" in value and "index" in value
 
@@ -73,9 +78,9 @@ class RowsFiles:
                     self._written[id(value)] = known
                 files.add(known[1]["rows_file"])
                 return known[1]
-            if isinstance(value, (list, tuple)):
+            if isinstance(value, (list, tuple)) and _has_containers(value):
                 return type(value)(replace(item) for item in value)
-            return value
+            return value  # a leaf, or a list of leaves (a history column: not copied)
 
         replaced = replace(states)
         if new:
@@ -135,7 +140,7 @@ class RowsFiles:
                 chunk = found[value["index"]]
                 self._written[id(chunk)] = (chunk, value)
                 return chunk
-            if isinstance(value, (list, tuple)):
+            if isinstance(value, (list, tuple)) and _has_containers(value):
                 return type(value)(restore(item) for item in value)
             return value
 
