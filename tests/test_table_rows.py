@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,10 @@ from train_helpers import InterruptAfterEpoch
 
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.store import schema
+from gradlab.store.atomic import write_atomic
+from gradlab.store.io import RunFolderError
 from gradlab.training import train_run
+from gradlab.training.checkpoint_rows import ROWS_FOLDER, RowsFiles
 from gradlab.training.table_rows import TableRows, decode_frame, encode_frame
 
 
@@ -81,19 +85,35 @@ def _tables(folder) -> dict[str, pd.DataFrame]:
             for kind in ("history", "gradients", "gates", "jacobian", "lyapunov", "predictions")}
 
 
-def test_an_interrupted_run_has_no_tables_and_resumes_exactly_from_either_checkpoint_format(tmp_path):
+def _format3(path) -> None:
+    """Rewrite the format-4 checkpoint at ``path`` as format 3 wrote it: every chunk inline, no rows files."""
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["format"] == 4 and checkpoint["epochs_done"] == 2
+    checkpoint["callbacks"] = RowsFiles(path.parent).internalise(checkpoint["callbacks"], checkpoint.pop("rows"), path)
+    checkpoint["format"] = 3
+    torch.save(checkpoint, path)
+    shutil.rmtree(path.parent / ROWS_FOLDER)
+
+
+def test_an_interrupted_run_has_no_tables_and_resumes_exactly_from_each_checkpoint_format(tmp_path):
     config = _tiny_run()
     whole = tmp_path / "whole"
     train_run(config, run_dir=whole)
-    for name in ("format3", "format2"):
+    names = ("format4", "format3", "format2")
+    for name in names:
         with pytest.raises(KeyboardInterrupt):
             train_run(config, run_dir=tmp_path / name, callbacks=[InterruptAfterEpoch(1)])
-        assert sorted(path.name for path in (tmp_path / name).iterdir()) == ["checkpoint.pt", "config.json"]
+        assert sorted(path.name for path in (tmp_path / name).iterdir()) == [
+            ROWS_FOLDER, "checkpoint.pt", "config.json"]
+        # one rows file an epoch, each holding that epoch's chunks only
+        assert sorted(path.name[:11] for path in (tmp_path / name / ROWS_FOLDER).iterdir()) == [
+            "epoch-00001", "epoch-00002"]
+    _format3(tmp_path / "format3" / "checkpoint.pt")
     # A format-2 checkpoint kept no rows: they were in the tables, rewritten at every epoch end (so possibly
     # newer than the checkpoint: the whole run's tables stand in, and only rows the checkpoint covers count).
     path = tmp_path / "format2" / "checkpoint.pt"
+    _format3(path)
     checkpoint = torch.load(path, weights_only=True)
-    assert checkpoint["format"] == 3 and checkpoint["epochs_done"] == 2
     checkpoint["format"] = 2
     for state in checkpoint["callbacks"].values():
         state.pop("rows", None)
@@ -101,7 +121,49 @@ def test_an_interrupted_run_has_no_tables_and_resumes_exactly_from_either_checkp
     for kind in ("history", "gradients", "gates", "jacobian", "lyapunov"):
         (tmp_path / "format2" / schema.RUN_FILES[kind]).write_bytes((whole / schema.RUN_FILES[kind]).read_bytes())
     expected = _tables(whole)
-    for name in ("format3", "format2"):
+    for name in names:
         train_run(config, run_dir=tmp_path / name)
         for kind, frame in _tables(tmp_path / name).items():
             pd.testing.assert_frame_equal(frame, expected[kind], obj=f"{name} {kind}")
+
+
+def test_rows_files_of_an_epoch_without_its_checkpoint_are_ignored_and_missing_ones_named(tmp_path, monkeypatch):
+    config = _tiny_run()
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    train_run(config, run_dir=whole)
+    checkpoints = []
+
+    def stop_at_second_checkpoint(path, write, **options):  # as a run killed between rows file and checkpoint
+        if path.name == "checkpoint.pt":
+            checkpoints.append(path)
+            if len(checkpoints) == 2:
+                raise KeyboardInterrupt
+        return write_atomic(path, write, **options)
+
+    with monkeypatch.context() as patch:
+        patch.setattr("gradlab.training.callbacks.write_atomic", stop_at_second_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(config, run_dir=run)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epochs_done"] == 1
+    orphan = next((run / ROWS_FOLDER).glob("epoch-00002-*.pt"))
+    orphan.write_bytes(b"not a rows file")  # no checkpoint references it: resume never reads it
+    stale = run / ROWS_FOLDER / "epoch-00009-0123456789ab.pt"  # an older attempt's file: deleted
+    stale.write_bytes(b"stale")
+    saved = {path: path.read_bytes() for path in (run / "checkpoint.pt", *(run / ROWS_FOLDER).iterdir())}
+    train_run(config, run_dir=run)
+    expected = _tables(whole)
+    for kind, frame in _tables(run).items():
+        pd.testing.assert_frame_equal(frame, expected[kind], obj=kind)
+    assert not stale.exists() and orphan.read_bytes() != b"not a rows file"
+
+    # the checkpoint of epoch 1 again, without the rows file it references, then with that file damaged
+    (run / "metrics.json").unlink()
+    for path, content in saved.items():
+        path.write_bytes(content)
+    referenced = next((run / ROWS_FOLDER).glob("epoch-00001-*.pt"))
+    referenced.unlink()
+    with pytest.raises(RunFolderError, match=r"epoch-00001-.*\.pt is missing.*delete .*checkpoint-rows.*--overwrite"):
+        train_run(config, run_dir=run)
+    referenced.write_bytes(saved[referenced][:100])
+    with pytest.raises(RunFolderError, match=r"epoch-00001-.*\.pt is damaged.*--overwrite"):
+        train_run(config, run_dir=run)

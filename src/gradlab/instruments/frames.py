@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from gradlab.instruments.recorder import recurrent_net, resolve_run_info, with_run_columns
+from gradlab.instruments.recorder import recurrent_net, resolve_run_info, typed_strings, with_run_columns
 from gradlab.store import schema
 
 
@@ -47,7 +47,8 @@ def measurement_frame(
                 for name, value in (("epoch", epoch), ("step", step)) if value is not None}
     columns = {**counters, **columns}
     if run_info is not None and step is not None and epoch is not None:
-        return schema.conform(with_run_columns(columns, resolve_run_info(model, run_info), rows), kind)
+        columns = with_run_columns(columns, resolve_run_info(model, run_info), rows)
+        return schema.conform(typed_strings(columns, kind), kind)
     net = recurrent_net(model)
     info = {"cell": net.mode, "activation": net.activation}
     if run_info is not None:

@@ -144,6 +144,23 @@ def with_run_columns(columns: dict[str, object], run_info: Mapping[str, object],
     return {**constants, **columns}
 
 
+def typed_strings(columns: dict[str, object], kind: str) -> dict[str, object]:
+    """``columns`` with each object column that table ``kind`` stores as ``string`` already of that dtype.
+
+    :func:`gradlab.store.schema.conform` then casts nothing: a DataFrame-level
+    cast costs milliseconds per table in pandas' per-column machinery, while a
+    column of few distinct values becomes a string array by casting just its
+    distinct values and taking them by code (missing values stay missing).
+    """
+    spec = schema.columns(kind)
+    typed = dict(columns)
+    for name, values in columns.items():
+        if spec.get(name) == "string" and isinstance(values, np.ndarray) and values.dtype == object:
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            typed[name] = pd.array(np.asarray(uniques, dtype=object), dtype="string").take(codes, allow_fill=True)
+    return typed
+
+
 def safe_norm(x: Tensor, dim: int) -> Tensor:
     """L2 norm along ``dim`` in float64 that neither underflows nor overflows.
 
@@ -263,7 +280,8 @@ class GradientRecorder:
         columns = {name: np.concatenate([chunk[name] for chunk in self._parameter_chunks])
                    for name in self._parameter_chunks[0]}
         rows = len(columns["step"])
-        return schema.conform(with_run_columns(columns, self.run_info, rows), "parameter_gradients")
+        return schema.conform(typed_strings(with_run_columns(columns, self.run_info, rows), "parameter_gradients"),
+                              "parameter_gradients")
 
     def clear(self) -> None:
         """Forget the recorded steps (for example after saving them)."""
@@ -360,4 +378,4 @@ def gradient_frame(chunks: list[dict[str, np.ndarray]], run_info: Mapping[str, o
         return frame
     columns = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
     rows = len(columns["step"])
-    return schema.conform(with_run_columns(columns, run_info, rows), "gradients")
+    return schema.conform(typed_strings(with_run_columns(columns, run_info, rows), "gradients"), "gradients")

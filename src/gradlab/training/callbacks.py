@@ -43,17 +43,19 @@ from gradlab.store.io import (
     write_json,
     write_table,
 )
+from gradlab.training.checkpoint_rows import RowsFiles
 from gradlab.training.evaluate import batch_loss
 from gradlab.training.loop import Callback, TrainState, finite, notify_record
 from gradlab.training.progress import Progress
 from gradlab.training.seeding import restore_rng, rng_state
 from gradlab.training.table_rows import TableRows, combine
 
-#: Version of the checkpoint layout written now: callback states hold their table rows
-#: (:mod:`gradlab.training.table_rows`), keyed by :func:`callback_keys`.
-CHECKPOINT_FORMAT = 3
-#: Layouts resumed: format 2 kept the rows in the run folder's tables, rewritten at every epoch end.
-RESUMABLE_FORMATS: tuple[int, ...] = (2, 3)
+#: Version of the checkpoint layout written now: callback states, keyed by :func:`callback_keys`, reference
+#: their table rows (:mod:`gradlab.training.table_rows`) in rows files (:mod:`gradlab.training.checkpoint_rows`).
+CHECKPOINT_FORMAT = 4
+#: Layouts resumed: format 2 kept the rows in the run folder's tables, rewritten at every epoch end;
+#: format 3 held them in the checkpoint itself.
+RESUMABLE_FORMATS: tuple[int, ...] = (2, 3, 4)
 
 __all__ = [
     "BestCheckpoint", "CHECKPOINT_FORMAT", "Diagnostics", "Divergence", "EpochCheckpoint", "GradientRecording",
@@ -314,13 +316,15 @@ class EpochCheckpoint(Callback):
 
     It comes after the callbacks whose state (table rows included) it saves,
     so that their epoch-end work is in the checkpoint; when it resumes a run,
-    it restores their state after their ``on_fit_start``. The run's tables
+    it restores their state after their ``on_fit_start``. Their table rows go
+    to append-only rows files, each epoch's once (:mod:`gradlab.training.checkpoint_rows`). The run's tables
     are written when it ends (:func:`gradlab.training.run.finish_run`), once.
     """
 
     def __init__(self, run_dir: Path, command: list[str] | None) -> None:
         self.folder = RunFolder(run_dir)
         self.command = command
+        self.rows_files = RowsFiles(run_dir)
 
     def on_fit_start(self, state: TrainState) -> None:
         path = self.folder.file("checkpoint")
@@ -345,11 +349,16 @@ class EpochCheckpoint(Callback):
         state.step, state.epochs_done = checkpoint["step"], checkpoint["epochs_done"]
         state.train_time = checkpoint["train_time"]
         restore_rng(checkpoint["rng"], state.generators)
+        rows = checkpoint.get("rows") if checkpoint["format"] >= 4 else None  # older formats hold rows inline
+        callbacks = self.rows_files.internalise(checkpoint["callbacks"], rows, path)
         for callback, key in zip(state.callbacks, callback_keys(state.callbacks)):
-            callback.load_state_dict(checkpoint["callbacks"].get(key, {}), state)
+            callback.load_state_dict(callbacks.get(key, {}), state)
         state.started = time.perf_counter() - checkpoint["elapsed"]
 
     def on_epoch_end(self, state: TrainState) -> None:
+        callbacks, rows = self.rows_files.externalise(
+            {key: callback.state_dict() for callback, key in zip(state.callbacks, callback_keys(state.callbacks))},
+            state.epochs_done)
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "config": state.config.to_dict(),
@@ -357,10 +366,11 @@ class EpochCheckpoint(Callback):
             "step": state.step,
             "model": state_copy(state.model),  # a copy: an ensemble member's weights are views of the whole ensemble
             "optimiser": state.optimiser.state_dict(),
-            "callbacks": {key: callback.state_dict()
-                          for callback, key in zip(state.callbacks, callback_keys(state.callbacks))},
+            "callbacks": callbacks,
+            "rows": rows,  # the rows files the callbacks' references name
             "rng": rng_state(state.generators),
             "elapsed": state.wall(),
             "train_time": state.train_time,
         }
         write_atomic(self.folder.file("checkpoint"), lambda temporary: torch.save(checkpoint, temporary))
+        self.rows_files.sweep(rows["files"])

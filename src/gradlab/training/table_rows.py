@@ -59,6 +59,15 @@ def encode_frame(frame: pd.DataFrame) -> dict[str, Any]:
                         "values": [strings for _, strings in texts.values()]}}
 
 
+#: The keys of an :func:`encode_frame` encoding.
+_ENCODED_KEYS = frozenset({"rows", "order", "numbers", "strings"})
+
+
+def is_encoded(value: object) -> bool:
+    """Whether ``value`` is an :func:`encode_frame` encoding (a checkpoint keeps these in rows files)."""
+    return isinstance(value, dict) and value.keys() == _ENCODED_KEYS
+
+
 def _missing(value: object) -> bool:
     """Whether ``value`` marks a missing string (None, NaN or pandas' NA)."""
     return value is None or value is pd.NA or (isinstance(value, float) and value != value)

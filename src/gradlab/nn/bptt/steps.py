@@ -144,9 +144,15 @@ def lstm_scale(hidden: int, like: Tensor) -> Tensor:
     return scale
 
 
-def lstm_step(gates: Tensor, c: Tensor, cell_out: Tensor, tanh_out: Tensor, h_out: Tensor) -> tuple[Tensor, Tensor]:
-    """Finish one LSTM step in place: ``gates`` holds a (g doubled) and becomes i, f, s_g, o."""
-    i, f, s_g, o = gates.sigmoid_().chunk(4, dim=-1)
+def lstm_step(gates: Tensor, c: Tensor, cell_out: Tensor, tanh_out: Tensor, h_out: Tensor,
+              views: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor]:
+    """Finish one LSTM step in place: ``gates`` holds a (g doubled) and becomes i, f, s_g, o.
+
+    ``views``: i, f, s_g, o as views of ``gates`` made beforehand (a loop makes
+    them for all steps in one call each), else chunked here.
+    """
+    gates.sigmoid_()
+    i, f, s_g, o = views if views is not None else gates.chunk(4, dim=-1)
     c = torch.mul(f, c, out=cell_out).sub_(i).addcmul_(i, s_g, value=2.0)
     h = torch.mul(o, torch.tanh(c, out=tanh_out), out=h_out)
     return h, c
