@@ -20,6 +20,7 @@ from gradlab.nn.lru import LRUCell
 from gradlab.nn.modern import DiagonalCell, IndRNNCell
 from gradlab.store import schema
 from gradlab.training import build_model, train_run
+from gradlab.training.checkpoint_rows import RowsFiles
 from gradlab.training.ensemble.grouping import ensemble_blocker
 from gradlab.training.table_rows import combine, decode_frame
 
@@ -102,7 +103,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, mode):
         train_run(config, run_dir=tmp_path / "cut", callbacks=[InterruptAfterEpoch(0)])
     # The interrupted run's rows live in its epoch checkpoint until the run ends.
     assert not (tmp_path / "cut" / schema.RUN_FILES["parameter_gradients"]).exists()
-    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["callbacks"]["GradientRecording"]
+    path = tmp_path / "cut" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    callbacks = RowsFiles(path.parent).internalise(checkpoint["callbacks"], checkpoint.get("rows"), path)
+    saved = callbacks["GradientRecording"]
     partial = combine([decode_frame(chunk, "parameter_gradients") for chunk in saved["parameter_rows"]],
                       "parameter_gradients")
     assert 0 < partial["step"].nunique() < 5
