@@ -189,3 +189,19 @@ def test_the_evidence_table_names_diverged_runs(tmp_path):
     row = next(line for line in report.splitlines() if line.startswith("| hot "))
     assert "**5 of 6 diverged** (most: not a trained configuration)" in row
     assert row.count("diverged") == 1  # the GRU column names none
+
+
+def test_distance_role_keeps_init_variants_and_leaves_out_one_epoch_runs():
+    from gradlab.analysis.report.study import study
+
+    rows = []
+    for sweep, init, epochs, regulariser in (("dist", "default", 50, 0.0), ("dist-init", "chrono", 50, 0.0),
+                                             ("dist-lyapunov", "default", 1, 0.0), ("remedy", "default", 50, 1.0)):
+        for seed in (0, 1):
+            rows.append({"sweep": sweep, "run_id": f"LSTM-{init}-s{seed}", "cell": "LSTM", "activation": "tanh",
+                         "seed": seed, "dataset": "distance", "init": init, "epochs": epochs, "seq_len": 50,
+                         "omega_weight": regulariser, "floss_weight": 0.0, "test_accuracy": 0.5})
+    summary = pd.DataFrame(rows)
+    data = RunData(summary=summary, gradients=schema.empty("gradients").assign(sweep=pd.Series(dtype="string")))
+    kept = study(data).distance.summary
+    assert sorted(set(kept["sweep"])) == ["dist", "dist-init"] and len(kept) == 4

@@ -6,7 +6,8 @@
   and fold (the tuned sweep after selection).
 - ``curves``: FSDD runs of the long (100-epoch) training curves.
 - ``matched``: FSDD runs sized to a parameter target.
-- ``distance``: the synthetic distance task (no regulariser).
+- ``distance``: the synthetic distance task trained for more than one epoch (no regulariser; every
+  init, which question 2 compares).
 - ``pairs``: every intervention beside its matched control
   (:func:`gradlab.analysis.controlled.matched_pairs`).
 
@@ -101,7 +102,10 @@ def study(data: RunData) -> Study:
     long_curves = fsdd & baseline & (epochs > usual)
     headline = fsdd & baseline & ((epochs == usual) | epochs.isna())
     matched = fsdd & summary["param_target"].notna() if "param_target" in summary.columns else fsdd & False
-    distance = summary["dataset"].eq("distance") & baseline if "dataset" in summary.columns else fsdd & False
+    # The distance task keeps its init variants (question 2 compares them) and leaves out runs of one epoch
+    # (a measurement at initialisation, e.g. the Lyapunov sweep), whose accuracy says nothing.
+    distance = (summary["dataset"].eq("distance") & _at_baseline(summary.drop(columns="init", errors="ignore"))
+                & ~(epochs <= 1) if "dataset" in summary.columns else fsdd & False)
     tuned = summary["sweep"].isin(tuned_sweeps(data))
     if (headline & tuned).any():  # the learning rate chosen on validation, not a fixed default
         headline &= tuned
