@@ -205,3 +205,26 @@ def test_distance_role_keeps_init_variants_and_leaves_out_one_epoch_runs():
     data = RunData(summary=summary, gradients=schema.empty("gradients").assign(sweep=pd.Series(dtype="string")))
     kept = study(data).distance.summary
     assert sorted(set(kept["sweep"])) == ["dist", "dist-init"] and len(kept) == 4
+
+
+def test_distance_verdict_tests_each_lstm_init_against_the_tanh_rnn():
+    from gradlab.analysis.report.answers.lstm import _distance_verdict
+
+    level = {("RNN_TANH", "default"): 0.8, ("LSTM", "default"): 0.45, ("LSTM", "forget_bias"): 0.78,
+             ("LSTM", "chrono"): 0.97}
+    rows = [{"cell": cell, "init": init, "seq_len": 200, "test_accuracy": value + 0.01 * (seed % 3)}
+            for (cell, init), value in level.items() for seed in range(6)]
+    rows += [{"cell": "LSTM", "init": "default", "seq_len": 50, "test_accuracy": 1.0}]  # another T: not read
+    text = " ".join(_distance_verdict(pd.DataFrame(rows), 200))
+    default = [0.45 + 0.01 * (seed % 3) for seed in range(6)]
+    tanh = [0.8 + 0.01 * (seed % 3) for seed in range(6)]
+    interval = stats.ttest_ind(default, tanh, equal_var=False).confidence_interval()
+    assert (f"the LSTM at default init is behind the tanh RNN (-35.0 [{100 * interval.low:+.1f}, "
+            f"{100 * interval.high:+.1f}] points") in text
+    assert "the LSTM at forget_bias init is behind" in text and "the LSTM at chrono init is ahead of" in text
+    assert "chrono init changes the LSTM by +52.0 [" in text and "forget gates are open" in text
+    # Where the default LSTM is not behind, the explanation is not given.
+    level[("LSTM", "default")] = 0.8
+    rows = [{"cell": cell, "init": init, "seq_len": 200, "test_accuracy": value + 0.01 * (seed % 3)}
+            for (cell, init), value in level.items() for seed in range(6)]
+    assert "forget gates are open" not in " ".join(_distance_verdict(pd.DataFrame(rows), 200))
