@@ -55,4 +55,3 @@ DIST="--dataset distance --n-train 500 --n-validation 500 --n-test 1000 --batch-
 ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance sequence_length $DIST --cells "$CLASSIC"
 ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-irnn sequence_length $DIST --cells RNN_RELU --init identity
 ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-lstm-init sequence_length $DIST --cells LSTM --init forget_bias,chrono
-ENSEMBLE=${ENSEMBLE:-auto} sweep length-distance-gru-init sequence_length $DIST --cells GRU --init chrono
