@@ -139,7 +139,8 @@ def answer_choice(study: Study, figures: Sequence[str] = ()) -> list[str]:
     surviving = sum(bool(adjusted[index] < 0.05) for index in decided)
     lines += [f"Each recommendation rests on {test}, in test accuracy points, first minus second, never on whether "
               "two intervals overlap. A verdict names a winner when the row's own interval excludes 0 (its p "
-              f"below 0.05); {surviving} of those {len(decided)} verdicts also hold with Holm's correction over all "
+              f"below 0.05); {surviving} of those {len(decided)} verdicts also "
+              f"{'holds' if surviving == 1 else 'hold'} with Holm's correction over all "
               f"{int(testable.sum())} comparisons of the table (the Holm p column), the ones to lean on if the "
               "table is read as one family:", ""]
     lines += table(["condition", "difference", "points", "speakers", "paired t test", "Holm p", "verdict"], rows)
