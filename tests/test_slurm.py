@@ -128,8 +128,11 @@ def _compare_cells(argv) -> int:
 
 
 def test_job_array_sweep_equals_the_local_sweep(slurm, tmp_path, capfd):
+    # One run per task on both sides: --ensemble auto groups by executor (never below 4 members locally on a CPU,
+    # 2 on a cluster), and this test compares where runs train, not how they are grouped (the scancel test below
+    # trains an ensemble on Slurm).
     sweep_argv = [*TINY, "--cells", "RNN,GRU", "--activations", "tanh", "--seeds", "0,1", "--epochs", "2",
-                  "--out", str(tmp_path)]
+                  "--ensemble", "off", "--out", str(tmp_path)]
     assert _compare_cells([*sweep_argv, "--name", "local"]) == 0
     assert _compare_cells([*sweep_argv, "--name", "slurm", "--executor", "submitit", "--partition", "debug",
                            "--time-limit", "3"]) == 0
@@ -139,11 +142,11 @@ def test_job_array_sweep_equals_the_local_sweep(slurm, tmp_path, capfd):
     assert run_ids == ["GRU-s0", "GRU-s1", "RNN_TANH-s0", "RNN_TANH-s1"]
     assert_same_results(local, sweep, run_ids)
     jobs = job_ids(sweep)
-    assert len(jobs) == 2 and len({job.split("_")[0] for job in jobs}) == 1  # two elements of one array
+    assert len(jobs) == 4 and len({job.split("_")[0] for job in jobs}) == 1  # four elements of one array
     array = jobs[0].split("_")[0]
-    wait_for(lambda: squeue(array, "%T") == ["COMPLETED"] * 2, 60, "the array's jobs to exit")  # results come first
-    assert squeue(array, "%P") == ["debug"] * 2
-    assert [minutes(limit) for limit in squeue(array, "%l")] == [6, 6]  # 3 minutes for each of 2 runs
+    wait_for(lambda: squeue(array, "%T") == ["COMPLETED"] * 4, 60, "the array's jobs to exit")  # results come first
+    assert squeue(array, "%P") == ["debug"] * 4
+    assert [minutes(limit) for limit in squeue(array, "%l")] == [3] * 4  # 3 minutes for the one run of each
     assert not (sweep / RECORD_FILE).exists()
 
 
@@ -153,7 +156,8 @@ def test_scancel_mid_run_then_resume_equals_an_uninterrupted_run(slurm, tmp_path
     # 30-60 tiny epochs a second on a fast one.
     runs = plan_runs(replace(BASE, train=replace(BASE.train, epochs=300)), modes=("GRU",), seeds=(0, 1))
     reference = tmp_path / "local"
-    run_sweep(runs, reference, figures=False, progress=False)
+    # An ensemble of two, as Slurm trains them (locally on a CPU, auto would train two runs one by one).
+    run_sweep(runs, reference, figures=False, progress=False, min_members=2)
     sweep = tmp_path / "slurm"
     executor = SubmititExecutor(sweep, partition="debug", progress=False)
     cancelled = []
@@ -205,11 +209,13 @@ def test_job_killed_by_its_time_limit_then_resumed(slurm, tmp_path):
     assert squeue(timed_out[0], "%T") == ["TIMEOUT"]
     folder = RunFolder(sweep / run.run_id)
     assert not folder.ended and folder.has("checkpoint")
-    trained = len(folder.table("history"))
+    # An unfinished run's rows live in its checkpoint; the epochs it covers are what the resume must not redo.
+    trained = torch.load(folder.path / "checkpoint.pt", weights_only=True)["epochs_done"]
+    assert 0 < trained < 400
     run_sweep([run], sweep, resume=True, executor=SubmititExecutor(sweep, partition="debug", progress=False),
               figures=False, progress=False)
     assert folder.ended and folder.metrics()["status"] == "finished"
-    assert len(folder.table("history")) > trained > 0
+    assert folder.table("history")["epoch"].nunique() == 400  # the checkpointed epochs' rows carried over
 
 
 def test_detach_then_resume(slurm, tmp_path, capsys):
