@@ -75,11 +75,10 @@ def differences(study: Study) -> pd.DataFrame:
             if chosen.empty or FOLD not in chosen:
                 continue
             for first, second in comparisons:
-                gap = (chosen[chosen["cell"] == first].groupby(FOLD)["test_accuracy"].mean()
-                       - chosen[chosen["cell"] == second].groupby(FOLD)["test_accuracy"].mean())
-                add(condition, first, second, paired_difference(
-                    chosen[chosen["cell"] == first].groupby(FOLD)["test_accuracy"].mean(),
-                    chosen[chosen["cell"] == second].groupby(FOLD)["test_accuracy"].mean()))
+                ahead, behind = (chosen[chosen["cell"] == cell].groupby(FOLD)["test_accuracy"].mean()
+                                 for cell in (first, second))
+                gap = ahead - behind
+                add(condition, first, second, paired_difference(ahead, behind))
                 if option == "data.train_fraction":  # does less data change the gap? (an interaction)
                     full = (fold_accuracy(headline, headline, first) - fold_accuracy(headline, headline, second))
                     add(f"gap at {condition} minus the gap with all clips", first, second,
@@ -109,7 +108,8 @@ def accuracy_lines(study: Study) -> list[str]:
         return []
     accuracy = speaker_table(headline).sort_values("mean", ascending=False)
     rows = [[cell_label(row.cell), interval_text(row.mean, row.ci_low, row.ci_high, percent), row.speakers,
-             f"{row.seeds} ({row.diverged} diverged)", "n/a" if not np.isfinite(row.seed_half_width) else f"+/- {100 * row.seed_half_width:.1f}"]
+             f"{row.seeds} ({row.diverged} diverged)",
+             "n/a" if not np.isfinite(row.seed_half_width) else f"+/- {100 * row.seed_half_width:.1f}"]
             for row in accuracy.itertuples()]
     return (["Test accuracy at each cell's tuned settings (95% t interval over test speakers, each speaker's mean "
              "over its seeds; the last column is how far seeds alone move one speaker's mean, the mean half-width "
