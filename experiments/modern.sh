@@ -61,6 +61,24 @@ mkdir -p "$OUT"
 
 source experiments/sweep.sh  # sweep, tuned, at_tuned
 
+# The parts run in the order (c), (b), (a): the benchmark before any sweep loads the machine, and
+# the sweeps from the cheapest to the dearest, so that an interrupted script has the short-T and FSDD
+# answers first; re-running it resumes where it stopped.
+
+# (c) Scan against step loop: forward+backward of one layer, both timed in one process (ratios). It runs
+#     first, while no sweep of this script shares the machine.
+start=$SECONDS
+# shellcheck disable=SC2086
+{ echo "\$ python benchmarks/bench_scan.py $BENCH"; python benchmarks/bench_scan.py $BENCH; } > "$OUT/bench_scan.txt.tmp"
+mv "$OUT/bench_scan.txt.tmp" "$OUT/bench_scan.txt"
+printf '%s\t%s\n' bench_scan "$((SECONDS - start))" >> "$OUT/wall_times.tsv"
+
+# (b) FSDD: the modern cells tuned as controlled.sh's fsdd-tuned tunes the classic ones (learning rate
+#     and clipping per cell and fold, on that fold's validation speaker), then K frames of silence
+#     after the clip at each fold's tuned settings, as controlled.sh's fsdd-delay.
+sweep fsdd-tuned-modern compare_cells $FSDD --test-speaker "$FOLDS" --cells "$MODERN" $FSDD_GRID
+TUNED=fsdd-tuned-modern at_tuned fsdd-delay "$MODERN" --delay "$DELAYS"
+
 # (a) The distance task over T, float64, 500 updates, as controlled.sh's section 8 (the classic cells
 #     are there, sweep length-distance). The classic cells stop at T = 200 there, to fit a 2-core
 #     machine, and going further would not change their answer: in figures/findings.md (an earlier,
@@ -70,18 +88,8 @@ source experiments/sweep.sh  # sweep, tuned, at_tuned
 #     measured as above). The modern cells go on to T = 1000, where the question is whether they still
 #     keep gradient. They have no batched ensemble (ENSEMBLE has no effect on them).
 sweep length-distance-modern sequence_length $DIST --cells "$MODERN" $SHORT
+
+# (a, long T) 5 seeds at one learning rate, the dearest part: last.
 sweep length-distance-modern-500 sequence_length $DIST --cells "$MODERN" --lengths "$LENGTH_500" $LONG
 sweep length-distance-modern-1000 sequence_length $DIST --cells "$MODERN" --lengths "$LENGTH_1000" $LONG
 
-# (b) FSDD: the modern cells tuned as controlled.sh's fsdd-tuned tunes the classic ones (learning rate
-#     and clipping per cell and fold, on that fold's validation speaker), then K frames of silence
-#     after the clip at each fold's tuned settings, as controlled.sh's fsdd-delay.
-sweep fsdd-tuned-modern compare_cells $FSDD --test-speaker "$FOLDS" --cells "$MODERN" $FSDD_GRID
-TUNED=fsdd-tuned-modern at_tuned fsdd-delay "$MODERN" --delay "$DELAYS"
-
-# (c) Scan against step loop: forward+backward of one layer, both timed in one process (ratios).
-start=$SECONDS
-# shellcheck disable=SC2086
-{ echo "\$ python benchmarks/bench_scan.py $BENCH"; python benchmarks/bench_scan.py $BENCH; } > "$OUT/bench_scan.txt.tmp"
-mv "$OUT/bench_scan.txt.tmp" "$OUT/bench_scan.txt"
-printf '%s\t%s\n' bench_scan "$((SECONDS - start))" >> "$OUT/wall_times.tsv"
