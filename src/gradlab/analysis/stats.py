@@ -164,7 +164,7 @@ def stage_steps(steps: Sequence[int] | np.ndarray) -> dict[str, int]:
     Returns:
         Stage name -> step.
     """
-    recorded = sorted(set(int(step) for step in steps))
+    recorded = [int(step) for step in np.unique(np.asarray(steps))]  # a run records each step on many rows
     stages: dict[str, int] = {}
     if 0 in recorded:
         stages["init"] = 0

@@ -59,10 +59,10 @@ def seed_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, *, scale: float = 
 
     if frame.empty:
         return
-    keys = [key for key in ("sweep", "run_id") if key in frame.columns]
-    units = frame[keys].astype(str).agg("/".join, axis=1)
-    if states:
-        units = units + "/" + frame["state"].astype(str)
+    # One unit per run (and state): integer group codes, as a row-wise string join cost seconds on long tables.
+    keys = [key for key in ("sweep", "run_id") if key in frame.columns] + (["state"] if states else [])
+    units = (frame.groupby(keys, sort=False, observed=True, dropna=False).ngroup() if keys
+             else pd.Series(0, index=frame.index))
     data = pd.DataFrame({
         x: frame[x].to_numpy(),
         "value": frame[y].to_numpy(dtype=float) * scale,
