@@ -26,10 +26,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-import librosa
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -155,6 +153,8 @@ def load_clip(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
             f"no sound: {audio.shape[0]} samples, all zero, in the clip's {config.clip_seconds} s",
         )
     if rate != config.sample_rate:
+        from scipy.signal import resample_poly  # here: scipy.signal takes about a second to import
+
         audio = resample_poly(audio, up, down)
     clip = clip_with_silence(
         audio, config.clip_samples, pad=config.pad, delay_samples=config.delay * config.hop_length
@@ -174,6 +174,10 @@ def mfcc(clip: np.ndarray, config: FeatureConfig) -> np.ndarray:
     Returns:
         ``(config.num_frames, config.n_mfcc)`` float32.
     """
+    # Imported here, with scipy.signal below it (about a second): a sweep that reads cached features, and each of
+    # its worker processes, never computes an MFCC.
+    import librosa
+
     coefficients = librosa.feature.mfcc(
         y=clip,
         sr=config.sample_rate,
