@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,11 @@ from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor,
 from gradlab.sweep.folder import check_sweep_dir, clean_leftovers, finished_run, open_sweep_dir, write_summary
 from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, group_runs
 from gradlab.training.progress import ProgressBar
+
+#: Seconds between rewrites of summary.parquet while a sweep trains (and once at its end). Each rewrite reads every
+#: ended run's metrics, so rewriting after every run made a sweep of a thousand runs spend minutes of the driver's
+#: time on it; analysis reads the runs a stale summary does not list from their metrics.json.
+SUMMARY_EVERY = 30.0
 
 
 @dataclass(frozen=True)
@@ -165,9 +171,10 @@ def run_sweep(
         bar = ProgressBar(total=len(runs), initial=len(runs) - len(pending), desc="sweep", unit="run", leave=True,
                           stream=stream, enabled=progress)
         ended = len(runs) - len(pending)
+        summarised = time.monotonic()
 
         def report(task: Task, results: list[dict[str, Any]] | None, error: BaseException | None) -> None:
-            nonlocal ended
+            nonlocal ended, summarised
             if isinstance(error, SweepLockLost):
                 raise error  # another process owns the sweep now: nothing more is written
             if error is not None:
@@ -181,7 +188,9 @@ def run_sweep(
                         print(f"run {run_id} failed: {metrics['error']}", file=stream)
                     elif metrics["status"] != "finished":
                         print(f"run {run_id} {metrics['status']} at step {metrics['diverged_step']}", file=stream)
-            write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
+            if time.monotonic() - summarised >= SUMMARY_EVERY:
+                write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
+                summarised = time.monotonic()
             bar.update(len(task.run_ids))
             ended += len(task.run_ids)
             if failed:
@@ -216,7 +225,8 @@ def run_sweep(
     if figures and not summary.empty:
         draw_figures(sweep_dir, stream=stream)
     if failed:
-        raise SweepFailed(f"{len(failed)} of {len(runs)} runs failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
+        which = "; ".join(f"{run_id}: {message}" for run_id, message in failed.items())
+        raise SweepFailed(f"{len(failed)} of {len(runs)} runs failed ({which}); "
                           f"the others are saved in {sweep_dir}, and --resume retrains only the failed ones")
     return SweepResult(sweep_dir=sweep_dir, summary=summary, failed=failed)
 
