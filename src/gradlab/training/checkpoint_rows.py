@@ -37,6 +37,17 @@ ROWS_FOLDER = "checkpoint-rows"
 ROWS_FILE = re.compile(r"epoch-(?P<epoch>\d+)-(?P<lineage>[0-9a-f]+)\.pt")
 
 
+def save_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save`` ``obj`` to ``path`` through a Python file object.
+
+    Given a path, torch's own writer turns a failed write (a full disk) into a ``RuntimeError``
+    ("unexpected pos ...") that names neither the cause nor the file; through a file object the
+    ``OSError`` (ENOSPC) comes through, and :func:`gradlab.store.atomic.write_atomic` names the file.
+    """
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
 def _has_containers(items: list | tuple) -> bool:
     """Whether any of ``items`` is a dict, list or tuple (which may hold encoded chunks or references)."""
     return any(isinstance(item, (dict, list, tuple)) for item in items)
@@ -85,7 +96,7 @@ class RowsFiles:
         replaced = replace(states)
         if new:
             file_content = {"lineage": self.lineage, "epochs_done": epochs_done, "chunks": new}
-            write_atomic(self.folder / name, lambda temporary: torch.save(file_content, temporary))
+            write_atomic(self.folder / name, lambda temporary: save_torch(file_content, temporary))
         return replaced, {"lineage": self.lineage, "files": sorted(files)}
 
     def sweep(self, referenced: list[str]) -> None:
