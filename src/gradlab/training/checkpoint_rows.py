@@ -38,14 +38,24 @@ ROWS_FILE = re.compile(r"epoch-(?P<epoch>\d+)-(?P<lineage>[0-9a-f]+)\.pt")
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
-    """``torch.save`` ``obj`` to ``path`` through a Python file object.
+    """``torch.save`` ``obj`` to ``path``; a failed write (a full disk) raises its ``OSError``.
 
-    Given a path, torch's own writer turns a failed write (a full disk) into a ``RuntimeError``
-    ("unexpected pos ...") that names neither the cause nor the file; through a file object the
-    ``OSError`` (ENOSPC) comes through, and :func:`gradlab.store.atomic.write_atomic` names the file.
+    Given a path, torch's zip writer turns a failed write into a ``RuntimeError`` ("unexpected pos
+    ...") that names neither the cause nor the file. Through a Python file object the ``OSError``
+    (ENOSPC) is raised, or, when the writer swallowed it and failed on its next write, is that
+    ``RuntimeError``'s context: it is raised again here, and
+    :func:`gradlab.store.atomic.write_atomic` names the file.
     """
     with open(path, "wb") as handle:
-        torch.save(obj, handle)
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:
+            cause = error.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror or str(cause)) from error
 
 
 def _has_containers(items: list | tuple) -> bool:
