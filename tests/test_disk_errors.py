@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -62,3 +64,60 @@ def test_an_unwritable_output_folder_is_one_line_without_the_usage(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "usage:" not in error and "/sys/gradlab-test-output" in error and len(error.strip().splitlines()) == 1
+
+
+
+# A real write failure, not a stand-in: a file-size limit (RLIMIT_FSIZE) makes the kernel refuse writes past it
+# (EFBIG), the way a full disk refuses them (ENOSPC); torch and os.write report both the same way.
+_LIMITED = """
+import resource, signal, sys
+from pathlib import Path
+from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from gradlab.store.locking import SweepLock
+from gradlab.store.atomic import write_atomic
+from gradlab.training import train_run
+from gradlab.training.checkpoint_rows import save_torch
+folder = Path(sys.argv[1])
+run = RunConfig(model=ModelConfig("GRU", hidden_size=4, num_layers=1),
+                data=DataConfig("distance", seq_len=12, n_train=32, n_validation=16, n_test=16),
+                train=TrainConfig(epochs=1, batch_size=16, device="cpu", diagnostics=False), run_id="GRU-s0")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error from write(), not a killed process
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+# config.json (about 2 KB) fits in 8 KB, the first checkpoint.pt does not; the lock's record is 1 KB
+for name, limit, write in [("run", 8000, lambda: train_run(run, run_dir=folder / "run")),
+                           ("lock", 500, lambda: SweepLock(folder / "sweep").acquire())]:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        write()
+        print(name, "wrote")
+    except Exception as error:
+        print(name, type(error).__name__, getattr(error, "errno", None), getattr(error, "filename", None), error)
+# torch's zip writer may swallow a failed write and fail on the next one, by a limit that cuts off a later write
+import torch
+seen = set()
+for limit in range(500, 40000, 700):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        write_atomic(folder / "x.pt", lambda temporary: save_torch({"w": torch.zeros(8000)}, temporary))
+    except Exception as error:
+        seen.add(f"{type(error).__name__}:{getattr(error, 'filename', None)}")
+print("limits", *sorted(seen))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs RLIMIT_FSIZE as Linux applies it")
+def test_real_write_failures_of_checkpoints_and_locks_name_the_file(tmp_path):
+    result = subprocess.run([sys.executable, "-c", _LIMITED, str(tmp_path)], capture_output=True, text=True,
+                            check=True, timeout=300)
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    # torch.save given a path reported this as "RuntimeError: [enforce fail ...] unexpected pos", naming nothing
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert lines["run"].startswith(f"OSError {errno.EFBIG} {checkpoint} "), lines["run"]
+    assert f"File too large (writing {checkpoint})" in lines["run"]
+    assert not [path for path in (tmp_path / "run").rglob("*") if path.name.endswith(".tmp") or path == checkpoint]
+    # os.write wrote 500 of the 1024 bytes and said nothing: the lock was taken with a cut-off record
+    lock = tmp_path / ".sweep.lock"
+    assert lines["lock"].startswith(f"OSError {errno.EFBIG} {lock} "), lines["lock"]
+    assert not lock.exists()
+    assert lines["limits"] == f"OSError:{tmp_path / 'x.pt'}"  # was RuntimeError for most limits
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run", "x.pt"]  # x.pt: the limits that fit

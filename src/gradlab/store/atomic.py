@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import re
 import stat
@@ -86,6 +87,25 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_descriptor(descriptor: int, content: bytes, path: str | os.PathLike) -> None:
+    """Write all of ``content`` through ``descriptor`` and flush it to disk; a failure names ``path``.
+
+    ``os.write`` may write only part of ``content`` (a disk nearly full, a file-size limit) and reports the
+    error on the next call, without a file name: this writes the rest, and raises ``OSError(errno, "...
+    (writing <path>)", path)`` as :func:`write_atomic` does.
+    """
+    view = memoryview(content)
+    try:
+        while view:
+            written = os.write(descriptor, view)
+            if not written:  # never for a regular file, but a loop must not spin on it
+                raise OSError(errno.EIO, "write() wrote nothing")
+            view = view[written:]
+        os.fsync(descriptor)
+    except OSError as error:
+        raise OSError(error.errno, f"{error.strerror or error} (writing {path})", str(path)) from error
 
 
 def clean_orphaned_temporaries(folder: str | os.PathLike, *, older_than: float = 0.0) -> list[Path]:

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from gradlab.store.atomic import write_descriptor
+
 # Not flufl.lock: it breaks a lock once its declared lifetime passes, so a SIGKILLed holder on this host blocks the
 # next sweep that long, a live one stopped with Ctrl-Z is taken over, and it has no claim file nor O_EXCL fallback.
 #: Lock files are padded to this size, so a heartbeat rewrites every byte in place.
@@ -141,8 +143,7 @@ def _create_exclusive(path: Path, content: bytes) -> int | None:
     descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     created = no_links = False
     try:
-        os.write(descriptor, content)
-        os.fsync(descriptor)
+        write_descriptor(descriptor, content, path)  # names the lock file, not the private one
         inode = os.fstat(descriptor).st_ino
         try:
             os.link(private, path)
@@ -162,8 +163,7 @@ def _create_exclusive(path: Path, content: bytes) -> int | None:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return None
-        os.write(descriptor, content)
-        os.fsync(descriptor)
+        write_descriptor(descriptor, content, path)
         return descriptor
     if not created:
         return None

@@ -43,7 +43,7 @@ from gradlab.store.io import (
     write_json,
     write_table,
 )
-from gradlab.training.checkpoint_rows import RowsFiles
+from gradlab.training.checkpoint_rows import RowsFiles, save_torch
 from gradlab.training.evaluate import batch_loss
 from gradlab.training.loop import Callback, TrainState, finite, notify_record
 from gradlab.training.progress import Progress
@@ -372,5 +372,5 @@ class EpochCheckpoint(Callback):
             "elapsed": state.wall(),
             "train_time": state.train_time,
         }
-        write_atomic(self.folder.file("checkpoint"), lambda temporary: torch.save(checkpoint, temporary))
+        write_atomic(self.folder.file("checkpoint"), lambda temporary: save_torch(checkpoint, temporary))
         self.rows_files.sweep(rows["files"])

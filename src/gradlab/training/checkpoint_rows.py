@@ -37,6 +37,27 @@ ROWS_FOLDER = "checkpoint-rows"
 ROWS_FILE = re.compile(r"epoch-(?P<epoch>\d+)-(?P<lineage>[0-9a-f]+)\.pt")
 
 
+def save_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save`` ``obj`` to ``path``; a failed write (a full disk) raises its ``OSError``.
+
+    Given a path, torch's zip writer turns a failed write into a ``RuntimeError`` ("unexpected pos
+    ...") that names neither the cause nor the file. Through a Python file object the ``OSError``
+    (ENOSPC) is raised, or, when the writer swallowed it and failed on its next write, is that
+    ``RuntimeError``'s context: it is raised again here, and
+    :func:`gradlab.store.atomic.write_atomic` names the file.
+    """
+    with open(path, "wb") as handle:
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as error:
+            cause = error.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror or str(cause)) from error
+
+
 def _has_containers(items: list | tuple) -> bool:
     """Whether any of ``items`` is a dict, list or tuple (which may hold encoded chunks or references)."""
     return any(isinstance(item, (dict, list, tuple)) for item in items)
@@ -85,7 +106,7 @@ class RowsFiles:
         replaced = replace(states)
         if new:
             file_content = {"lineage": self.lineage, "epochs_done": epochs_done, "chunks": new}
-            write_atomic(self.folder / name, lambda temporary: torch.save(file_content, temporary))
+            write_atomic(self.folder / name, lambda temporary: save_torch(file_content, temporary))
         return replaced, {"lineage": self.lineage, "files": sorted(files)}
 
     def sweep(self, referenced: list[str]) -> None:
