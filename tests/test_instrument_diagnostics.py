@@ -245,3 +245,19 @@ def test_lstm_gate_means_match_a_plain_loop_in_both_directions_and_layers():
             for gate, values in manual.items():
                 for t, value in enumerate(values):
                     assert table[(layer, direction, t, gate, "mean")] == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode,bidirectional", [("LSTM", "interleaved"), ("GRU", "separate"),
+                                                ("RNN_TANH", "none"), ("RNN_RELU", "interleaved")])
+def test_dense_products_equal_the_chained_steps(mode, bidirectional, monkeypatch):
+    """The classic cells' dense per-step Jacobians give the chained recurrence's table to rounding (float64)."""
+    from gradlab.instruments import spectra
+
+    model, x = _model(mode, bidirectional, hidden=4), _x(batch=3, steps=7)
+    kwargs = dict(run_info=RUN, step=3, epoch=1, iterations=10)
+    dense = jacobian_spectral_norms(model, x, generator=torch.Generator().manual_seed(5), **kwargs)
+    monkeypatch.setattr(spectra, "CLASSIC_CELLS", ())  # every cell chains its steps, as the modern ones do
+    chained = jacobian_spectral_norms(model, x, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert not np.array_equal(dense.spectral_norm, np.ones(len(dense)))
+    np.testing.assert_allclose(dense.spectral_norm, chained.spectral_norm, rtol=1e-13, atol=0)
+    assert dense.drop(columns="spectral_norm").equals(chained.drop(columns="spectral_norm"))

@@ -33,10 +33,13 @@ from torch import Tensor, nn
 from gradlab.config import check_integer
 from gradlab.instruments.frames import concat_columns, measurement_frame
 from gradlab.instruments.recorder import recurrent_net, safe_norm
+from gradlab.nn.cells import GRUCell, LSTMCell, RNNCell
 from gradlab.nn.unroll import LayerTrajectory
 
 #: How a batch's per-sample spectral norms become one value per row.
 JACOBIAN_REDUCTIONS: tuple[str, ...] = ("mean", "max")
+#: Cells whose Jacobian products come from dense per-step Jacobians (:class:`_DenseJacobian`); others chain steps.
+CLASSIC_CELLS = (RNNCell, LSTMCell, GRUCell)
 
 
 def _chained_final_states(trajectory: LayerTrajectory, perturbation: Tensor, starts: Sequence[int]) -> Tensor:
@@ -96,6 +99,48 @@ class _ChainJacobian:
         return jtu
 
 
+class _DenseJacobian:
+    """The same products as :class:`_ChainJacobian` from dense per-sample Jacobians, for the classic cells.
+
+    One batched backward gives every step's state Jacobian A_q = d s_{q+1} / d s_q (B, S, S) at once, and
+    M_p = E_h A_{last-1} ... A_p (E_h keeps h of the packed state s = h or (h, c); the columns of h only, c
+    held fixed) follows by one (B, H, S) x (B, S, S) product per step: T matrix products instead of the chains'
+    T^2/2 cell steps, differentiated twice per power iteration. Equal to the chains' products up to rounding.
+    """
+
+    def __init__(self, trajectory: LayerTrajectory) -> None:
+        cell = trajectory.cell
+        batch, steps, hidden = trajectory.h.shape
+        order = list(trajectory.positions())
+        states = trajectory.states.detach()  # (B, T, S), input time
+        size = states.shape[2]
+        x_proj = cell.project_input(trajectory.inputs).detach()  # (B, T, G*H)
+        # Row (q, b): the state at reading position q and the input the next step reads.
+        state = states[:, order[:-1]].transpose(0, 1).reshape(-1, size).requires_grad_(True)  # ((T-1)*B, S)
+        inputs = x_proj[:, order[1:]].transpose(0, 1).reshape(state.shape[0], -1)  # ((T-1)*B, G*H)
+        jacobians = state.new_zeros(0, batch, size, size)
+        if state.shape[0]:
+            with torch.enable_grad():
+                following = cell.pack_state(cell.step(inputs, cell.unpack_state(state)))  # ((T-1)*B, S)
+                basis = torch.eye(size, dtype=state.dtype, device=state.device)
+                (rows,) = torch.autograd.grad(following, state, basis.unsqueeze(1).expand(size, *following.shape),
+                                              is_grads_batched=True)  # (S, (T-1)*B, S): row k of each A
+            jacobians = rows.permute(1, 0, 2).reshape(steps - 1, batch, size, size)  # A_q, (T-1, B, S, S)
+        chained = [states.new_zeros(batch, hidden, size)]
+        chained[0][:, :, :hidden] = torch.eye(hidden, dtype=states.dtype, device=states.device)  # d h_last / d s_last
+        for q in range(steps - 2, -1, -1):
+            chained.append(torch.bmm(chained[-1], jacobians[q]))  # d h_last / d s_q
+        self.matrices = torch.stack(chained[::-1])[..., :hidden]  # (T, B, H, H): M_p, chain p in reading order
+
+    def times(self, v: Tensor, keep: bool = True) -> Tensor:
+        """M v for every chain and sample (``keep`` as in :class:`_ChainJacobian`, unused)."""
+        return torch.matmul(self.matrices, v.unsqueeze(-1)).squeeze(-1)
+
+    def transposed_times(self, u: Tensor) -> Tensor:
+        """M^T u for every chain and sample."""
+        return torch.matmul(self.matrices.transpose(-1, -2), u.unsqueeze(-1)).squeeze(-1)
+
+
 def _row_normalised(v: Tensor) -> Tensor:
     # Each (chain, sample) row is its own power iteration; guard a zero Jacobian.
     return v / safe_norm(v, dim=-1).unsqueeze(-1).to(v.dtype).clamp_min(torch.finfo(v.dtype).tiny)
@@ -148,9 +193,10 @@ def jacobian_spectral_norms(
     for (layer, direction), trajectory in trajectories.items():
         steps = trajectory.h.shape[1]
         with torch.enable_grad():
-            jacobian = _ChainJacobian(trajectory, range(steps))
-            final = jacobian.final
-            v = torch.randn(final.shape, generator=generator, dtype=final.dtype, device="cpu").to(final.device)
+            dense = isinstance(trajectory.cell, CLASSIC_CELLS) and not trajectory.h.is_complex()
+            jacobian = _DenseJacobian(trajectory) if dense else _ChainJacobian(trajectory, range(steps))
+            shape, dtype = (steps, *trajectory.h.shape[::2]), trajectory.h.dtype  # (chains, B, H)
+            v = torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(trajectory.h.device)
             v = _row_normalised(v)
             for _ in range(iterations):
                 v = _row_normalised(jacobian.transposed_times(jacobian.times(v)))
@@ -249,7 +295,8 @@ def jacobian_singular_values(
         chosen = _check_gaps(default_gaps(steps) if gaps is None else gaps, steps)
         starts = [steps - 1 - g for g in reversed(chosen)]  # ascending reading positions
         replicated = LayerTrajectory(
-            trajectory.cell, trajectory.inputs.repeat_interleave(columns, 0), trajectory.h.repeat_interleave(columns, 0),
+            trajectory.cell, trajectory.inputs.repeat_interleave(columns, 0),
+            trajectory.h.repeat_interleave(columns, 0),
             None if trajectory.c is None else trajectory.c.repeat_interleave(columns, 0),
             trajectory.initial, trajectory.reverse,
         )  # row b*l + j is sample b's j-th direction
