@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from train_helpers import load_script
 
-from gradlab.store.atomic import write_atomic
+from gradlab.store.atomic import write_atomic, write_descriptor
 from gradlab.store.io import write_table
 
 compare_cells = load_script("compare_cells")
@@ -25,17 +25,50 @@ def _disk_full(*_args, **_kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as pyarrow, torch.save and write() report it: no path
 
 
-def test_a_full_disk_names_the_file_being_written(tmp_path):
-    with pytest.raises(OSError, match=r"No space left on device \(writing .*notes.txt\)") as caught:
-        write_atomic(tmp_path / "notes.txt", _disk_full)
-    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "notes.txt")
+def test_a_full_disk_names_the_file_being_written_once(tmp_path):
+    path = tmp_path / "notes.txt"
+    with pytest.raises(OSError) as caught:
+        write_atomic(path, _disk_full)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    # OSError's str() appends the filename itself: the message must not name it a second time
+    assert str(caught.value) == f"[Errno {errno.ENOSPC}] No space left on device while writing: '{path}'"
+    assert str(caught.value).count(str(path)) == 1
     assert os.listdir(tmp_path) == []  # no temporary left behind
 
 
-def test_a_full_disk_under_a_table_names_the_table(tmp_path, monkeypatch):
+def test_a_full_disk_under_a_table_names_the_table_once(tmp_path, monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "to_parquet", _disk_full)
-    with pytest.raises(OSError, match=r"No space left on device \(writing .*history.parquet\)"):
-        write_table(pd.DataFrame({"a": [1]}), tmp_path / "run" / "history.parquet")
+    path = tmp_path / "run" / "history.parquet"
+    with pytest.raises(OSError) as caught:
+        write_table(pd.DataFrame({"a": [1]}), path)
+    assert caught.value.filename == str(path) and str(caught.value).count(str(path)) == 1
+    assert "No space left on device while writing" in str(caught.value)
+
+
+def test_a_short_write_through_a_descriptor_names_the_file_once(tmp_path, monkeypatch):
+    path = tmp_path / ".sweep.lock"
+    monkeypatch.setattr(os, "write", _disk_full)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(OSError) as caught:
+            write_descriptor(descriptor, b"record", path)
+    finally:
+        os.close(descriptor)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert str(caught.value) == f"[Errno {errno.ENOSPC}] No space left on device while writing: '{path}'"
+
+
+def test_a_full_disk_in_a_sweep_names_the_file_once_on_the_command_line(tmp_path, monkeypatch, capsys):
+    import gradlab.sweep.folder
+
+    monkeypatch.setattr(gradlab.sweep.folder, "write_json",
+                        lambda path, payload: write_atomic(path, _disk_full))
+    with pytest.raises(SystemExit):
+        compare_cells.main([*TINY, "--out", str(tmp_path / "runs")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    sweep_json = tmp_path / "runs" / "compare_cells-distance" / "sweep.json"
+    assert line.endswith(f": error: [Errno {errno.ENOSPC}] No space left on device while writing: '{sweep_json}'")
+    assert line.count(str(sweep_json)) == 1
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
@@ -74,7 +107,7 @@ import resource, signal, sys
 from pathlib import Path
 from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.store.locking import SweepLock
-from gradlab.store.atomic import write_atomic
+from gradlab.store.atomic import write_atomic, write_descriptor
 from gradlab.training import train_run
 from gradlab.training.checkpoint_rows import save_torch
 folder = Path(sys.argv[1])
@@ -113,7 +146,8 @@ def test_real_write_failures_of_checkpoints_and_locks_name_the_file(tmp_path):
     # torch.save given a path reported this as "RuntimeError: [enforce fail ...] unexpected pos", naming nothing
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     assert lines["run"].startswith(f"OSError {errno.EFBIG} {checkpoint} "), lines["run"]
-    assert f"File too large (writing {checkpoint})" in lines["run"]
+    assert lines["run"].endswith(f"File too large while writing: '{checkpoint}'")  # the path once more, not twice
+    assert lines["run"].count(str(checkpoint)) == 2  # the filename attribute, then the message's one mention
     assert not [path for path in (tmp_path / "run").rglob("*") if path.name.endswith(".tmp") or path == checkpoint]
     # os.write wrote 500 of the 1024 bytes and said nothing: the lock was taken with a cut-off record
     lock = tmp_path / ".sweep.lock"
