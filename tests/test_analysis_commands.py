@@ -262,6 +262,17 @@ def test_damaged_runs_are_skipped_with_a_warning(tmp_path, capsys):
     assert "rnn_tanh-s0/metrics.json" in printed and "history.parquet" not in printed
 
 
+def test_a_skipped_run_names_its_damaged_file_once(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "runs", "hurt", cells=("RNN_TANH", "GRU"), seeds=(0,))
+    metrics = sweep / "rnn_tanh-s0" / schema.RUN_FILES["metrics"]
+    metrics.write_text("{not json")
+    assert main(["inspect", str(sweep)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    # was: "skipped run <sweep>/rnn_tanh-s0: <sweep>/rnn_tanh-s0/metrics.json: <sweep>/rnn_tanh-s0/metrics.json is ..."
+    assert line.startswith(f"warning: skipped run rnn_tanh-s0: {metrics} is damaged (Expecting property name")
+    assert line.count(str(sweep)) == 1
+
+
 def test_no_readable_run_is_a_clear_error(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "runs", "lost", cells=("GRU",), seeds=(0,), tables=("history",),
                         summary_parquet=False)
