@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import subprocess
 import sys
@@ -155,3 +156,83 @@ def test_real_write_failures_of_checkpoints_and_locks_name_the_file(tmp_path):
     assert not lock.exists()
     assert lines["limits"] == f"OSError:{tmp_path / 'x.pt'}"  # was RuntimeError for most limits
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run", "x.pt"]  # x.pt: the limits that fit
+
+
+class _OneRunFails:
+    """An executor whose first task raises and whose others end without writing anything."""
+
+    def run(self, tasks, report):
+        for index, task in enumerate(tasks):
+            if index == 0:
+                report(task, None, RuntimeError("the run broke"))
+            else:
+                report(task, [{"status": "finished"} for _ in task.run_ids], None)
+
+
+class _Stops:
+    def run(self, tasks, report):
+        raise KeyboardInterrupt
+
+
+def _sweep_runs():
+    from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from gradlab.sweep import plan_runs
+
+    base = RunConfig(model=ModelConfig("GRU", hidden_size=4, num_layers=1),
+                     data=DataConfig("distance", seq_len=12, n_train=32, n_validation=16, n_test=16),
+                     train=TrainConfig(epochs=1, batch_size=16, device="cpu"))
+    return plan_runs(base, modes=("GRU",), seeds=(0, 1))
+
+
+@pytest.fixture
+def summary_disk_full(monkeypatch):
+    """The final summary.parquet meets a full disk; returns the calls' sweep folders."""
+    import gradlab.sweep.runner
+
+    calls = []
+
+    def full(sweep_dir, warn=None):
+        calls.append(sweep_dir)
+        write_atomic(Path(sweep_dir) / "summary.parquet", _disk_full)
+
+    monkeypatch.setattr(gradlab.sweep.runner, "write_summary", full)
+    return calls
+
+
+def test_runs_that_failed_are_the_error_when_the_summary_meets_a_full_disk_too(tmp_path, summary_disk_full):
+    from gradlab.sweep import SweepFailed, run_sweep
+
+    printed = io.StringIO()
+    with pytest.raises(SweepFailed, match=r"^1 of 2 runs failed \(GRU-s0: RuntimeError: the run broke\)"):
+        run_sweep(_sweep_runs(), tmp_path / "sweep", executor=_OneRunFails(), ensemble="off", figures=False,
+                  progress=False, stream=printed)
+    summary = tmp_path / "sweep" / "summary.parquet"
+    assert summary_disk_full == [tmp_path / "sweep"]  # the last write, after the runs ended
+    (line,) = [line for line in printed.getvalue().splitlines() if "summary" in line]
+    assert line.startswith(f"the sweep's summary was not written (OSError: [Errno {errno.ENOSPC}] No space left on "
+                           f"device while writing: '{summary}'); ")
+    assert line.count(str(summary)) == 1 and "--resume" in line
+
+
+def test_a_full_disk_at_the_summary_of_a_sweep_whose_runs_ended_is_the_error(tmp_path, summary_disk_full):
+    from gradlab.sweep import run_sweep
+
+    class AllEnd(_OneRunFails):
+        def run(self, tasks, report):
+            for task in tasks:
+                report(task, [{"status": "finished"} for _ in task.run_ids], None)
+
+    with pytest.raises(OSError, match="No space left on device while writing") as caught:
+        run_sweep(_sweep_runs(), tmp_path / "sweep", executor=AllEnd(), ensemble="off", figures=False, progress=False,
+                  stream=io.StringIO())
+    assert caught.value.filename == str(tmp_path / "sweep" / "summary.parquet")
+
+
+def test_a_stopped_sweep_stops_even_when_its_summary_meets_a_full_disk(tmp_path, summary_disk_full):
+    from gradlab.sweep import run_sweep
+
+    printed = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_sweep_runs(), tmp_path / "sweep", executor=_Stops(), ensemble="off", figures=False, progress=False,
+                  stream=printed)
+    assert "the sweep's summary was not written (OSError" in printed.getvalue()
