@@ -196,6 +196,13 @@ def _warn(skipped: list[str], message: str) -> None:
     warnings.warn(message, DamagedRunWarning, stacklevel=3)
 
 
+def _skipped_run(run_dir: Path, error: ValueError) -> str:
+    """The warning for a run left out: which run, and the damaged file's path once."""
+    message = str(error)
+    # The message names the damaged file by a path that holds the run folder's: the run's name says which run.
+    return f"skipped run {run_dir.name if str(run_dir) in message else run_dir}: {message}"
+
+
 def _read_run(sweep: str, run_dir: Path, tables: Sequence[str],
               columns: Mapping[str, Sequence[str]]) -> dict[str, object]:
     """The ``tables`` of one run folder, its metrics.json row as ``metrics`` and its settings as ``config``.
@@ -211,8 +218,9 @@ def _read_run(sweep: str, run_dir: Path, tables: Sequence[str],
             if kind != "summary" and folder.has(kind):
                 run[kind] = _read_parquet(folder.file(kind), kind, sweep, _with_keys(columns.get(kind)))
         if folder.has("metrics"):
+            metrics = folder.metrics()  # a RunFolderError names the file itself
             try:
-                run["metrics"] = _conform(pd.DataFrame([folder.metrics()]).assign(sweep=sweep), "summary")
+                run["metrics"] = _conform(pd.DataFrame([metrics]).assign(sweep=sweep), "summary")
             except ValueError as error:
                 raise ValueError(f"{folder.file('metrics')}: {error}") from None
     except RunFolderError as error:
@@ -300,7 +308,7 @@ def load_runs(paths: str | Path | Iterable[str | Path], tables: str | Iterable[s
             try:
                 run = _read_run(sweep, run_dir, tables, columns)
             except ValueError as error:
-                _warn(skipped, f"skipped run {run_dir}: {error}")
+                _warn(skipped, _skipped_run(run_dir, error))
                 damaged.add(run_dir.name)
                 continue
             metrics = run.pop("metrics", None)

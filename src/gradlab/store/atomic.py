@@ -82,7 +82,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *, fsyn
         if error.filename is not None:
             raise
         # Writers (pyarrow, torch, json) report a full disk without a path: name the file being written.
-        raise OSError(error.errno, f"{error.strerror or error} (writing {path})", str(path)) from error
+        raise _naming(error, path) from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -94,7 +94,7 @@ def write_descriptor(descriptor: int, content: bytes, path: str | os.PathLike) -
 
     ``os.write`` may write only part of ``content`` (a disk nearly full, a file-size limit) and reports the
     error on the next call, without a file name: this writes the rest, and raises ``OSError(errno, "...
-    (writing <path>)", path)`` as :func:`write_atomic` does.
+    while writing", path)`` as :func:`write_atomic` does (its ``str`` names ``path`` once).
     """
     view = memoryview(content)
     try:
@@ -105,7 +105,16 @@ def write_descriptor(descriptor: int, content: bytes, path: str | os.PathLike) -
             view = view[written:]
         os.fsync(descriptor)
     except OSError as error:
-        raise OSError(error.errno, f"{error.strerror or error} (writing {path})", str(path)) from error
+        raise _naming(error, path) from error
+
+
+def _naming(error: OSError, path: str | os.PathLike) -> OSError:
+    """``error`` as an ``OSError`` whose ``filename`` is ``path``; its ``str`` names ``path`` once.
+
+    ``str()`` of an ``OSError`` carrying a filename already appends ``: '<path>'``, so the message itself
+    only says what was being done (``[Errno 28] No space left on device while writing: '<path>'``).
+    """
+    return OSError(error.errno, f"{error.strerror or error} while writing", str(path))
 
 
 def clean_orphaned_temporaries(folder: str | os.PathLike, *, older_than: float = 0.0) -> list[Path]:

@@ -212,23 +212,46 @@ def run_sweep(
                            max_members=max_members, min_members=min_members)
         tasks: list[Task] = [as_task(unit[0]) if len(unit) == 1 else EnsembleTask(tuple(map(as_task, unit)))
                              for unit in units]
-        lost = False
+        lost = raising = False
         try:
             executor.run(tasks, report)
         except SweepLockLost:
             lost = True  # the summary belongs to the process that took the sweep over
             raise
+        except BaseException:
+            raising = True
+            raise
         finally:
             bar.close()
             if not lost:
-                summary = write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
-    if figures and not summary.empty:
+                summary = _final_summary(sweep_dir, stream=stream, only_print=raising or bool(failed))
+    if figures and summary is not None and not summary.empty:
         draw_figures(sweep_dir, stream=stream)
     if failed:
         which = "; ".join(f"{run_id}: {message}" for run_id, message in failed.items())
         raise SweepFailed(f"{len(failed)} of {len(runs)} runs failed ({which}); "
                           f"the others are saved in {sweep_dir}, and --resume retrains only the failed ones")
     return SweepResult(sweep_dir=sweep_dir, summary=summary, failed=failed)
+
+
+def _final_summary(sweep_dir: Path, *, stream: Any, only_print: bool) -> pd.DataFrame | None:
+    """``summary.parquet`` written a last time; returns it.
+
+    With ``only_print`` (runs failed, or the sweep stopped with an error), a failure to write it is printed
+    and None returned: the error to raise is the runs', which a full disk's summary error would hide.
+    """
+    from gradlab.store.locking import SweepLockLost
+
+    try:
+        return write_summary(sweep_dir, warn=lambda note: print(note, file=stream))
+    except SweepLockLost:
+        raise  # another process owns the sweep: that stops it whatever else failed
+    except Exception as error:  # noqa: BLE001 - printed, then the runs' failure is raised
+        if not only_print:
+            raise
+        print(f"the sweep's summary was not written ({type(error).__name__}: {error}); the runs that ended are "
+              "saved, analysis reads their metrics.json, and --resume writes it again", file=stream)
+        return None
 
 
 def fitting_members(executor: Executor | None, max_members: int, *, stream: Any = None) -> int:
