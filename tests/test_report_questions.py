@@ -228,3 +228,25 @@ def test_distance_verdict_tests_each_lstm_init_against_the_tanh_rnn():
     rows = [{"cell": cell, "init": init, "seq_len": 200, "test_accuracy": value + 0.01 * (seed % 3)}
             for (cell, init), value in level.items() for seed in range(6)]
     assert "forget gates are open" not in " ".join(_distance_verdict(pd.DataFrame(rows), 200))
+
+
+def test_the_answers_leave_the_modern_cells_to_their_own_section():
+    """study() keeps the classic cells only: a minGRU among the tuned runs appears in no answer."""
+    from gradlab.analysis.report.study import study
+
+    frames = _tables()
+    modern = {kind: frame[frame["cell"] == "GRU"].assign(
+        cell="MINGRU", run_id=lambda part: part["run_id"].str.replace("GRU", "MINGRU"))
+        for kind, frame in frames.items()}
+    modern["summary"] = modern["summary"].assign(test_accuracy=0.99, best_val_accuracy=0.99)
+    both = {kind: pd.concat([frames[kind], modern[kind]], ignore_index=True) for kind in frames}
+    for kind in ("gradients", "gates", "history"):
+        both[kind] = schema.conform(both[kind], kind).assign(sweep=both[kind]["sweep"])
+    data = RunData(summary=both["summary"], history=both["history"], gradients=both["gradients"],
+                   gates=both["gates"], jacobian=schema.empty("jacobian").assign(sweep=pd.Series(dtype="string")))
+    split = study(data)
+    assert set(split.headline.summary["cell"].astype(str)) == set(FACTOR)
+    assert "MINGRU" not in set(split.data.gradients["cell"].astype(str))
+    text = "\n".join(answers(split))
+    assert "minGRU" not in text and "MINGRU" not in text
+    assert "| GRU |" in text  # the classic cells are still answered

@@ -25,6 +25,7 @@ import pandas as pd
 from gradlab.analysis.controlled import matched_pairs
 from gradlab.analysis.folds import FOLD
 from gradlab.analysis.load import RunData
+from gradlab.analysis.modern import is_classic
 from gradlab.store import schema
 
 #: The synthetic tasks: not speech, never a headline.
@@ -88,8 +89,15 @@ def _select(data: RunData, mask: pd.Series) -> RunData:
 
 
 def study(data: RunData) -> Study:
-    """Split ``data`` (already restricted to tuned selections) into the answers' roles."""
+    """Split ``data`` (already restricted to tuned selections) into the answers' roles.
+
+    The answers are about the classic cells (RNNs, LSTM, GRU): runs of the modern ones are left out here,
+    and their own section follows the answers.
+    """
     summary = data.summary
+    if not summary.empty and not summary["cell"].astype(str).map(is_classic).all():
+        data = _select(data, summary["cell"].astype(str).map(is_classic))
+        summary = data.summary
     if summary.empty:
         empty = data.select(summary[["sweep", "run_id"]])
         return Study(data, empty, empty, empty, empty, pd.DataFrame())
