@@ -3,6 +3,11 @@
 Run (on an idle machine; about 10 minutes on 2 cores), with this checkout's gradlab importable:
     PYTHONPATH=src python benchmarks/bench_sweep.py --data-dir ../shared/data/fsdd
 Shrink it (a smoke test of the output): --seeds 1 --epochs 1 --cells GRU --coursework-seeds 0 --coursework-epochs 1
+--rounds 1
+
+Every arm runs --rounds times (default 3), even rounds in reverse order, and each ratio is the median over rounds
+of that round's own ratio: the speed of a shared virtual machine drifts by 10% from one minute to the next, so one
+round's ratio moved by about that much between invocations.
 
 Arms, one after another, each a fresh process (interpreter start-up, imports,
 data loading, worker start-up and writing all count, as they do for a user):
@@ -29,6 +34,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -200,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coursework-epochs", type=int, default=30, help="epochs of the coursework arms (default: 30)")
     parser.add_argument("--no-figures", action="store_true", help="pass --no-figures to every sweep (default: draw "
                         "them, as compare_cells does)")
+    parser.add_argument("--rounds", type=int, default=3, help="times every arm runs, in alternating order; the "
+                        "ratios are medians over rounds of each round's own ratio (default: 3; this machine's speed "
+                        "drifts by 10%% between minutes)")
     parser.add_argument("--keep", default=None, metavar="DIR", help="write sweeps and logs here and keep them "
                         "(default: a temporary folder, deleted)")
     parser.add_argument("--plain-runs", nargs=2, metavar=("CONFIGS", "RESULTS"), help=argparse.SUPPRESS)
@@ -211,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plain_runs:
         plain_arm(Path(args.plain_runs[0]), Path(args.plain_runs[1]), args.workers)
         return 0
-    if args.seeds < 1 or args.workers < 1:
-        raise SystemExit("--seeds and --workers must be at least 1")
+    if args.seeds < 1 or args.workers < 1 or args.rounds < 1:
+        raise SystemExit("--seeds, --workers and --rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as temporary:
         out = Path(args.keep) if args.keep else Path(temporary)
         out.mkdir(parents=True, exist_ok=True)
@@ -220,49 +229,91 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(args: argparse.Namespace, out: Path) -> int:
-    """Run the arms into ``out`` and print their times, the per-run plain time and the headline."""
+    """Run the arms ``--rounds`` times into ``out`` and print their times, the per-run plain time and the headline.
+
+    Round k writes into ``out/round-k`` (``out`` itself with one round). Even rounds run the arms in reverse
+    order, so that a machine whose speed drifts favours no arm; each ratio is taken within its round.
+    """
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"round {number} of {args.rounds}", flush=True)
+        folder = out / f"round-{number}" if args.rounds > 1 else out
+        folder.mkdir(parents=True, exist_ok=True)
+        first = out / "round-1" if args.rounds > 1 else out
+        rounds.append(measure_round(args, folder, reverse=number % 2 == 0, configs=first / "grid-off"))
+    times = {arm: statistics.median(found[0][arm] for found in rounds) for arm in rounds[0][0]}
+    cpu = {arm: statistics.median(found[1][arm] for found in rounds) for arm in rounds[0][1]}
+    plain_seconds = [seconds for found in rounds for seconds in found[2]]
+    ratios = tuple(statistics.median(found[0][arm] / found[0]["plain"] for found in rounds) for arm in ("off", "auto"))
+    if args.rounds > 1:
+        print(f"median of {args.rounds} rounds: (a) {times['off']:.2f} s, (b) {times['auto']:.2f} s, (c) "
+              f"{times['plain']:.2f} s, (d) auto {times['coursework auto']:.1f} s, off {times['coursework off']:.1f} s")
+    print(f"cpu time vs plain torch.nn: one by one {cpu['off'] / cpu['plain']:.2f}x, "
+          f"ensembles {cpu['auto'] / cpu['plain']:.2f}x")
+    print(headline(times, plain_seconds, ratios=ratios))
+    return 0
+
+
+def measure_round(args: argparse.Namespace, out: Path, *, reverse: bool,
+                  configs: Path) -> tuple[dict, dict, list[float]]:
+    """One round of every arm into ``out``: (wall times, CPU times, the plain runs' own seconds).
+
+    The plain arm trains the configs of the gradlab sweep in ``configs`` (the first round's (a)).
+    """
     common = ["--dataset", "fsdd", "--data-dir", str(Path(args.data_dir).absolute()), "--workers", str(args.workers)]
     common += ["--no-figures"] if args.no_figures else []
     grid = [*common, "--cells", args.cells, "--seeds", ",".join(map(str, range(args.seeds)))]
     grid += ["--epochs", str(args.epochs)] if args.epochs is not None else []
-    times: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    for label, ensemble in (("off", "off"), ("auto", "auto")):
-        times[label] = timed(sweep_command(out, f"grid-{label}", grid, ensemble), out / f"grid-{label}.log", cpu, label)
-        print(f"({'a' if label == 'off' else 'b'}) gradlab --ensemble {label}: {times[label]:.2f} s "
-              f"(cpu {cpu[label]:.1f} s)", flush=True)
-    from gradlab.store.io import RunFolder
-
-    folders = run_folders(out / "grid-off")
-    configs = [RunFolder(folder).config().to_dict() for folder in folders]
-    (out / "plain-configs.json").write_text(json.dumps(configs))
-    plain_command = [sys.executable, str(Path(__file__).resolve()), "--workers", str(args.workers),
-                     "--plain-runs", str(out / "plain-configs.json"), str(out / "plain-results.json")]
-    times["plain"] = timed(plain_command, out / "plain.log", cpu, "plain")
-    runs = json.loads((out / "plain-results.json").read_text())
-    print(f"(c) plain torch.nn: {times['plain']:.2f} s (cpu {cpu['plain']:.1f} s; {len(runs)} runs, {args.workers} "
-          "worker processes of 1 thread)", flush=True)
     coursework = [*common, "--preset", "coursework", "--epochs", str(args.coursework_epochs),
                   "--seeds", args.coursework_seeds]
-    for label in ("auto", "off"):
+    times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    runs: list[dict] = []
+
+    def gradlab_arm(label: str) -> None:
+        times[label] = timed(sweep_command(out, f"grid-{label}", grid, label), out / f"grid-{label}.log", cpu, label)
+        print(f"({'a' if label == 'off' else 'b'}) gradlab --ensemble {label}: {times[label]:.2f} s "
+              f"(cpu {cpu[label]:.1f} s)", flush=True)
+
+    def plain_arm_timed() -> None:
+        from gradlab.store.io import RunFolder
+
+        # The runs (a) trained: in the first round, which runs (a) first; every round trains the same configs.
+        configs_file = out / "plain-configs.json"
+        configs_file.write_text(json.dumps([RunFolder(folder).config().to_dict() for folder in run_folders(configs)]))
+        command = [sys.executable, str(Path(__file__).resolve()), "--workers", str(args.workers),
+                   "--plain-runs", str(configs_file), str(out / "plain-results.json")]
+        times["plain"] = timed(command, out / "plain.log", cpu, "plain")
+        runs.extend(json.loads((out / "plain-results.json").read_text()))
+        print(f"(c) plain torch.nn: {times['plain']:.2f} s (cpu {cpu['plain']:.1f} s; {len(runs)} runs, "
+              f"{args.workers} worker processes of 1 thread)", flush=True)
+
+    def coursework_arm(label: str) -> None:
         key = f"coursework {label}"
         times[key] = timed(sweep_command(out, f"coursework-{label}", coursework, label),
                            out / f"coursework-{label}.log", cpu, key)
         print(f"(d) coursework --ensemble {label}: {times[key]:.1f} s (cpu {cpu[key]:.1f} s)", flush=True)
-    print(f"cpu time vs plain torch.nn: one by one {cpu['off'] / cpu['plain']:.2f}x, "
-          f"ensembles {cpu['auto'] / cpu['plain']:.2f}x")
-    print(headline(times, [run["seconds"] for run in runs]))
-    return 0
+
+    arms = [lambda: gradlab_arm("off"), lambda: gradlab_arm("auto"), plain_arm_timed,
+            lambda: coursework_arm("auto"), lambda: coursework_arm("off")]
+    for arm in reversed(arms) if reverse else arms:
+        arm()
+    return times, cpu, [run["seconds"] for run in runs]
 
 
-def headline(times: dict[str, float], plain_seconds: list[float]) -> str:
-    """The closing lines: plain seconds per run, the coursework pair, and the wall-time ratios to the plain arm."""
+def headline(times: dict[str, float], plain_seconds: list[float],
+             ratios: tuple[float, float] | None = None) -> str:
+    """The closing lines: plain seconds per run, the coursework pair, and the wall-time ratios to the plain arm.
+
+    ``ratios`` (one by one, ensembles) replaces ``times``' own ratios, e.g. with medians of per-round ratios.
+    """
     per_run = sum(plain_seconds) / len(plain_seconds)
+    off, auto = ratios if ratios is not None else (times["off"] / times["plain"], times["auto"] / times["plain"])
     return "\n".join([
         f"plain torch.nn: {per_run:.2f} s per run in its process",
         f"coursework sweep: auto {times['coursework auto']:.1f} s, off {times['coursework off']:.1f} s",
-        f"sweep time vs plain torch.nn: one by one {times['off'] / times['plain']:.2f}x, "
-        f"ensembles {times['auto'] / times['plain']:.2f}x",
+        f"sweep time vs plain torch.nn: one by one {off:.2f}x, ensembles {auto:.2f}x",
     ])
 
 
