@@ -193,7 +193,7 @@ def jacobian_spectral_norms(
     for (layer, direction), trajectory in trajectories.items():
         steps = trajectory.h.shape[1]
         with torch.enable_grad():
-            dense = isinstance(trajectory.cell, CLASSIC_CELLS) and not trajectory.h.is_complex()
+            dense = isinstance(trajectory.cell, CLASSIC_CELLS)
             jacobian = _DenseJacobian(trajectory) if dense else _ChainJacobian(trajectory, range(steps))
             shape, dtype = (steps, *trajectory.h.shape[::2]), trajectory.h.dtype  # (chains, B, H)
             v = torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(trajectory.h.device)
