@@ -161,3 +161,16 @@ def test_figures_command_draws_the_section_figures_and_links_them(loaded, tmp_pa
     report = (tmp_path / "report" / "findings.md").read_text()
     section = report[report.index("## Modern recurrences"):report.index("## Evidence")]
     assert "(modern_gradient_vs_length.png)" in section and "(modern_memory_sensitivity.png)" in section
+
+
+def test_classic_distance_runs_alone_measure_nothing_about_the_modern_cells(tmp_path):
+    """Modern cells on FSDD only, classic cells on the distance task: the gradient question is not measured."""
+    write_sweep(tmp_path, "length-distance", cells=("RNN_TANH", "GRU"), seeds=SEEDS, seq_lens=LENGTHS,
+                tables=("gradients",), summary=DISTANCE)
+    write_sweep(tmp_path, "fsdd-tuned-modern", cells=("MINGRU",), seeds=SEEDS, tables=("gradients",),
+                summary={"dataset": "fsdd", "epochs": 3})
+    data = load_runs([tmp_path], tables=("summary", "gradients"))
+    text = "\n".join(modern_section(data, {}))
+    assert "No distance-task runs of the modern cells with recorded gradients: not measured." in text
+    assert "First-to-last gradient ratio" not in text
+    assert "modern_gradient_vs_length" not in dict(modern_figures(data))

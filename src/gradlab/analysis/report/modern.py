@@ -43,10 +43,11 @@ def has_modern(data: RunData) -> bool:
 
 
 def length_ratios(data: RunData) -> pd.DataFrame:
-    """:func:`gradlab.analysis.modern.ratios` of the default distance runs (empty without gradients)."""
+    """:func:`gradlab.analysis.modern.ratios` of the default distance runs (empty without gradients, or when no
+    modern cell ran the task: the classic cells' ratios alone answer nothing about the modern ones)."""
     gradients = _table(data, "gradients")
     runs = modern.length_runs(_table(data, "summary"))
-    if runs.empty or gradients.empty:
+    if runs.empty or gradients.empty or not runs["cell"].astype(str).map(modern.is_modern).any():
         return pd.DataFrame()
     return modern.ratios(gradients, runs)
 
@@ -80,7 +81,7 @@ def _cell_verdict(verdicts: Sequence[str], yes: str = "supported", no: str = "co
 def _gradient_part(ratios: pd.DataFrame) -> list[str]:
     lines = ["### Do they keep the gradient over T?", ""]
     if ratios.empty:
-        return lines + ["No distance-task runs with recorded gradients: not measured.", ""]
+        return lines + ["No distance-task runs of the modern cells with recorded gradients: not measured.", ""]
     stats = summarise(ratios, "log_ratio", ["cell", "seq_len", "stage"])
     rows = []
     for (cell, seq_len), part in stats.groupby(["cell", "seq_len"], sort=True):
