@@ -1,13 +1,14 @@
 """What a gradlab sweep costs next to the same runs as a plain torch.nn loop.
 
-Run (on an idle machine; about 10 minutes on 2 cores), with this checkout's gradlab importable:
+Run (on an idle machine; about 8 minutes on 2 cores), with this checkout's gradlab importable:
     PYTHONPATH=src python benchmarks/bench_sweep.py --data-dir ../shared/data/fsdd
 Shrink it (a smoke test of the output): --seeds 1 --epochs 1 --cells GRU --coursework-seeds 0 --coursework-epochs 1
 --rounds 1
 
-Every arm runs --rounds times (default 3), even rounds in reverse order, and each ratio is the median over rounds
-of that round's own ratio: the speed of a shared virtual machine drifts by 10% from one minute to the next, so one
-round's ratio moved by about that much between invocations.
+Every arm runs --rounds times (default 2, about 8 minutes), even rounds in reverse order, and each ratio is the
+median over rounds of that round's own ratio: the speed of a shared virtual machine drifts by 10% from one minute
+to the next, so one round's ratio moved by about that much between invocations; a second, reversed round cancels a
+steady drift.
 
 Arms, one after another, each a fresh process (interpreter start-up, imports,
 data loading, worker start-up and writing all count, as they do for a user):
@@ -206,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coursework-epochs", type=int, default=30, help="epochs of the coursework arms (default: 30)")
     parser.add_argument("--no-figures", action="store_true", help="pass --no-figures to every sweep (default: draw "
                         "them, as compare_cells does)")
-    parser.add_argument("--rounds", type=int, default=3, help="times every arm runs, in alternating order; the "
-                        "ratios are medians over rounds of each round's own ratio (default: 3; this machine's speed "
-                        "drifts by 10%% between minutes)")
+    parser.add_argument("--rounds", type=int, default=2, help="times every arm runs, in alternating order; the "
+                        "ratios are medians over rounds of each round's own ratio (default: 2, the second reversed, "
+                        "so a steady drift of the machine's speed cancels; it drifts by 10%% between minutes)")
     parser.add_argument("--keep", default=None, metavar="DIR", help="write sweeps and logs here and keep them "
                         "(default: a temporary folder, deleted)")
     parser.add_argument("--plain-runs", nargs=2, metavar=("CONFIGS", "RESULTS"), help=argparse.SUPPRESS)
