@@ -95,8 +95,9 @@ def study(data: RunData) -> Study:
     and their own section follows the answers.
     """
     summary = data.summary
-    if not summary.empty and not summary["cell"].astype(str).map(is_classic).all():
-        data = _select(data, summary["cell"].astype(str).map(is_classic))
+    classic = summary["cell"].astype(str).map(is_classic) if not summary.empty else None
+    if classic is not None and not classic.all():
+        data = _select(data, classic)
         summary = data.summary
     if summary.empty:
         empty = data.select(summary[["sweep", "run_id"]])
