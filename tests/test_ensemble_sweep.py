@@ -117,7 +117,7 @@ def test_an_interrupted_ensemble_resumes_as_an_ensemble_or_one_by_one(tmp_path, 
     with monkeypatch.context() as patch:
         _interrupt_after_first_epoch(patch)
         with pytest.raises(KeyboardInterrupt):
-            _sweep(runs, tmp_path / "interrupted", "auto")
+            _sweep(runs, tmp_path / "interrupted", "auto", checkpoint_every=0)
     ids = [run.run_id for run in runs]
     assert all(RunFolder(tmp_path / "interrupted" / run_id).has("checkpoint") for run_id in ids)
     assert not any(RunFolder(tmp_path / "interrupted" / run_id).ended for run_id in ids)
@@ -136,7 +136,8 @@ def test_members_at_different_epochs_resume_in_separate_ensembles(tmp_path, monk
     with monkeypatch.context() as patch:
         _interrupt_after_first_epoch(patch)
         with pytest.raises(KeyboardInterrupt):
-            _sweep(runs[:2], folder, "auto")  # two runs stop after epoch 1; the third has not started
+            # two runs stop after epoch 1; the third has not started
+            _sweep(runs[:2], folder, "auto", checkpoint_every=0)
     results = train_ensemble(runs, run_dirs=[folder / run.run_id for run in runs])
     assert [result.status for result in results] == ["finished"] * 3
     assert_runs_match(reference, folder, [run.run_id for run in runs])

@@ -121,7 +121,7 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
     config = tiny("RNN_TANH", epochs=3)
     with pytest.raises(KeyboardInterrupt):
         train_run(config, run_dir=tmp_path / "run", callbacks=[TensorBoardLogger(tmp_path / "tb"),
-                                                                 InterruptAfterEpoch(1)])
+                                                                 InterruptAfterEpoch(1)], checkpoint_every=0)
     result = train_run(config, run_dir=tmp_path / "run", callbacks=[TensorBoardLogger(tmp_path / "tb")])
     logged = events(tmp_path / "tb")
     assert scalar_series(logged, "train/loss") == history_series(result.history, "train", "loss")
@@ -147,7 +147,8 @@ class Counter(Callback):
 def test_two_instances_of_one_callback_resume_their_own_state(tmp_path):
     config = tiny("GRU", epochs=2, record_every=None)
     with pytest.raises(KeyboardInterrupt):
-        train_run(config, run_dir=tmp_path / "run", callbacks=[Counter(1), Counter(100), InterruptAfterEpoch(0)])
+        train_run(config, run_dir=tmp_path / "run", callbacks=[Counter(1), Counter(100), InterruptAfterEpoch(0)],
+                  checkpoint_every=0)
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     steps = checkpoint["step"]
     assert checkpoint["callbacks"]["Counter"] == {"total": steps}

@@ -24,7 +24,7 @@ BASE = RunConfig(
 
 def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train_run(BASE, run_dir=tmp_path / "run", callbacks=[InterruptAfterEpoch(0)])
+        train_run(BASE, run_dir=tmp_path / "run", callbacks=[InterruptAfterEpoch(0)], checkpoint_every=0)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     with pytest.raises(RunFolderError, match="checkpoint.pt is damaged") as error:
@@ -149,9 +149,9 @@ def test_resume_removes_what_a_killed_sweep_left_half_written(tmp_path):
 
 STOPPED_SWEEP = """
 import os, runpy, signal, sys
-from gradlab.training import callbacks
+from gradlab.training import epoch_checkpoint
 
-original = callbacks.EpochCheckpoint.on_epoch_end
+original = epoch_checkpoint.EpochCheckpoint.on_epoch_end
 stops = []
 
 
@@ -162,7 +162,7 @@ def on_epoch_end(self, state):
     original(self, state)
 
 
-callbacks.EpochCheckpoint.on_epoch_end = on_epoch_end
+epoch_checkpoint.EpochCheckpoint.on_epoch_end = on_epoch_end
 sys.argv = [sys.argv[1], *sys.argv[2:]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -216,7 +216,7 @@ def test_a_stopped_holder_whose_lock_was_taken_over_writes_nothing_more(tmp_path
     argv = [sys.executable, str(tmp_path / "stopped.py"), str(repository / "experiments" / "compare_cells.py"),
             "--dataset", "distance", "--cells", "GRU", "--seeds", "0,1", "--epochs", "4", "--hidden-size", "4",
             "--num-layers", "1", "--seq-len", "10", "--n-train", "32", "--n-validation", "16", "--n-test", "16",
-            "--batch-size", "16", "--no-figures", "--no-progress", "--device", "cpu",
+            "--batch-size", "16", "--checkpoint-every", "0", "--no-figures", "--no-progress", "--device", "cpu",
             "--out", str(sweep.parent), "--name", sweep.name]
     holder = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     other = None

@@ -164,7 +164,7 @@ def test_scancel_mid_run_then_resume_equals_an_uninterrupted_run(slurm, tmp_path
     watcher = act_when_training(sweep, "GRU-s0", lambda job: (cancelled.append(job),
                                                                subprocess.run(["scancel", job], check=True)))
     with pytest.raises(SweepFailed, match=r"2 of 2 runs failed.*Slurm state CANCELLED.*\(log: .*_log\.err\)"):
-        run_sweep(runs, sweep, executor=executor, figures=False, progress=False)
+        run_sweep(runs, sweep, executor=executor, figures=False, progress=False, checkpoint_every=0)
     watcher.join()
     assert squeue(cancelled[0], "%T") == ["CANCELLED"]
     assert not RunFolder(sweep / "GRU-s0").ended and RunFolder(sweep / "GRU-s0").has("checkpoint")
@@ -203,7 +203,7 @@ def test_job_killed_by_its_time_limit_then_resumed(slurm, tmp_path):
     with pytest.raises(SweepFailed, match=r"GRU-s0: TaskFailed: job \S+ reached its time limit \(5 min: "
                                           r"--time-limit 5 min\); --resume continues"):
         run_sweep([run], sweep, executor=SubmititExecutor(sweep, partition="debug", time_limit=5, progress=False),
-                  figures=False, progress=False)
+                  figures=False, progress=False, checkpoint_every=0)
     watcher.join()
     wait_for(lambda: squeue(timed_out[0], "%T") != ["COMPLETING"], 60, "the job to exit")
     assert squeue(timed_out[0], "%T") == ["TIMEOUT"]
@@ -220,7 +220,7 @@ def test_job_killed_by_its_time_limit_then_resumed(slurm, tmp_path):
 
 def test_detach_then_resume(slurm, tmp_path, capsys):
     argv = [*TINY, "--cells", "GRU", "--seeds", "0", "--epochs", "40", "--out", str(tmp_path), "--name", "s",
-            "--executor", "submitit", "--partition", "debug"]
+            "--executor", "submitit", "--partition", "debug", "--checkpoint-every", "0"]
     sweep = tmp_path / "s"
     driver_log = tmp_path / "driver.log"
     with open(driver_log, "w") as log:  # a file, not a pipe: detached jobs keep the driver's streams open

@@ -82,7 +82,7 @@ def test_resumed_sweep_equals_uninterrupted(tmp_path):
     cut = open_sweep_dir(tmp_path / "cut", runs, overwrite=False, command=None)
     train_run(runs[0], run_dir=cut / runs[0].run_id)
     with pytest.raises(KeyboardInterrupt):
-        train_run(runs[1], run_dir=cut / runs[1].run_id, callbacks=[InterruptAfterEpoch(0)])
+        train_run(runs[1], run_dir=cut / runs[1].run_id, callbacks=[InterruptAfterEpoch(0)], checkpoint_every=0)
     resumed = run_sweep(runs, cut, resume=True, figures=False, progress=False)
     timing = ["time_per_epoch", "train_time_per_epoch", "wall_time"]
     pd.testing.assert_frame_equal(whole.summary.drop(columns=timing), resumed.summary.drop(columns=timing))

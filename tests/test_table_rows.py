@@ -102,7 +102,7 @@ def test_an_interrupted_run_has_no_tables_and_resumes_exactly_from_each_checkpoi
     names = ("format4", "format3", "format2")
     for name in names:
         with pytest.raises(KeyboardInterrupt):
-            train_run(config, run_dir=tmp_path / name, callbacks=[InterruptAfterEpoch(1)])
+            train_run(config, run_dir=tmp_path / name, callbacks=[InterruptAfterEpoch(1)], checkpoint_every=0)
         assert sorted(path.name for path in (tmp_path / name).iterdir()) == [
             ROWS_FOLDER, "checkpoint.pt", "config.json"]
         # one rows file an epoch, each holding that epoch's chunks only
@@ -141,16 +141,16 @@ def test_rows_files_of_an_epoch_without_its_checkpoint_are_ignored_and_missing_o
         return write_atomic(path, write, **options)
 
     with monkeypatch.context() as patch:
-        patch.setattr("gradlab.training.callbacks.write_atomic", stop_at_second_checkpoint)
+        patch.setattr("gradlab.training.epoch_checkpoint.write_atomic", stop_at_second_checkpoint)
         with pytest.raises(KeyboardInterrupt):
-            train_run(config, run_dir=run)
+            train_run(config, run_dir=run, checkpoint_every=0)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epochs_done"] == 1
     orphan = next((run / ROWS_FOLDER).glob("epoch-00002-*.pt"))
     orphan.write_bytes(b"not a rows file")  # no checkpoint references it: resume never reads it
     stale = run / ROWS_FOLDER / "epoch-00009-0123456789ab.pt"  # an older attempt's file: deleted
     stale.write_bytes(b"stale")
     saved = {path: path.read_bytes() for path in (run / "checkpoint.pt", *(run / ROWS_FOLDER).iterdir())}
-    train_run(config, run_dir=run)
+    train_run(config, run_dir=run, checkpoint_every=0)
     expected = _tables(whole)
     for kind, frame in _tables(run).items():
         pd.testing.assert_frame_equal(frame, expected[kind], obj=kind)

@@ -99,7 +99,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     whole = train_run(config, run_dir=tmp_path / "whole")
 
     with pytest.raises(KeyboardInterrupt):
-        train_run(config, run_dir=tmp_path / "cut", callbacks=[InterruptAfterEpoch(0)])
+        train_run(config, run_dir=tmp_path / "cut", callbacks=[InterruptAfterEpoch(0)], checkpoint_every=0)
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
     assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = train_run(config, run_dir=tmp_path / "cut")

@@ -31,6 +31,7 @@ from typing import Any
 
 from gradlab.config import (
     ACTIVATION_NAMES,
+    CHECKPOINT_EVERY,
     CONFIG_PARTS,
     DEVICES,
     DataConfig,
@@ -226,6 +227,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, *, defaults: Mapping[st
     run.add_argument("--resume", action="store_true", help="continue an existing sweep folder: skip ended runs, "
                                                            "resume interrupted ones from their checkpoint")
     run.add_argument("--overwrite", action="store_true", help="delete an existing sweep folder first")
+    run.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY, metavar="SECONDS",
+                     help="seconds of training between a run's epoch checkpoints, which --resume continues from "
+                          f"(0: every epoch; default: {CHECKPOINT_EVERY:g})")
     run.add_argument("--no-figures", action="store_true", help="skip drawing figures into <sweep>/figures/")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--tensorboard", default=None, metavar="DIR",
@@ -306,6 +310,8 @@ def sweep_main(script: str, parser: argparse.ArgumentParser, argv: Sequence[str]
         for flag in ("workers", "threads", "ensemble_max"):
             if getattr(args, flag) < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be an integer >= 1, got {getattr(args, flag)}")
+        if not args.checkpoint_every >= 0:
+            raise ValueError(f"--checkpoint-every must be a number of seconds >= 0, got {args.checkpoint_every:g}")
         values, grid = option_values(args)
         modes = expand_cells(args.cells, args.activations)
         base = _template(values, grid, modes)
@@ -355,7 +361,12 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
              extra: dict[str, Any], prog: str) -> int:
     from gradlab.analysis.summary_table import cell_table, format_table
     from gradlab.sweep.plan import varying_options
-    from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, run_sweep
+    from gradlab.sweep.runner import (
+        SweepFailed,
+        check_devices,
+        fitting_members,
+        run_sweep,
+    )
 
     executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
     if args.plan:  # checks what running would check, but reads no audio and writes nothing (not even a cache)
@@ -375,7 +386,7 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
                            workers=args.workers, threads=args.threads, ensemble=args.ensemble,
                            max_members=args.ensemble_max, command=command, executor=executor,
                            figures=not (args.no_figures or args.dry_run), progress=not args.no_progress, extra=extra,
-                           tensorboard=args.tensorboard)
+                           tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every)
     except (SweepFailed, SweepLockLost) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1

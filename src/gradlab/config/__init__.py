@@ -249,6 +249,16 @@ class TrainConfig:
 
 #: The parts of a run's configuration, by key in its dict.
 CONFIG_PARTS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+#: Default seconds of training between a run's epoch checkpoints. Not a TrainConfig field: how often a run
+#: is saved changes no result (see :class:`gradlab.training.epoch_checkpoint.EpochCheckpoint`).
+CHECKPOINT_EVERY = 30.0
+
+
+def check_checkpoint_every(every: float) -> float:
+    """``every`` (seconds of training between epoch checkpoints) if it is a number >= 0; else ``ValueError``."""
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0 (0: every epoch), got {every!r}")
+    return float(every)
 
 
 @dataclass(frozen=True)

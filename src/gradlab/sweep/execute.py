@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from gradlab.config import DataConfig, RunConfig
+from gradlab.config import CHECKPOINT_EVERY, DataConfig, RunConfig
 
 Report = Callable[["Task", "list[dict[str, Any]] | None", "BaseException | None"], None]
 
@@ -51,6 +51,7 @@ class RunTask:
     # (lock file, token) of the sweep lock: every write of the run first checks it is still held
     lock: tuple[str, str] | None = None
     tensorboard: str | None = None  # the run's TensorBoard log folder (TensorBoardLogger); None: no logging
+    checkpoint_every: float = CHECKPOINT_EVERY  # seconds of training between epoch checkpoints (0: every epoch)
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -93,6 +94,10 @@ class EnsembleTask:
     @property
     def lock(self) -> tuple[str, str] | None:
         return self.members[0].lock
+
+    @property
+    def checkpoint_every(self) -> float:
+        return self.members[0].checkpoint_every
 
 
 Task = RunTask | EnsembleTask
@@ -143,10 +148,12 @@ def run_work(task: Task, data: Any = None, *, progress: bool = False) -> list[di
             data = data if data is not None else _worker_data(configs[0].data)
             if isinstance(task, RunTask):
                 return [train_run(configs[0], data=data, run_dir=task.run_dir, command=task.command,
-                                  progress=progress, callbacks=loggers[0]).metrics]
+                                  progress=progress, callbacks=loggers[0],
+                                  checkpoint_every=task.checkpoint_every).metrics]
             try:
                 results = train_ensemble(configs, data=data, run_dirs=[member.run_dir for member in members],
-                                         command=task.command, progress=progress, callbacks=loggers)
+                                         command=task.command, progress=progress, callbacks=loggers,
+                                         checkpoint_every=task.checkpoint_every)
             except MemberFailures as failures:
                 return [failed_row(config.run_id, failures.errors[config.run_id]) if result is None else result.metrics
                         for config, result in zip(configs, failures.results)]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradlab.config import DataConfig, RunConfig
+from gradlab.config import CHECKPOINT_EVERY, DataConfig, RunConfig, check_checkpoint_every
 from gradlab.sweep.execute import FAILED, EnsembleTask, Executor, LocalExecutor, RunTask, Task, ensemble_min_members
 from gradlab.sweep.folder import check_sweep_dir, clean_leftovers, finished_run, open_sweep_dir, write_summary
 from gradlab.training.ensemble.grouping import DEFAULT_MAX_MEMBERS, group_runs
@@ -82,6 +82,7 @@ def run_sweep(
     extra: dict[str, Any] | None = None,
     stream: Any = None,
     tensorboard: str | os.PathLike | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> SweepResult:
     """Train every run of ``runs`` into ``sweep_dir``.
 
@@ -112,6 +113,8 @@ def run_sweep(
         extra: more entries for ``sweep.json``.
         stream: where notes (and progress) are printed (default standard error). On a terminal the
             progress is a bar; elsewhere one line per ended task.
+        checkpoint_every: seconds of training between a run's epoch checkpoints (0: every epoch); a
+            killed run resumes from its last one, losing at most about that much training.
         tensorboard: log every run to TensorBoard, into ``<tensorboard>/<sweep folder name>/<run_id>``
             (:class:`gradlab.training.loggers.TensorBoardLogger`; needs ``pip install 'gradlab[tensorboard]'``).
 
@@ -129,6 +132,7 @@ def run_sweep(
     for name, value in (("workers", workers), ("threads", threads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_checkpoint_every(checkpoint_every)
     if not runs:
         raise ValueError("the sweep has no runs")
     if tensorboard is not None:
@@ -206,7 +210,8 @@ def run_sweep(
         def as_task(run: RunConfig) -> RunTask:
             return RunTask(run.run_id, run.to_dict(), str(sweep_dir / run.run_id), command_list, threads,
                            lock=(str(lock.path), lock.token),
-                           tensorboard=str(logs / run.run_id) if logs is not None else None)
+                           tensorboard=str(logs / run.run_id) if logs is not None else None,
+                           checkpoint_every=checkpoint_every)
 
         units = group_runs(pending, ensemble=ensemble, workers=getattr(executor, "workers", workers),
                            max_members=max_members, min_members=min_members)

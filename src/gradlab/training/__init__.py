@@ -7,16 +7,9 @@ the folder its single run would; :func:`fit` is the loop, for code that
 assembles its own state and callbacks.
 """
 
-from gradlab.training.callbacks import (
-    BestCheckpoint,
-    Diagnostics,
-    Divergence,
-    EpochCheckpoint,
-    GradientRecording,
-    History,
-    Progress,
-)
+from gradlab.training.callbacks import BestCheckpoint, Diagnostics, Divergence, GradientRecording, History, Progress
 from gradlab.training.ensemble_run import train_ensemble
+from gradlab.training.epoch_checkpoint import CHECKPOINT_EVERY, EpochCheckpoint
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, predictions
 from gradlab.training.loggers import Logger, TensorBoardLogger
 from gradlab.training.loop import Callback, TrainState, fit
@@ -24,6 +17,7 @@ from gradlab.training.run import RunResult, build_model, read_run, train_run
 
 __all__ = [
     "BestCheckpoint",
+    "CHECKPOINT_EVERY",
     "Callback",
     "Diagnostics",
     "Divergence",

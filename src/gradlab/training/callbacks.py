@@ -9,10 +9,8 @@
   ``record_every`` steps, plus the final model's on a fixed training batch.
 - :class:`Diagnostics`: gate statistics at init and every epoch end; Jacobian
   norms at init, every ``jacobian_every`` epochs and after the last epoch.
-- :class:`EpochCheckpoint`: writes config.json at the start, and a checkpoint
-  (weights, optimiser, callbacks with their table rows so far, every RNG) at
-  each epoch end; resumes from it, so a resumed run equals an uninterrupted one
-  bit for bit. The tables themselves are written once, when the run ends.
+- :class:`~gradlab.training.epoch_checkpoint.EpochCheckpoint` (its own module)
+  saves and restores the state of these callbacks.
 - :class:`Progress` (:mod:`gradlab.training.progress`): a progress bar over
   the run's steps, or one line per epoch in a log.
 """
@@ -21,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,34 +30,15 @@ from gradlab.data import TASK_REGRESSION, iterate_batches
 from gradlab.instruments.diagnostics import gate_statistics, jacobian_spectral_norms
 from gradlab.instruments.recorder import GradientRecorder
 from gradlab.store import schema
-from gradlab.store.atomic import write_atomic
-from gradlab.store.io import (
-    RunFolder,
-    RunFolderError,
-    config_differences,
-    provenance,
-    read_table,
-    write_json,
-    write_table,
-)
-from gradlab.training.checkpoint_rows import RowsFiles, save_torch
+from gradlab.store.io import read_table, write_table
 from gradlab.training.evaluate import batch_loss
 from gradlab.training.loop import Callback, TrainState, finite, notify_record
 from gradlab.training.progress import Progress
-from gradlab.training.seeding import restore_rng, rng_state
 from gradlab.training.table_rows import TableRows, combine
 
-#: Version of the checkpoint layout written now: callback states, keyed by :func:`callback_keys`, reference
-#: their table rows (:mod:`gradlab.training.table_rows`) in rows files (:mod:`gradlab.training.checkpoint_rows`).
-CHECKPOINT_FORMAT = 4
-#: Layouts resumed: format 2 kept the rows in the run folder's tables, rewritten at every epoch end;
-#: format 3 held them in the checkpoint itself.
-RESUMABLE_FORMATS: tuple[int, ...] = (2, 3, 4)
-
 __all__ = [
-    "BestCheckpoint", "CHECKPOINT_FORMAT", "Diagnostics", "Divergence", "EpochCheckpoint", "GradientRecording",
-    "History", "Progress", "RESUMABLE_FORMATS", "callback_keys", "collect_tables", "combine", "save_tables",
-    "state_copy",
+    "BestCheckpoint", "Diagnostics", "Divergence", "GradientRecording", "History", "Progress", "callback_keys",
+    "collect_tables", "combine", "save_tables", "state_copy",
 ]
 
 
@@ -296,81 +274,3 @@ def callback_keys(callbacks: list[Callback]) -> list[str]:
     if repeated:
         raise ValueError(f"callbacks share the checkpoint keys {repeated}; give each a distinct state_key")
     return keys
-
-
-def _load_failure(error: BaseException) -> str:
-    """What ``torch.load`` found wrong with a file, without its advice about ``weights_only``.
-
-    That advice (load with ``weights_only=False``) is wrong for a damaged file
-    and runs to several lines; the reason sits after ``WeightsUnpickler error:``.
-    """
-    text = str(error)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "no reason given"
-
-
-class EpochCheckpoint(Callback):
-    """config.json at the start; a resumable checkpoint at each epoch end.
-
-    It comes after the callbacks whose state (table rows included) it saves,
-    so that their epoch-end work is in the checkpoint; when it resumes a run,
-    it restores their state after their ``on_fit_start``. Their table rows go
-    to append-only rows files, each epoch's once (:mod:`gradlab.training.checkpoint_rows`). The run's tables
-    are written when it ends (:func:`gradlab.training.run.finish_run`), once.
-    """
-
-    def __init__(self, run_dir: Path, command: list[str] | None) -> None:
-        self.folder = RunFolder(run_dir)
-        self.command = command
-        self.rows_files = RowsFiles(run_dir)
-
-    def on_fit_start(self, state: TrainState) -> None:
-        path = self.folder.file("checkpoint")
-        if not path.is_file():  # write_json makes the folder, after the sweep's checks on writes
-            write_json(self.folder.file("config"), {**state.config.to_dict(), **provenance(self.command)})
-            return
-        self.folder.check_layout("resume")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
-            raise RunFolderError(f"{path} is damaged ({type(error).__name__}: {_load_failure(error)}); delete it "
-                                 "to train that run from the start on --resume, or use --overwrite") from None
-        if checkpoint.get("format") not in RESUMABLE_FORMATS:
-            raise RunFolderError(f"{path} has checkpoint format {checkpoint.get('format')!r}, not one of "
-                                 f"{list(RESUMABLE_FORMATS)}; delete it to train that run again")
-        differences = config_differences(checkpoint["config"], state.config.to_dict())
-        if differences:
-            raise RunFolderError(f"{path} was written by a different configuration: {'; '.join(differences)}; "
-                                 "use --overwrite or a new --name")
-        state.model.load_state_dict(checkpoint["model"])
-        state.optimiser.load_state_dict(checkpoint["optimiser"])
-        state.step, state.epochs_done = checkpoint["step"], checkpoint["epochs_done"]
-        state.train_time = checkpoint["train_time"]
-        restore_rng(checkpoint["rng"], state.generators)
-        rows = checkpoint.get("rows") if checkpoint["format"] >= 4 else None  # older formats hold rows inline
-        callbacks = self.rows_files.internalise(checkpoint["callbacks"], rows, path)
-        for callback, key in zip(state.callbacks, callback_keys(state.callbacks)):
-            callback.load_state_dict(callbacks.get(key, {}), state)
-        state.started = time.perf_counter() - checkpoint["elapsed"]
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        callbacks, rows = self.rows_files.externalise(
-            {key: callback.state_dict() for callback, key in zip(state.callbacks, callback_keys(state.callbacks))},
-            state.epochs_done)
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "config": state.config.to_dict(),
-            "epochs_done": state.epochs_done,
-            "step": state.step,
-            "model": state_copy(state.model),  # a copy: an ensemble member's weights are views of the whole ensemble
-            "optimiser": state.optimiser.state_dict(),
-            "callbacks": callbacks,
-            "rows": rows,  # the rows files the callbacks' references name
-            "rng": rng_state(state.generators),
-            "elapsed": state.wall(),
-            "train_time": state.train_time,
-        }
-        write_atomic(self.folder.file("checkpoint"), lambda temporary: save_torch(checkpoint, temporary))
-        self.rows_files.sweep(rows["files"])

@@ -49,6 +49,7 @@ from gradlab.training.callbacks import GradientRecording
 from gradlab.training.ensemble import EnsembleGradientRecorder, EnsembleModel, EnsembleOptimiser, EnsembleTrainer
 from gradlab.training.ensemble.grouping import ensemble_blocker, ensemble_key
 from gradlab.training.ensemble_members import MemberOptimiser, MemberRecording, evaluate_members, share_parameters
+from gradlab.training.epoch_checkpoint import CHECKPOINT_EVERY, check_checkpoint_every
 from gradlab.training.evaluate import batch_correct, batch_loss, evaluate, scored_targets
 from gradlab.training.loop import Callback, TrainState
 from gradlab.training.progress import ProgressBar
@@ -107,6 +108,7 @@ def train_ensemble(
     command: list[str] | None = None,
     progress: bool = False,
     callbacks: Sequence[Sequence[Callback]] | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> list[RunResult]:
     """Train ``configs`` (runs differing only in seed, lr, clipping, init) as one ensemble; each as :func:`train_run` would.
 
@@ -121,6 +123,8 @@ def train_ensemble(
         progress: a progress bar over the ensemble's steps (one line per epoch in a log).
         callbacks: more callbacks for each run (one sequence per run, in order), acting after
             the standard ones at each hook, as ``train_run``'s ``callbacks`` do.
+        checkpoint_every: seconds of training between epoch checkpoints (0: every epoch); the
+            members share their training time, so they checkpoint at the same epochs.
 
     Returns:
         One :class:`RunResult` per run, in order.
@@ -130,6 +134,7 @@ def train_ensemble(
         MemberFailures: some runs failed (each alone: the others trained and were written).
     """
     check_members(configs)
+    check_checkpoint_every(checkpoint_every)
     dirs = [Path(run_dir) for run_dir in run_dirs] if run_dirs is not None else [None] * len(configs)
     if len(dirs) != len(configs):
         raise ValueError(f"expected {len(configs)} run folders, got {len(dirs)}")
@@ -154,7 +159,7 @@ def train_ensemble(
         data = load_data(configs[0].data, progress=progress)
     for indices in waves.values():
         trained, failed = _train_together([configs[i] for i in indices], data, [dirs[i] for i in indices],
-                                          command, progress, [extras[i] for i in indices])
+                                          command, progress, [extras[i] for i in indices], checkpoint_every)
         for member, index in enumerate(indices):
             results[index] = trained[member]
             if member in failed:
@@ -165,7 +170,7 @@ def train_ensemble(
 
 
 def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path | None], command: list[str] | None,
-                    progress: bool, extras: list[list[Callback]],
+                    progress: bool, extras: list[list[Callback]], checkpoint_every: float,
                     ) -> tuple[list[RunResult | None], dict[int, BaseException]]:
     """Train one wave of members; their results (None where failed) and the failed members' errors by index."""
     states, kept, failed = [], [], {}  # kept: the index of each prepared member
@@ -183,7 +188,8 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
     results: list[RunResult | None] = [None] * len(configs)
     if not states:
         return results, failed
-    fit = _fit_together([configs[i] for i in kept], states, command, progress, [extras[i] for i in kept])
+    fit = _fit_together([configs[i] for i in kept], states, command, progress, [extras[i] for i in kept],
+                        checkpoint_every)
     fit.run()
     for member, index in enumerate(kept):
         results[index] = fit.results[member]
@@ -193,7 +199,7 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
 
 
 def _fit_together(configs: list[RunConfig], states: list[TrainState], command: list[str] | None,
-                  progress: bool, extras: list[list[Callback]]) -> EnsembleFit:
+                  progress: bool, extras: list[list[Callback]], checkpoint_every: float) -> EnsembleFit:
     """Prepared members as one ensemble: a batched model sharing their weights, its optimiser and trainer."""
     data = states[0].data
     ensemble = EnsembleModel([state.model for state in states])
@@ -213,7 +219,7 @@ def _fit_together(configs: list[RunConfig], states: list[TrainState], command: l
     for member, state in enumerate(states):
         state.optimiser = MemberOptimiser(optimiser, member, state.model)
         state.ensemble_size = len(states)
-        callbacks = standard_callbacks(state, command, progress=False)
+        callbacks = standard_callbacks(state, command, progress=False, checkpoint_every=checkpoint_every)
         state.callbacks = [MemberRecording(state, train.record_every, recorder, member)
                            if isinstance(callback, GradientRecording) else callback for callback in callbacks]
         state.callbacks += extras[member]

@@ -31,13 +31,13 @@ from gradlab.training.callbacks import (
     BestCheckpoint,
     Diagnostics,
     Divergence,
-    EpochCheckpoint,
     GradientRecording,
     History,
     Progress,
     collect_tables,
 )
 from gradlab.training.dynamics import GradientFlossing, LyapunovRecording, VanishingGradientRegulariser
+from gradlab.training.epoch_checkpoint import CHECKPOINT_EVERY, EpochCheckpoint, check_checkpoint_every
 from gradlab.training.evaluate import evaluate, has_predictions, predictions
 from gradlab.training.loop import Callback, TrainState, fit
 from gradlab.training.parameter_recording import ParameterRecording
@@ -111,7 +111,8 @@ def prepare(config: RunConfig, data: DataSplits | None, run_dir: Path | None, *,
                       generators=generators, run_info=run_info, autocast=autocast, run_dir=run_dir)
 
 
-def standard_callbacks(state: TrainState, command: list[str] | None, progress: bool) -> list[Callback]:
+def standard_callbacks(state: TrainState, command: list[str] | None, progress: bool,
+                       checkpoint_every: float = CHECKPOINT_EVERY) -> list[Callback]:
     """The callbacks every run has, in the order they act at each hook."""
     train = state.config.train
     callbacks: list[Callback] = [History(), Divergence(), BestCheckpoint()]
@@ -127,7 +128,7 @@ def standard_callbacks(state: TrainState, command: list[str] | None, progress: b
     if train.lyapunov_every is not None:
         callbacks.append(LyapunovRecording(train.lyapunov_every, train.lyapunov_k))
     if state.run_dir is not None:
-        callbacks.append(EpochCheckpoint(state.run_dir, command))  # saves (and restores) the ones above
+        callbacks.append(EpochCheckpoint(state.run_dir, command, checkpoint_every))  # saves (and restores) the above
     if progress:
         callbacks.append(Progress())
     return callbacks
@@ -142,6 +143,7 @@ def train_run(
     command: list[str] | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
+    checkpoint_every: float = CHECKPOINT_EVERY,
 ) -> RunResult:
     """Train one configuration; write its run folder when ``run_dir`` is given.
 
@@ -149,19 +151,22 @@ def train_run(
         config: the run (model, data, training settings, run id).
         data: the loaded dataset; loaded from ``config.data`` when None.
         run_dir: the run's folder (:data:`gradlab.store.schema.RUN_FILES`); files are
-            written atomically, the checkpoint at every epoch end, the tables and
-            metrics when the run ends.
+            written atomically, the checkpoint at epoch ends (``checkpoint_every``), the
+            tables and metrics when the run ends.
         resume: with a ``run_dir`` that already holds this run: return a run
             that ended without training, continue one from its checkpoint.
             With False an existing run folder raises ``FileExistsError``.
         command: the command line, stored in ``config.json``.
         callbacks: more callbacks, acting after the standard ones at each hook.
         progress: show a progress bar over the run's steps.
+        checkpoint_every: seconds of training between epoch checkpoints (0: every epoch); see
+            :class:`~gradlab.training.epoch_checkpoint.EpochCheckpoint`.
 
     Raises:
         ValueError: a bad configuration, a readout that does not fit the task,
             or a checkpoint of a different configuration.
     """
+    check_checkpoint_every(checkpoint_every)
     folder = RunFolder(run_dir) if run_dir is not None else None
     if folder is not None and (folder.has("metrics") or folder.has("checkpoint")):
         if not resume:
@@ -169,7 +174,7 @@ def train_run(
         if folder.ended:
             return read_run(folder.path)
     state = prepare(config, data, folder.path if folder else None, progress=progress)
-    fit(state, standard_callbacks(state, command, progress) + list(callbacks))
+    fit(state, standard_callbacks(state, command, progress, checkpoint_every) + list(callbacks))
     return finish_run(state)
 
 
