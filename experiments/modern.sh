@@ -67,11 +67,14 @@ source experiments/sweep.sh  # sweep, tuned, at_tuned
 
 # (c) Scan against step loop: forward+backward of one layer, both timed in one process (ratios). It runs
 #     first, while no sweep of this script shares the machine.
-start=$SECONDS
-# shellcheck disable=SC2086
-{ echo "\$ python benchmarks/bench_scan.py $BENCH"; python benchmarks/bench_scan.py $BENCH; } > "$OUT/bench_scan.txt.tmp"
-mv "$OUT/bench_scan.txt.tmp" "$OUT/bench_scan.txt"
-printf '%s\t%s\n' bench_scan "$((SECONDS - start))" >> "$OUT/wall_times.tsv"
+#     A re-run keeps the first benchmark: by then the machine may be shared, and the report quotes it.
+if [ ! -s "$OUT/bench_scan.txt" ]; then
+  start=$SECONDS
+  # shellcheck disable=SC2086
+  { echo "\$ python benchmarks/bench_scan.py $BENCH"; python benchmarks/bench_scan.py $BENCH; } > "$OUT/bench_scan.txt.tmp"
+  mv "$OUT/bench_scan.txt.tmp" "$OUT/bench_scan.txt"
+  printf '%s\t%s\n' bench_scan "$((SECONDS - start))" >> "$OUT/wall_times.tsv"
+fi
 
 # (b) FSDD: the modern cells tuned as controlled.sh's fsdd-tuned tunes the classic ones (learning rate
 #     and clipping per cell and fold, on that fold's validation speaker), then K frames of silence
