@@ -180,21 +180,40 @@ draw_all(jobs, Path(sys.argv[1]), formats=("png",), dpi=7, workers=2, stream=sys
 """
 
 
-@needs_fork
-def test_ctrl_c_stops_the_workers_and_leaves_no_temporary(tmp_path):
+def _start_stalled(folder: Path) -> tuple[subprocess.Popen, list[int]]:
+    """_STALLED in a process group of its own, once both workers are writing; and the workers' PIDs."""
     environment = {**os.environ,
                    "PYTHONPATH": os.pathsep.join([str(REPOSITORY / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-c", _STALLED, str(tmp_path)], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-c", _STALLED, str(folder)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=environment, start_new_session=True,
                                preexec_fn=ctrl_c_reaches_it)
+    workers = [int(pid) for pid in read_lines(process, 2)]
+    assert len(list(folder.glob(".figure*.png.*.tmp"))) == 2
+    return process, workers
+
+
+@needs_fork
+def test_ctrl_c_stops_the_workers_and_leaves_no_temporary(tmp_path):
+    process, workers = _start_stalled(tmp_path)
     try:
-        workers = [int(pid) for pid in read_lines(process, 2)]
-        assert len(list(tmp_path.glob(".figure*.png.*.tmp"))) == 2
         os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
         assert process.wait(timeout=15) != 0
         assert b"KeyboardInterrupt" in process.stderr.read()
         wait_until(lambda: not any(running(pid) for pid in workers), timeout=5)
         assert list(tmp_path.iterdir()) == []  # each worker removed the file it was writing
+    finally:
+        process.stderr.close()
+        kill_group(process)
+
+
+@needs_fork
+def test_workers_of_a_killed_parent_stop_and_leave_no_temporary(tmp_path):
+    process, workers = _start_stalled(tmp_path)
+    try:
+        process.kill()  # the parent alone, which can clean nothing up
+        process.wait()
+        wait_until(lambda: not any(running(pid) for pid in workers), timeout=10)
+        assert list(tmp_path.iterdir()) == []
     finally:
         process.stderr.close()
         kill_group(process)

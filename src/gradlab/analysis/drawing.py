@@ -19,6 +19,8 @@ import gc
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from gradlab.store.atomic import write_atomic
 Result = TypeVar("Result")
 #: Seconds a stopped worker gets to remove its temporary file before it is killed.
 STOP_GRACE = 5.0
+#: Seconds between a worker's checks that its parent is alive.
+PARENT_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ def draw_all(
     before = set(multiprocessing.active_children())
     # Forked workers take the jobs as initargs: fork passes them on without pickling.
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(jobs, out, tuple(formats), dpi))
+                               initargs=(os.getpid(), jobs, out, tuple(formats), dpi))
     try:
         # Workers fork at the first submit. Frozen objects are never scanned by a worker's garbage collector,
         # which would otherwise write to (and so copy) every page of the parent's objects it visits.
@@ -194,12 +198,21 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise _Stopped(1)
 
 
-def _start_worker(jobs: Sequence[FigureJob], out: Path, formats: tuple[str, ...], dpi: int) -> None:
+def _start_worker(parent: int, jobs: Sequence[FigureJob], out: Path, formats: tuple[str, ...], dpi: int) -> None:
     global _WORKER
     _WORKER = (jobs, out, formats, dpi)
     # Ctrl-C reaches the whole process group: the parent stops the workers, which must not die mid-write.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_stopped)
+    threading.Thread(target=_stop_with_parent, args=(parent,), name="parent watch", daemon=True).start()
+
+
+def _stop_with_parent(parent: int) -> None:
+    """End this worker once ``parent`` is gone (killed): forked workers hold the pool's pipes open themselves,
+    so without this they would wait for the next job for ever (as gradlab.sweep.parent_watch does for sweeps)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)  # the main thread removes its temporary file and exits
 
 
 def _draw_job(index: int) -> tuple[Drawn, list[str]]:
