@@ -11,6 +11,10 @@ tables, which cannot be pickled, and a forked worker inherits it (workers get
 job indices). Workers only draw with matplotlib and write files; a parent that
 imported torch (a sweep) is fine, as workers never call into torch. Where fork
 is not available (Windows), figures are drawn in this process.
+
+Workers ignore Ctrl-C: the parent, on Ctrl-C or any error, cancels the jobs
+not started and ends the workers with SIGTERM, on which a worker removes the
+temporary file it was writing. A worker whose parent was killed ends itself.
 """
 
 from __future__ import annotations
