@@ -27,8 +27,19 @@ def _figures(args: argparse.Namespace) -> int:
             return 2
         out = Path(args.runs_dir[0]) / "figures"
     figures(args.runs_dir, out, formats=formats, dpi=args.dpi, n_resamples=args.resamples, seed=args.seed,
-            overwrite=args.overwrite, every_configuration=args.all_figures)
+            overwrite=args.overwrite, every_configuration=args.all_figures, jobs=args.jobs)
     return 0
+
+
+def _processes(text: str) -> int:
+    """``--jobs``: a whole number of processes, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (1 draws in one process), got {count}")
+    return count
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -81,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="resamples of the stratified bootstrap behind the interquartile-mean accuracies "
                               "(every other interval is a t interval over seeds; default: 2000)")
     figures.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: 0)")
+    figures.add_argument("--jobs", type=_processes, default=None, metavar="N",
+                         help="processes that draw the figures while the report is built (default: every available "
+                              "CPU; 1 draws them one after another in one process); the output is the same")
     figures.set_defaults(handler=_figures)
 
     inspect = commands.add_parser("inspect", help="print a sweep's summary table and the head of its gradient frame")

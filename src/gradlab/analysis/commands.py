@@ -6,6 +6,7 @@ writes files or selects a matplotlib backend.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import warnings
@@ -15,6 +16,7 @@ from typing import TextIO
 
 import pandas as pd
 
+from gradlab.analysis.drawing import FigureJob, check_jobs, draw_all, worker_count
 from gradlab.analysis.learning import chance_level
 from gradlab.analysis.load import ALL_TABLES, DEFAULT_TABLES, DamagedRunWarning, RunData, load_runs
 from gradlab.analysis.report.dynamics import LABEL as DYNAMICS
@@ -197,6 +199,7 @@ def figures(
     stream: TextIO | None = None,
     overwrite: bool = False,
     every_configuration: bool = False,
+    jobs: int | None = None,
 ) -> list[Path]:
     """Write every figure and the findings report of saved runs, without training.
 
@@ -216,6 +219,9 @@ def figures(
         every_configuration: also draw every configuration's own figures
             (gradient profiles, curves, gates ... of each sweep and fold); by
             default only the answers' figures and the dynamics figures.
+        jobs: processes that draw the figures while this one builds the report (forked, where the platform
+            can fork); None: every available CPU, at most one per figure; 1: draw them in this process.
+            The files and printed lines are the same whatever the number.
 
     Returns:
         The files written, report and its appendix last.
@@ -223,7 +229,9 @@ def figures(
     Raises:
         RunsDirError: if a runs directory is missing or holds no readable run.
         ReportExistsError: ``out`` holds a report made from other sweeps, and ``overwrite`` is off.
+        ValueError: ``jobs`` is below 1.
     """
+    check_jobs(jobs)
     stream = stream or sys.stdout
     import matplotlib
 
@@ -239,41 +247,33 @@ def figures(
     if stale:
         print(f"removed {len(stale)} files of the report other sweeps made in {out}", file=stream)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    linked: dict[str, list[str]] = {}
     missing = {stem: kind for stem, kind in _FIGURE_TABLES.items() if data.table(kind).empty}
     for stem, kind in missing.items():
         print(f"skipped {stem}: no run recorded {kind} ({_TABLE_FILES[kind]})", file=stream)
     tuned = tune(data)[0]  # tuned sweeps at their selected points
     from gradlab.analysis.report.answers import answer_figures
-    from gradlab.analysis.report.study import study
-
-    def draw_and_save(name: str, draw: Callable[[], object], what: str) -> bool:
-        """Draw one figure and write it in every format as ``name.<format>``; False when it cannot be drawn."""
-        try:
-            fig = draw()
-        except (ValueError, KeyError) as error:
-            print(f"skipped {what}: {error}", file=stream)
-            return False
-        for fmt in formats:
-            path = out / f"{name}.{fmt}"
-            write_atomic(path, lambda temporary, f=fig, k=fmt: f.savefig(temporary, format=k, dpi=dpi))
-            written.append(path)
-            print(f"wrote {path}", file=stream)
-        return True
-
-    answers = [f"{stem}.{formats[0]}" for stem, draw in answer_figures(study(tuned)) if draw_and_save(stem, draw, stem)]
-    for label, stem, draw in _figure_jobs(tuned) if every_configuration else _figure_jobs(tuned, dynamics_only=True):
-        name = f"{stem}__{slug(label)}"
-        if stem not in missing and draw_and_save(name, draw, f"{stem} for {label}"):
-            linked.setdefault(label, []).append(f"{name}.{formats[0]}")
     from gradlab.analysis.report.modern import LABEL as MODERN
     from gradlab.analysis.report.modern import modern_figures
+    from gradlab.analysis.report.study import study
 
-    for stem, draw in modern_figures(tuned):
-        if draw_and_save(stem, draw, stem):
-            linked.setdefault(MODERN, []).append(f"{stem}.{formats[0]}")
-    findings = build_findings(data, figures=linked, answer_figures=answers, n_resamples=n_resamples, seed=seed)
+    figure_jobs = [FigureJob(stem, draw, stem) for stem, draw in answer_figures(study(tuned))]
+    figure_jobs += [FigureJob(f"{stem}__{slug(label)}", draw, f"{stem} for {label}", label)
+                    for label, stem, draw in _figure_jobs(tuned, dynamics_only=not every_configuration)
+                    if stem not in missing]
+    figure_jobs += [FigureJob(stem, draw, stem, MODERN) for stem, draw in modern_figures(tuned)]
+    # The report's numbers need no figure, only its links do: it is built while workers draw.
+    drawn, findings = draw_all(figure_jobs, out, formats=formats, dpi=dpi, stream=stream,
+                               workers=worker_count(jobs, len(figure_jobs)),
+                               meanwhile=lambda: build_findings(data, n_resamples=n_resamples, seed=seed))
+    written: list[Path] = [path for result in drawn for path in result.paths]
+    answers: list[str] = []
+    linked: dict[str, list[str]] = {}
+    for job, result in zip(figure_jobs, drawn):
+        if result.drawn and job.section is None:
+            answers.append(f"{job.name}.{formats[0]}")
+        elif result.drawn:
+            linked.setdefault(job.section, []).append(f"{job.name}.{formats[0]}")
+    findings = dataclasses.replace(findings, figures=linked, answer_figures=tuple(answers))
     for name, text in ((REPORT, findings.main()), (APPENDIX, findings.appendix())):
         path = out / name
         write_atomic(path, lambda temporary, t=text: temporary.write_text(t))
