@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pandas as pd
 
@@ -261,20 +261,32 @@ def figures(
                     for label, stem, draw in _figure_jobs(tuned, dynamics_only=not every_configuration)
                     if stem not in missing]
     figure_jobs += [FigureJob(stem, draw, stem, MODERN) for stem, draw in modern_figures(tuned)]
-    # The report's numbers need no figure, only its links do: it is built while workers draw.
-    drawn, findings = draw_all(figure_jobs, out, formats=formats, dpi=dpi, stream=stream,
-                               workers=worker_count(jobs, len(figure_jobs)),
-                               meanwhile=lambda: build_findings(data, n_resamples=n_resamples, seed=seed))
+    def links(drawn: Sequence[bool]) -> dict[str, object]:
+        """The report's figure links: answers' figures, and each section's."""
+        answers, linked = [], {}
+        for job, done in zip(figure_jobs, drawn):
+            if done and job.section is None:
+                answers.append(f"{job.name}.{formats[0]}")
+            elif done:
+                linked.setdefault(job.section, []).append(f"{job.name}.{formats[0]}")
+        return {"figures": linked, "answer_figures": tuple(answers)}
+
+    def report() -> tuple[Any, dict[str, object], list[str]]:
+        # The report's numbers need no figure, only its links do: it is built, and written as if every figure
+        # is drawn (as they almost always are), while workers draw; a figure that could not be drawn redoes it.
+        findings = build_findings(data, n_resamples=n_resamples, seed=seed)
+        hoped = links([True] * len(figure_jobs))
+        findings = dataclasses.replace(findings, **hoped)
+        return findings, hoped, [findings.main(), findings.appendix()]
+
+    drawn, (findings, hoped, texts) = draw_all(figure_jobs, out, formats=formats, dpi=dpi, stream=stream,
+                                               workers=worker_count(jobs, len(figure_jobs)), meanwhile=report)
     written: list[Path] = [path for result in drawn for path in result.paths]
-    answers: list[str] = []
-    linked: dict[str, list[str]] = {}
-    for job, result in zip(figure_jobs, drawn):
-        if result.drawn and job.section is None:
-            answers.append(f"{job.name}.{formats[0]}")
-        elif result.drawn:
-            linked.setdefault(job.section, []).append(f"{job.name}.{formats[0]}")
-    findings = dataclasses.replace(findings, figures=linked, answer_figures=tuple(answers))
-    for name, text in ((REPORT, findings.main()), (APPENDIX, findings.appendix())):
+    actual = links([result.drawn for result in drawn])
+    if actual != hoped:
+        findings = dataclasses.replace(findings, **actual)
+        texts = [findings.main(), findings.appendix()]
+    for name, text in zip((REPORT, APPENDIX), texts):
         path = out / name
         write_atomic(path, lambda temporary, t=text: temporary.write_text(t))
         written.append(path)
