@@ -261,6 +261,7 @@ def figures(
                     for label, stem, draw in _figure_jobs(tuned, dynamics_only=not every_configuration)
                     if stem not in missing]
     figure_jobs += [FigureJob(stem, draw, stem, MODERN) for stem, draw in modern_figures(tuned)]
+
     def links(drawn: Sequence[bool]) -> dict[str, object]:
         """The report's figure links: answers' figures, and each section's."""
         answers, linked = [], {}
