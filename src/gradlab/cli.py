@@ -361,12 +361,7 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
              extra: dict[str, Any], prog: str) -> int:
     from gradlab.analysis.summary_table import cell_table, format_table
     from gradlab.sweep.plan import varying_options
-    from gradlab.sweep.runner import (
-        SweepFailed,
-        check_devices,
-        fitting_members,
-        run_sweep,
-    )
+    from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, run_sweep
 
     executor = executor_from_args(args, sweep_dir)  # None: this machine (devices checked here)
     if args.plan:  # checks what running would check, but reads no audio and writes nothing (not even a cache)
