@@ -49,7 +49,7 @@ from gradlab.instruments.spectra import JACOBIAN_REDUCTIONS, jacobian_singular_v
 from gradlab.nn.cells import SATURATION_THRESHOLD, LSTMCell, RecurrentCell, RNNCell
 
 __all__ = [
-    "GATE_ACTIVATIONS", "JACOBIAN_REDUCTIONS", "gate_statistics", "jacobian_singular_values",
+    "GATE_ACTIVATIONS", "JACOBIAN_REDUCTIONS", "gate_columns", "gate_statistics", "jacobian_singular_values",
     "jacobian_spectral_norms", "lyapunov_exponents", "lyapunov_spectrum",
 ]
 
@@ -99,6 +99,11 @@ def gate_statistics(
         A :data:`gradlab.store.schema.GATES` table: per (layer, direction), T rows for
         each gate and stat (module docstring).
     """
+    return measurement_frame(gate_columns(model, x), model, "gates", run_info=run_info, step=step, epoch=epoch)
+
+
+def gate_columns(model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
+    """:func:`gate_statistics`' measured columns (layer, direction, timestep, gate, stat, value), no table built."""
     net = recurrent_net(model)
     parts: list[dict[str, np.ndarray]] = []
     with torch.no_grad():
@@ -134,4 +139,4 @@ def gate_statistics(
         parts = [{"layer": np.zeros(0, dtype=np.int64), "direction": np.zeros(0, dtype=object),
                   "timestep": np.zeros(0, dtype=np.int64), "gate": np.zeros(0, dtype=object),
                   "stat": np.zeros(0, dtype=object), "value": np.zeros(0, dtype=np.float64)}]
-    return measurement_frame(concat_columns(parts), model, "gates", run_info=run_info, step=step, epoch=epoch)
+    return concat_columns(parts)

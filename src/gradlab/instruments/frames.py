@@ -42,13 +42,12 @@ def measurement_frame(
     Raises:
         ValueError: if ``run_info`` lacks ``run_id``/``seed`` or contradicts the model.
     """
+    if run_info is not None and step is not None and epoch is not None:
+        return columns_frame([measurement_columns(columns, model, run_info=run_info, step=step, epoch=epoch)], kind)
     rows = len(next(iter(columns.values())))
     counters = {name: np.full(rows, value, dtype=np.int64)
                 for name, value in (("epoch", epoch), ("step", step)) if value is not None}
     columns = {**counters, **columns}
-    if run_info is not None and step is not None and epoch is not None:
-        columns = with_run_columns(columns, resolve_run_info(model, run_info), rows)
-        return schema.conform(typed_strings(columns, kind), kind)
     net = recurrent_net(model)
     info = {"cell": net.mode, "activation": net.activation}
     if run_info is not None:
@@ -58,3 +57,30 @@ def measurement_frame(
     documented = [name for name in spec if name in frame.columns]
     extra = [name for name in frame.columns if name not in spec]
     return frame[documented + extra].astype({name: spec[name] for name in documented})
+
+
+def measurement_columns(
+    columns: dict[str, np.ndarray],
+    model: nn.Module,
+    *,
+    run_info: Mapping[str, object],
+    step: int,
+    epoch: int,
+) -> dict[str, np.ndarray]:
+    """Every column of a full schema table from measured ``columns``, as numpy arrays (no table built yet).
+
+    A run that measures many times keeps these and builds its table once
+    (:func:`columns_frame`): building and casting a pandas table per
+    measurement cost more than an LSTM's gate statistics themselves.
+
+    Raises:
+        ValueError: if ``run_info`` lacks ``run_id``/``seed`` or contradicts the model.
+    """
+    rows = len(next(iter(columns.values())))
+    counters = {"epoch": np.full(rows, epoch, dtype=np.int64), "step": np.full(rows, step, dtype=np.int64)}
+    return with_run_columns({**counters, **columns}, resolve_run_info(model, run_info), rows)
+
+
+def columns_frame(chunks: list[dict[str, np.ndarray]], kind: str) -> pd.DataFrame:
+    """Table ``kind`` from :func:`measurement_columns` chunks (all with the same columns), cast once."""
+    return schema.conform(typed_strings(concat_columns(chunks), kind), kind)
