@@ -248,3 +248,20 @@ def test_the_jobs_option(runs, monkeypatch, capsys):
             main(["figures", str(runs), "--jobs", bad])
         assert exited.value.code == 2
         assert f"argument --jobs: {message}" in capsys.readouterr().err
+
+
+def test_a_figure_known_not_to_draw_does_not_make_the_report_render_twice(runs, tmp_path, monkeypatch):
+    # These runs have no long training curves, so question 3's figure is skipped; the report, written while the
+    # figures are drawn, must already leave it out instead of being rendered again (a second, whole pass).
+    from gradlab.analysis.plots.learning import plot_test_accuracy
+    from gradlab.analysis.report import Findings
+
+    monkeypatch.setattr(plots, "plot_test_accuracy", plot_test_accuracy)  # undo cannot_draw_accuracy, if active
+    rendered = []
+    original = Findings.main
+    monkeypatch.setattr(Findings, "main", lambda self: rendered.append(1) or original(self))
+    written, printed, files = _draw(runs, tmp_path, jobs=1)
+    assert "skipped answer3_curves: no curve rows to plot" in printed.splitlines()
+    assert rendered == [1]
+    report = files[REPORT].decode()
+    assert "answer3_curves" not in report and "answer1_decay_by_activation.png" in report

@@ -359,7 +359,6 @@ def _shapes(base: RunConfig) -> tuple[int, int]:
 
 def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, argv: Sequence[str] | None,
              extra: dict[str, Any], prog: str) -> int:
-    from gradlab.analysis.summary_table import cell_table, format_table
     from gradlab.sweep.plan import varying_options
     from gradlab.sweep.runner import SweepFailed, check_devices, fitting_members, run_sweep
 
@@ -388,6 +387,10 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
     except KeyboardInterrupt:
         print(f"interrupted; ended runs are saved in {sweep_dir}, and --resume continues the sweep", file=sys.stderr)
         return 130
+    # Imported now, not before the sweep: gradlab.analysis (scipy.stats, matplotlib) took 1.8 s to import, and
+    # the workers started only after it; drawing the figures imports it anyway.
+    from gradlab.analysis.summary_table import cell_table, format_table
+
     print(f"\nsweep {result.sweep_dir}: {len(result.summary)} runs")
     if args.dry_run:
         print("(dry run: one batch per run and per evaluation; the numbers mean nothing)")

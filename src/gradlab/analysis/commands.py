@@ -256,7 +256,8 @@ def figures(
     from gradlab.analysis.report.modern import modern_figures
     from gradlab.analysis.report.study import study
 
-    figure_jobs = [FigureJob(stem, draw, stem) for stem, draw in answer_figures(study(tuned))]
+    figure_jobs = [FigureJob(stem, draw, stem, expected=expected)
+                   for stem, draw, expected in answer_figures(study(tuned))]
     figure_jobs += [FigureJob(f"{stem}__{slug(label)}", draw, f"{stem} for {label}", label)
                     for label, stem, draw in _figure_jobs(tuned, dynamics_only=not every_configuration)
                     if stem not in missing]
@@ -273,10 +274,10 @@ def figures(
         return {"figures": linked, "answer_figures": tuple(answers)}
 
     def report() -> tuple[Any, dict[str, object], list[str]]:
-        # The report's numbers need no figure, only its links do: it is built, and written as if every figure
-        # is drawn (as they almost always are), while workers draw; a figure that could not be drawn redoes it.
+        # The report's numbers need no figure, only its links do: it is built, and written as if every expected
+        # figure is drawn (as they almost always are), while workers draw; one that was not as expected redoes it.
         findings = build_findings(data, n_resamples=n_resamples, seed=seed)
-        hoped = links([True] * len(figure_jobs))
+        hoped = links([job.expected for job in figure_jobs])
         findings = dataclasses.replace(findings, **hoped)
         return findings, hoped, [findings.main(), findings.appendix()]
 

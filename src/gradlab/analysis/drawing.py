@@ -52,6 +52,7 @@ class FigureJob:
     draw: Callable[[], object]
     what: str  # the figure as a skip note names it
     section: str | None = None  # the report section that links the figure; None: an answer's figure
+    expected: bool = True  # False: the data is known not to make it (the report is not written as if drawn)
 
 
 @dataclass(frozen=True)

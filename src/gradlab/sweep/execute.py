@@ -16,9 +16,11 @@ when the driver dies.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -221,12 +223,28 @@ def start_worker(parent_pid: int) -> None:
 
     ``torch.optim`` imports ``torch._dynamo`` on an optimiser's first use (1.5 to 2 s on a small CPU);
     here it is paid once per worker before any run, not inside the first run's time per epoch.
+    The worker also skips the interpreter's teardown when the pool ends it (:func:`_end_quickly`).
     """
     from gradlab.sweep.parent_watch import exit_with_parent
 
     exit_with_parent(parent_pid)
+    atexit.register(_end_quickly)
     with contextlib.suppress(ImportError):
         import torch._dynamo  # noqa: F401
+
+
+def _end_quickly() -> None:
+    """End a pool worker without tearing its modules down: with torch and dynamo loaded that took 0.5-0.7 s.
+
+    A worker exits by itself only after the pool sent it the end sentinel: its last result is sent, every
+    run's files are written and renamed, and its exit status would be 0 (a task's exception, SystemExit
+    included, goes back to the driver). Nothing is left to flush but the standard streams. Registered last,
+    this runs before other exit handlers.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 class Executor(Protocol):

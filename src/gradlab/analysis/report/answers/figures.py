@@ -82,8 +82,13 @@ def curve_frame(study: Study) -> pd.DataFrame:
     return pd.DataFrame(parts)
 
 
-def answer_figures(study: Study) -> list[tuple[str, Callable[[], object]]]:
-    """(file stem, draw) of each answer's figure the data allows."""
+def answer_figures(study: Study) -> list[tuple[str, Callable[[], object], bool]]:
+    """(file stem, draw, expected) of each answer's figure.
+
+    ``expected`` is False where the data is known not to make the figure
+    (no long training curves for question 3's): its draw still runs and
+    reports why, but the report is not written first as if it were drawn.
+    """
     from gradlab.analysis.plots.answers import (
         plot_answer_curves,
         plot_carry_paths,
@@ -91,7 +96,7 @@ def answer_figures(study: Study) -> list[tuple[str, Callable[[], object]]]:
         plot_differences,
     )
 
-    return [(FIGURES[0], lambda: plot_decay_by_activation(decay_table(study))),
-            (FIGURES[1], lambda: plot_carry_paths(carry_frame(study))),
-            (FIGURES[2], lambda: plot_answer_curves(curve_frame(study))),
-            (FIGURES[3], lambda: plot_differences(differences(study)))]
+    return [(FIGURES[0], lambda: plot_decay_by_activation(decay_table(study)), True),
+            (FIGURES[1], lambda: plot_carry_paths(carry_frame(study)), True),
+            (FIGURES[2], lambda: plot_answer_curves(curve_frame(study)), bool(curve_settings(study))),
+            (FIGURES[3], lambda: plot_differences(differences(study)), True)]
