@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import replace
 
 import pandas as pd
@@ -233,3 +234,18 @@ def test_a_half_deleted_sweep_is_recognised_named_and_replaceable(tmp_path):
     with pytest.raises(ValueError, match="not a gradlab sweep folder"):  # anything else is still never deleted
         run_sweep(runs, tmp_path / "notes", overwrite=True, figures=False, progress=False)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+def test_the_figures_modules_load_quietly_while_workers_train(capfd):
+    import threading
+
+    from gradlab.sweep.runner import _import_quietly_meanwhile
+
+    sys.modules.pop("email.mime.audio", None)
+    _import_quietly_meanwhile("email.mime.audio")
+    _import_quietly_meanwhile("gradlab.no_such_module")  # drawing imports it again and reports the failure
+    for thread in threading.enumerate():
+        if thread.name.startswith("import "):
+            thread.join(timeout=30)
+    assert "email.mime.audio" in sys.modules and "gradlab.no_such_module" not in sys.modules
+    assert capfd.readouterr() == ("", "")

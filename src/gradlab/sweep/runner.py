@@ -9,8 +9,11 @@ analysis figures into ``<sweep>/figures/``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -218,6 +221,8 @@ def run_sweep(
         tasks: list[Task] = [as_task(unit[0]) if len(unit) == 1 else EnsembleTask(tuple(map(as_task, unit)))
                              for unit in units]
         lost = raising = False
+        if figures and getattr(executor, "workers", 2) > 1:  # the runs train elsewhere: this process waits
+            _import_quietly_meanwhile("gradlab.analysis.commands")
         try:
             executor.run(tasks, report)
         except SweepLockLost:
@@ -237,6 +242,20 @@ def run_sweep(
         raise SweepFailed(f"{len(failed)} of {len(runs)} runs failed ({which}); "
                           f"the others are saved in {sweep_dir}, and --resume retrains only the failed ones")
     return SweepResult(sweep_dir=sweep_dir, summary=summary, failed=failed)
+
+
+def _import_quietly_meanwhile(module: str) -> None:
+    """Import ``module`` in a daemon thread, while this process waits for its workers.
+
+    The figures drawn after the sweep import gradlab.analysis (scipy.stats, matplotlib: about 1.8 s), which
+    otherwise ran after the last run ended. A failure here is ignored: drawing imports it again and reports it.
+    """
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
 def _final_summary(sweep_dir: Path, *, stream: Any, only_print: bool) -> pd.DataFrame | None:
