@@ -387,8 +387,8 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
     except KeyboardInterrupt:
         print(f"interrupted; ended runs are saved in {sweep_dir}, and --resume continues the sweep", file=sys.stderr)
         return 130
-    # Imported now, not before the sweep: gradlab.analysis (scipy.stats, matplotlib) took 1.8 s to import, and
-    # the workers started only after it; drawing the figures imports it anyway.
+    # Imported now, not before the sweep: gradlab.analysis (scipy.stats, matplotlib) takes 1.8 s to import,
+    # and the workers started only after it (run_sweep imports it while they train when figures follow).
     from gradlab.analysis.summary_table import cell_table, format_table
 
     print(f"\nsweep {result.sweep_dir}: {len(result.summary)} runs")
