@@ -167,3 +167,20 @@ def test_rows_files_of_an_epoch_without_its_checkpoint_are_ignored_and_missing_o
     referenced.write_bytes(saved[referenced][:100])
     with pytest.raises(RunFolderError, match=r"epoch-00001-.*\.pt is damaged.*--overwrite"):
         train_run(config, run_dir=run)
+
+
+def test_rows_added_as_columns_become_the_same_table_in_order_and_survive_a_checkpoint():
+    first, second, third = _history(4), _history(3, start=4), _history(2, start=7)
+    as_columns = [{name: frame[name].to_numpy(dtype=object if frame[name].dtype == "string" else None)
+                   for name in frame.columns} for frame in (first, third)]
+    rows = TableRows("history")
+    rows.add_columns(as_columns[0])
+    rows.add(second)  # a table after pending columns: the columns' rows stay first
+    rows.add_columns(as_columns[1])
+    rows.add_columns({name: values[:0] for name, values in as_columns[1].items()})  # empty: nothing
+    saved = _through_checkpoint(rows.state_dict())
+    expected = schema.conform(pd.concat([first, second, third], ignore_index=True), "history")
+    pd.testing.assert_frame_equal(rows.frame(), expected, check_exact=True)
+    resumed = TableRows("history")
+    resumed.load_state_dict(saved)
+    pd.testing.assert_frame_equal(resumed.frame(), expected, check_exact=True)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from gradlab.data import TASK_REGRESSION, iterate_batches
 from gradlab.instruments.diagnostics import gate_columns, jacobian_spectral_norms
-from gradlab.instruments.frames import columns_frame, measurement_columns
+from gradlab.instruments.frames import measurement_columns
 from gradlab.instruments.recorder import GradientRecorder
 from gradlab.store import schema
 from gradlab.store.io import read_table, write_table
@@ -199,9 +199,6 @@ class Diagnostics(Callback):
 
     def __init__(self) -> None:
         self.rows = {kind: TableRows(kind) for kind in ("gates", "jacobian")}
-        # Each epoch's gate statistics as numpy columns, built into one table when the rows are asked for: a
-        # pandas table per measurement cost as much as measuring (31 per run, 12 ms each for an LSTM).
-        self.gate_chunks: list[dict[str, Any]] = []
 
     def diagnose(self, state: TrainState) -> None:
         # Gate statistics are cheap; the Jacobian costs T^2/2 cell steps per sample and
@@ -209,8 +206,8 @@ class Diagnostics(Callback):
         train, data = state.config.train, state.data
         epoch, step = state.epoch, state.step
         measured = gate_columns(state.model, data.validation.x[: train.diagnostics_batch])
-        self.gate_chunks.append(measurement_columns(measured, state.model, run_info=state.run_info, step=step,
-                                                    epoch=epoch))
+        self.rows["gates"].add_columns(measurement_columns(measured, state.model, run_info=state.run_info, step=step,
+                                                           epoch=epoch))
         every = train.jacobian_every
         wanted = step == 0 or epoch == train.epochs - 1 or (every is not None and (epoch + 1) % every == 0)
         if wanted and data.seq_len <= train.jacobian_max_len:
@@ -226,22 +223,13 @@ class Diagnostics(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         self.diagnose(state)
 
-    def collect(self) -> None:
-        """Build the gate statistics measured since the last call into :attr:`rows`."""
-        if self.gate_chunks:
-            self.rows["gates"].add(columns_frame(self.gate_chunks, "gates"))
-            self.gate_chunks = []
-
     def tables(self) -> dict[str, pd.DataFrame]:
-        self.collect()
         return {kind: rows.frame() for kind, rows in self.rows.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        self.collect()
         return {"rows": {kind: rows.state_dict() for kind, rows in self.rows.items()}}
 
     def load_state_dict(self, saved: dict[str, Any], state: TrainState) -> None:
-        self.gate_chunks = []
         for kind, rows in self.rows.items():
             if "rows" in saved:
                 rows.load_state_dict(saved["rows"][kind])

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gradlab.instruments.frames import columns_frame
 from gradlab.store import schema
 
 #: numpy dtype kinds stored as tensors (integers, floats, booleans).
@@ -102,27 +103,46 @@ class TableRows:
         self.kind = kind
         self.chunks: list[pd.DataFrame] = []
         self._encoded: list[dict[str, Any]] = []  # encodings of the first len(_encoded) chunks
+        # Measurements as numpy columns, built into one chunk when the rows are asked for: a pandas table per
+        # measurement cost as much as an LSTM's gate statistics themselves (31 a run).
+        self._pending: list[dict[str, np.ndarray]] = []
 
     def add(self, frame: pd.DataFrame) -> None:
         """Append a chunk of rows (nothing for an empty one)."""
+        self._build_pending()
         if len(frame):
             self.chunks.append(schema.conform(frame, self.kind))
 
+    def add_columns(self, columns: dict[str, np.ndarray]) -> None:
+        """Append rows given as every column of the table (:func:`gradlab.instruments.frames.measurement_columns`).
+
+        They become a table with the other pending columns only when the rows are read or checkpointed.
+        """
+        if len(next(iter(columns.values()))):
+            self._pending.append(columns)
+
+    def _build_pending(self) -> None:
+        if self._pending:
+            self.chunks.append(columns_frame(self._pending, self.kind))
+            self._pending = []
+
     def frame(self) -> pd.DataFrame:
         """Every row so far, as one table."""
+        self._build_pending()
         return combine(self.chunks, self.kind)
 
     def state_dict(self) -> list[dict[str, Any]]:
         """The chunks, encoded for a checkpoint (each chunk encoded once)."""
+        self._build_pending()
         self._encoded += [encode_frame(chunk) for chunk in self.chunks[len(self._encoded):]]
         return list(self._encoded)
 
     def load_state_dict(self, saved: list[dict[str, Any]]) -> None:
         """Restore the chunks of :meth:`state_dict`."""
         self.chunks = [decode_frame(encoded, self.kind) for encoded in saved]
-        self._encoded = list(saved)
+        self._encoded, self._pending = list(saved), []
 
     def replace(self, frame: pd.DataFrame) -> None:
         """Hold ``frame`` as the only chunk (rows read from an older checkpoint's table files)."""
-        self.chunks, self._encoded = [], []
+        self.chunks, self._encoded, self._pending = [], [], []
         self.add(frame)
