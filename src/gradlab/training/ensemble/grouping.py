@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 
 from gradlab.config import RunConfig
+from gradlab.config.vocabulary import parse_mode
 
 #: ``--ensemble`` choices: group eligible runs, or train every run alone.
 ENSEMBLE_CHOICES: tuple[str, ...] = ("auto", "off")
@@ -30,6 +31,13 @@ DEFAULT_MIN_MEMBERS = 2
 #: stepped slower than 3 single runs (benchmarks/bench_ensemble.py, 1 thread: 0.92x; 1.1x from 4 members);
 #: each member's validation, diagnostics and writing cost the same either way.
 CPU_MIN_MEMBERS = 4
+#: How much later than one run at a time a sweep's units may end, by :func:`run_cost`'s estimate: an ensemble
+#: saves about that much per member on a CPU (10-25% at 4 members or more; more on a GPU).
+BALANCE_SLACK = 1.1
+#: Weight matrices a cell kind multiplies per step and layer: its gates (an LSTM has four, a GRU three), or
+#: the modern cells' projections. :func:`run_cost` weighs runs by them.
+STEP_MATRICES: dict[str, int] = {"RNN": 1, "GRU": 3, "LSTM": 4, "INDRNN": 1, "MINGRU": 2, "MINLSTM": 3, "LRU": 1,
+                                 "DIAGONAL": 1}
 
 
 def ensemble_blocker(run: RunConfig) -> str | None:
@@ -71,11 +79,14 @@ def group_runs(
     Groups keep the runs' order (by first member); a group larger than
     ``max_members`` is cut into equal parts, and one smaller than
     ``min_members`` trains one run at a time. With ``workers`` > 1 the
-    units must keep every worker busy as long as one run at a time would
-    (:func:`finish_time`, counting runs): the largest ensemble is halved, or
-    trained one run at a time where its halves would be smaller than
-    ``min_members``, until they do. A worker that idles while another
-    trains a whole ensemble costs more than the ensemble saves.
+    units come longest first (by :func:`run_cost`), so that the last ones a
+    worker takes are short, and they must keep every worker busy as long as
+    one run at a time would (:func:`finish_time` of the estimated costs,
+    within :data:`BALANCE_SLACK`). Every group is cut into ``workers`` parts
+    (of at least ``min_members``) where that ends sooner; then the costliest
+    ensemble is halved, or trained one run at a time where its halves would
+    be smaller than ``min_members``, until they do. A worker that idles while another trains
+    a whole ensemble costs more than the ensemble saves.
 
     Raises:
         ValueError: an unknown ``ensemble`` choice, or ``max_members`` or ``min_members`` < 1.
@@ -86,19 +97,67 @@ def group_runs(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     if ensemble == "off":
-        return [[run] for run in runs]
+        return _longest_first([[run] for run in runs], workers)
     groups: dict[str, list[RunConfig]] = {}
     for index, run in enumerate(runs):
         key = f"single {index}" if ensemble_blocker(run) else ensemble_key(run)
         groups.setdefault(key, []).append(run)
     units = [part for group in groups.values() for part in _split(group, -(-len(group) // max_members))]
     units = [piece for unit in units for piece in (_singles(unit) if len(unit) < min_members else [unit])]
-    one_by_one = finish_time([1] * len(runs), workers)
-    while finish_time([len(unit) for unit in units], workers) > one_by_one:
-        largest = max(range(len(units)), key=lambda index: len(units[index]))
+    if workers <= 1:
+        return units
+    costs = {run.run_id: run_cost(run) for run in runs}
+
+    def cost(unit: list[RunConfig]) -> float:
+        return sum(costs[run.run_id] for run in unit)
+
+    one_by_one = finish_time(sorted(costs.values(), reverse=True), workers)
+
+    def finish(units: list[list[RunConfig]]) -> float:
+        return finish_time([cost(unit) for unit in units], workers)
+
+    units = _longest_first(units, workers)
+    # Every worker takes a share of each group where that ends sooner: on a CPU, 5 members step as fast as 10.
+    shares = _longest_first([piece for unit in units
+                             for piece in _split(unit, max(1, min(workers, len(unit) // min_members)))], workers)
+    if finish(shares) < finish(units):
+        units = shares
+
+    def too_slow(units: list[list[RunConfig]]) -> bool:
+        return finish(units) > one_by_one * BALANCE_SLACK
+
+    while too_slow(units):
+        largest = max(range(len(units)), key=lambda index: (len(units[index]) > 1, cost(units[index])))
         group = units[largest]
         units[largest:largest + 1] = _split(group, 2) if len(group) // 2 >= min_members else _singles(group)
+        units = _longest_first(units, workers)
     return units
+
+
+def run_cost(run: RunConfig) -> float:
+    """An estimate of ``run``'s training time, relative to other runs (no unit): it orders and balances units.
+
+    Per step and layer a cell multiplies its :data:`STEP_MATRICES` and does about one matrix's worth of other
+    work (validation, diagnostics, recording), so an RNN costs 2, a GRU 4 and an LSTM 5; FSDD runs at hidden
+    32 took 0.9, 2.3 and 2.4 s on one CPU thread. It scales with layers, directions, epochs, the hidden size
+    and the sequence length where the data sets one.
+    """
+    model, train = run.model, run.train
+    kind, _ = parse_mode(model.mode)
+    directions = 1 if model.bidirectional == "none" else 2
+    length = run.data.seq_len or 1  # audio: one length for every run of a dataset
+    per_step = (1 + STEP_MATRICES.get(kind, 1)) * model.num_layers * directions * model.hidden_size
+    return float(per_step * train.epochs * length)
+
+
+def _longest_first(units: list[list[RunConfig]], workers: int) -> list[list[RunConfig]]:
+    """``units`` costliest first (ties keep their order) where ``workers`` > 1; in their order otherwise.
+
+    A pool hands the next unit to the first worker free: with the short units last, the workers end together.
+    """
+    if workers <= 1:
+        return units
+    return sorted(units, key=lambda unit: -sum(run_cost(run) for run in unit))
 
 
 def finish_time(costs: Sequence[float], workers: int) -> float:
