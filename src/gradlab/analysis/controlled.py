@@ -97,8 +97,10 @@ def matched_pairs(data: RunData) -> pd.DataFrame:
             continue
         control_value = json.dumps(reference)
         others = [column for column in matched if column != option and column not in COMPANIONS.get(option, ())]
-        controls = configs[configs[option] == control_value].drop_duplicates(subset=[*others, "seed"])
         treated = configs[configs[option] != control_value]
+        if treated.empty:  # nothing to pair; merging on every option's column costs 15 ms even so
+            continue
+        controls = configs[configs[option] == control_value].drop_duplicates(subset=[*others, "seed"])
         taken = ["run_id", "test_accuracy", "log10_ratio"]
         pairs = treated.merge(controls[[*others, "seed", *taken]], on=[*others, "seed"], suffixes=("", "_control"))
         # Tuned against tuned: each side at its own validation-chosen learning rate and clipping.
