@@ -15,10 +15,10 @@ into ``<sweep>/figures/``. The same command is installed as ``gradlab sweep``
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from gradlab.scripts import compare_cells, compare_cells_parser
+from gradlab.sweep.workers import exit_quickly
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,4 +30,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_quickly(main)  # sys.exit(main()), without tearing torch and pandas down (0.6-0.9 s)

@@ -4,9 +4,10 @@ Run as a script (``python process_helpers.py MODE ...``) it plays one role:
 
 - ``hold SWEEP``: take the sweep lock, print ``held``, wait to be killed.
 - ``write TARGET``: start an atomic write of TARGET, print ``writing`` half-way, wait to be killed.
-- ``pool with|without``: start a spawn pool of two workers (with or without
-  :func:`gradlab.sweep.parent_watch.exit_with_parent`), give each a long task that
-  prints its PID, and wait to be killed.
+- ``pool with|without|forkserver``: start a spawn pool of two workers (with or without
+  :func:`gradlab.sweep.parent_watch.exit_with_parent`), or a watched pool of workers forked
+  by gradlab's fork server (:func:`gradlab.sweep.workers.worker_context`), give each a long
+  task that prints its PID, and wait to be killed.
 
 Imported, it gives the tests a way to start those roles and to race locks
 from several processes (:func:`race`).
@@ -155,6 +156,11 @@ def race_processes(root: Path, rounds: int, processes: int = 4) -> dict[int, lis
     return outcomes
 
 
+def what_a_worker_holds() -> tuple[int, bool, bool]:
+    """A pool task: this worker's parent PID, and whether torch and its dynamo were imported before the task."""
+    return os.getppid(), "torch" in sys.modules, "torch._dynamo" in sys.modules
+
+
 def sleep_and_report(seconds: float) -> None:
     os.write(1, f"{os.getpid()}\n".encode())  # one write: lines of two workers must not interleave
     time.sleep(seconds)
@@ -178,9 +184,11 @@ def _main(mode: str, argument: str) -> None:
         write_atomic(argument, stall)
     elif mode == "pool":
         from gradlab.sweep.parent_watch import exit_with_parent
+        from gradlab.sweep.workers import worker_context
 
-        watch = {"initializer": exit_with_parent, "initargs": (os.getpid(), 0.1)} if argument == "with" else {}
-        pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"), **watch)
+        watch = {"initializer": exit_with_parent, "initargs": (os.getpid(), 0.1)} if argument != "without" else {}
+        context = worker_context() if argument == "forkserver" else multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=2, mp_context=context, **watch)
         for _ in range(2):
             pool.submit(sleep_and_report, 60)
         time.sleep(60)

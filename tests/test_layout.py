@@ -22,7 +22,7 @@ ALLOWED = {
     "sweep": {"config", "store", "data", "training", "analysis"},
     "analysis": {"config", "store"},
     "cli": {"config", "store", "data", "training", "sweep", "analysis"},
-    "scripts": {"cli", "config"},
+    "scripts": {"cli", "config", "sweep"},
     "__main__": {"scripts", "cli", "sweep", "analysis", "config", "store"},
 }
 

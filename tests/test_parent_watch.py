@@ -9,9 +9,13 @@ from process_helpers import kill_group, read_lines, running, start, wait_until
 from gradlab.sweep.parent_watch import exit_with_parent
 
 
-@pytest.fixture(params=["with", "without"])
+@pytest.fixture(params=["with", "without", "forkserver"])
 def pool(request):
-    """A parent process with a spawn pool of two workers, each running a long task; the workers' PIDs."""
+    """A parent process with a pool of two workers, each running a long task; the workers' PIDs.
+
+    ``with`` and ``without`` the watch: spawned workers; ``forkserver``: watched workers forked by a fork
+    server, whose parent is that server, not the process that started the pool.
+    """
     parent = start("pool", request.param)
     try:
         workers = [int(line) for line in read_lines(parent, 2, timeout=60)]
@@ -25,7 +29,7 @@ def test_workers_exit_when_their_parent_is_killed_and_only_with_the_watch(pool):
     watch, parent, workers = pool
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    if watch == "with":
+    if watch in ("with", "forkserver"):
         # no bound on the seconds: a loaded machine may be slow to schedule them; that the watch
         # acts at its first poll after the parent is gone is checked without a clock below
         wait_until(lambda: not any(running(pid) for pid in workers), timeout=60)
@@ -63,12 +67,33 @@ def test_the_watch_exits_at_its_first_poll_after_the_parent_is_gone(monkeypatch)
     assert len(polls) == 4
 
 
+def test_a_watched_process_that_ended_is_not_running_even_before_it_is_reaped():
+    import subprocess
+    import sys
+    import time
+
+    from gradlab.sweep.parent_watch import running
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert wait_until(lambda: not running(child.pid), timeout=60) >= 0  # a zombie: ended, not reaped
+    assert child.poll() == 0
+    assert not running(child.pid)
+    assert running(os.getpid())
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.2)
+        assert running(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_a_local_worker_starts_with_torchs_dynamo_imported():
     """torch.optim imports torch._dynamo on first use (seconds): a worker pays it at start, not in its first run."""
     import subprocess
     import sys
 
-    code = ("import os, sys; from gradlab.sweep.execute import start_worker; "
+    code = ("import os, sys; from gradlab.sweep.workers import start_worker; "
             "before = 'torch._dynamo' in sys.modules; start_worker(os.getppid()); "
             "print(before, 'torch._dynamo' in sys.modules)")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

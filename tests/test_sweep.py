@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing.forkserver
 import sys
 from dataclasses import replace
 
@@ -109,6 +110,8 @@ def test_parallel_workers_give_the_same_numbers(tmp_path):
     runs = plan(seeds=(0,))
     serial = run_sweep(runs, tmp_path / "serial", figures=False, progress=False)
     parallel = run_sweep(runs, tmp_path / "parallel", workers=2, figures=False, progress=False)
+    # the workers came from a fork server, stopped once they ended: the next sweep's workers see its environment
+    assert getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None) is None
     columns = ["run_id", "status", "best_val_accuracy", "test_accuracy", "final_test_accuracy", "test_loss"]
     pd.testing.assert_frame_equal(serial.summary[columns].sort_values("run_id").reset_index(drop=True),
                                   parallel.summary[columns].sort_values("run_id").reset_index(drop=True))

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gradlab.sweep.workers import exit_quickly
+
 
 def _figures(args: argparse.Namespace) -> int:
     from gradlab.analysis.commands import figures
@@ -135,4 +137,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_quickly(main)  # sys.exit(main()), without tearing torch and pandas down (0.6-0.9 s)

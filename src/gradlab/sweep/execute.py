@@ -10,17 +10,15 @@ so the driver can update the summary and its progress. Every executor writes
 the same run folders.
 
 :class:`LocalExecutor` trains in this process (``workers=1``, with the data
-the driver already loaded) or in a pool of spawned worker processes that exit
-when the driver dies.
+the driver already loaded) or in a pool of worker processes, forked by a fork
+server that did their imports once (spawned where the platform has none), that
+exit when the driver dies (:mod:`gradlab.sweep.workers`).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -218,35 +216,6 @@ def ensemble_min_members(runs: Sequence[RunConfig], executor: Executor | None) -
     return CPU_MIN_MEMBERS
 
 
-def start_worker(parent_pid: int) -> None:
-    """Start-up of a local worker process: exit with the driver, and pay torch's one-time import of dynamo.
-
-    ``torch.optim`` imports ``torch._dynamo`` on an optimiser's first use (1.5 to 2 s on a small CPU);
-    here it is paid once per worker before any run, not inside the first run's time per epoch.
-    The worker also skips the interpreter's teardown when the pool ends it (:func:`_end_quickly`).
-    """
-    from gradlab.sweep.parent_watch import exit_with_parent
-
-    exit_with_parent(parent_pid)
-    atexit.register(_end_quickly)
-    with contextlib.suppress(ImportError):
-        import torch._dynamo  # noqa: F401
-
-
-def _end_quickly() -> None:
-    """End a pool worker without tearing its modules down: with torch and dynamo loaded that took 0.5-0.7 s.
-
-    A worker exits by itself only after the pool sent it the end sentinel: its last result is sent, every
-    run's files are written and renamed, and its exit status would be 0 (a task's exception, SystemExit
-    included, goes back to the driver). Nothing is left to flush but the standard streams. Registered last,
-    this runs before other exit handlers.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
-
-
 class Executor(Protocol):
     """Runs tasks and reports each one's end; see the module docstring."""
 
@@ -257,10 +226,10 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs on this machine: in this process, or in ``workers`` spawned processes.
+    """Runs on this machine: in this process, or in ``workers`` worker processes (:mod:`gradlab.sweep.workers`).
 
     Args:
-        workers: runs in parallel (processes, spawn context); on one GPU they share it.
+        workers: runs in parallel (processes from a fork server, else spawned); on one GPU they share it.
         datasets: data the driver already loaded, by DataConfig (used in-process).
         progress: per-run progress bars (in-process only).
     """
@@ -284,8 +253,10 @@ class LocalExecutor:
                 else:
                     report(task, metrics, None)
             return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=start_worker,
+        from gradlab.sweep.workers import start_worker, start_worker_server, stop_worker_server, worker_context
+
+        start_worker_server()  # running already where the command started it early
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=worker_context(), initializer=start_worker,
                                  initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(run_work, task): task for task in tasks}
             try:
@@ -296,3 +267,4 @@ class LocalExecutor:
                 for future in futures:
                     future.cancel()
                 raise
+        stop_worker_server()  # its workers have ended: the next sweep's see that sweep's environment
