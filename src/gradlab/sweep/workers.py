@@ -11,9 +11,9 @@ environment and standard streams; a command line starts it first thing
 (:func:`start_worker_server`), so that its imports overlap the command's own
 imports and planning.
 
-Workers and commands end without tearing their modules down
-(:func:`exit_quickly`): with torch, dynamo, pandas and matplotlib loaded,
-that takes 0.6-0.9 s, after every file is written.
+Workers and commands end without tearing their modules down, once every file
+is written (:func:`exit_quickly`): with torch, dynamo, pandas and matplotlib
+loaded, the teardown takes 0.6-0.9 s.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import NoReturn
 #: What a worker imports before its first task; a fork server imports them once for all the workers it forks.
 WORKER_MODULES: tuple[str, ...] = ("torch", "torch._dynamo", "pandas", "pyarrow.parquet", "gradlab.sweep.execute",
                                    "gradlab.training", "gradlab.training.ensemble_run", "gradlab.data.from_config")
+
 
 def has_fork_server() -> bool:
     """Whether this platform starts processes from a fork server (Linux and macOS do; Windows does not)."""
@@ -68,6 +69,8 @@ def stop_worker_server() -> None:
     A server keeps the environment and standard streams it started with: a later sweep's workers, forked
     by a new one, see that sweep's. Other code that starts processes from a fork server starts it again.
     """
+    if not has_fork_server():
+        return
     from multiprocessing import forkserver
 
     stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)  # CPython's own, used by its tests

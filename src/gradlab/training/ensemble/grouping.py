@@ -85,8 +85,8 @@ def group_runs(
     within :data:`BALANCE_SLACK`). Every group is cut into ``workers`` parts
     (of at least ``min_members``) where that ends sooner; then the costliest
     ensemble is halved, or trained one run at a time where its halves would
-    be smaller than ``min_members``, until they do. A worker that idles while another trains
-    a whole ensemble costs more than the ensemble saves.
+    be smaller than ``min_members``, until they do. A worker that idles while
+    another trains a whole ensemble costs more than the ensemble saves.
 
     Raises:
         ValueError: an unknown ``ensemble`` choice, or ``max_members`` or ``min_members`` < 1.
