@@ -97,13 +97,14 @@ def group_runs(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
     if ensemble == "off":
-        return _longest_first([[run] for run in runs], workers)
-    groups: dict[str, list[RunConfig]] = {}
-    for index, run in enumerate(runs):
-        key = f"single {index}" if ensemble_blocker(run) else ensemble_key(run)
-        groups.setdefault(key, []).append(run)
-    units = [part for group in groups.values() for part in _split(group, -(-len(group) // max_members))]
-    units = [piece for unit in units for piece in (_singles(unit) if len(unit) < min_members else [unit])]
+        units = [[run] for run in runs]
+    else:
+        groups: dict[str, list[RunConfig]] = {}
+        for index, run in enumerate(runs):
+            key = f"single {index}" if ensemble_blocker(run) else ensemble_key(run)
+            groups.setdefault(key, []).append(run)
+        units = [part for group in groups.values() for part in _split(group, -(-len(group) // max_members))]
+        units = [piece for unit in units for piece in (_singles(unit) if len(unit) < min_members else [unit])]
     if workers <= 1:
         return units
     costs = {run.run_id: run_cost(run) for run in runs}
@@ -111,26 +112,27 @@ def group_runs(
     def cost(unit: list[RunConfig]) -> float:
         return sum(costs[run.run_id] for run in unit)
 
-    one_by_one = finish_time(sorted(costs.values(), reverse=True), workers)
+    def longest_first(units: list[list[RunConfig]]) -> list[list[RunConfig]]:
+        # A pool hands the next unit to the first worker free: with the short units last, the workers end together.
+        return sorted(units, key=lambda unit: -cost(unit))  # ties keep their order
 
     def finish(units: list[list[RunConfig]]) -> float:
         return finish_time([cost(unit) for unit in units], workers)
 
-    units = _longest_first(units, workers)
+    units = longest_first(units)
+    if ensemble == "off":
+        return units
+    one_by_one = finish_time(sorted(costs.values(), reverse=True), workers)
     # Every worker takes a share of each group where that ends sooner: on a CPU, 5 members step as fast as 10.
-    shares = _longest_first([piece for unit in units
-                             for piece in _split(unit, max(1, min(workers, len(unit) // min_members)))], workers)
+    shares = longest_first([piece for unit in units
+                            for piece in _split(unit, max(1, min(workers, len(unit) // min_members)))])
     if finish(shares) < finish(units):
         units = shares
-
-    def too_slow(units: list[list[RunConfig]]) -> bool:
-        return finish(units) > one_by_one * BALANCE_SLACK
-
-    while too_slow(units):
+    while finish(units) > one_by_one * BALANCE_SLACK:
         largest = max(range(len(units)), key=lambda index: (len(units[index]) > 1, cost(units[index])))
         group = units[largest]
         units[largest:largest + 1] = _split(group, 2) if len(group) // 2 >= min_members else _singles(group)
-        units = _longest_first(units, workers)
+        units = longest_first(units)
     return units
 
 
@@ -148,16 +150,6 @@ def run_cost(run: RunConfig) -> float:
     length = run.data.seq_len or 1  # audio: one length for every run of a dataset
     per_step = (1 + STEP_MATRICES.get(kind, 1)) * model.num_layers * directions * model.hidden_size
     return float(per_step * train.epochs * length)
-
-
-def _longest_first(units: list[list[RunConfig]], workers: int) -> list[list[RunConfig]]:
-    """``units`` costliest first (ties keep their order) where ``workers`` > 1; in their order otherwise.
-
-    A pool hands the next unit to the first worker free: with the short units last, the workers end together.
-    """
-    if workers <= 1:
-        return units
-    return sorted(units, key=lambda unit: -sum(run_cost(run) for run in unit))
 
 
 def finish_time(costs: Sequence[float], workers: int) -> float:
