@@ -245,6 +245,34 @@ def test_a_frozen_adam_member_keeps_its_state_and_the_others_equal_torch_adam():
             torch.testing.assert_close(q[s], p, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_member_state_dict_is_the_one_torch_writes(kind):
+    """Settings, step counts and moments as torch's own optimiser writes them, before and after steps."""
+    generator = torch.Generator().manual_seed(3)
+    stacked = [torch.zeros(shape, dtype=torch.float64, requires_grad=True) for shape in [(2, 3, 4), (2, 5)]]
+    lrs, options = [0.03, 0.002], {"weight_decay": 1e-3}
+    optimiser = EnsembleOptimiser(stacked, kind, lrs, **options)
+    singles = [[torch.nn.Parameter(p[s].clone()) for p in stacked] for s in range(2)]
+    make = torch.optim.Adam if kind == "adam" else torch.optim.SGD
+    references = [make(params, lr=lr, **options) for params, lr in zip(singles, lrs)]
+    for step in range(3):
+        for s in range(2):
+            expected, state = references[s].state_dict(), optimiser.member_state_dict(s)
+            assert state["param_groups"] == expected["param_groups"]
+            assert _flat_state(state).keys() == _flat_state(expected).keys()
+            for name, value in _flat_state(expected).items():
+                torch.testing.assert_close(_flat_state(state)[name], value, rtol=1e-12, atol=0, msg=name)
+            references[s].load_state_dict(state)  # and torch reads it back
+        for p in stacked:
+            p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        for params, s in zip(singles, range(2)):
+            for single, p in zip(params, stacked):
+                single.grad = p.grad[s].clone()
+        optimiser.step()
+        for reference in references:
+            reference.step()
+
+
 def _flat_state(state_dict: dict) -> dict:
     """An optimiser state_dict's tensors by "<param index>.<name>" (hyperparameters left out)."""
     return {f"{index}.{name}": value for index, values in state_dict["state"].items() for name, value in values.items()}

@@ -86,15 +86,3 @@ def test_a_watched_process_that_ended_is_not_running_even_before_it_is_reaped():
     finally:
         sleeper.kill()
         sleeper.wait()
-
-
-def test_a_local_worker_starts_with_torchs_dynamo_imported():
-    """torch.optim imports torch._dynamo on first use (seconds): a worker pays it at start, not in its first run."""
-    import subprocess
-    import sys
-
-    code = ("import os, sys; from gradlab.sweep.workers import start_worker; "
-            "before = 'torch._dynamo' in sys.modules; start_worker(os.getppid()); "
-            "print(before, 'torch._dynamo' in sys.modules)")
-    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert printed.split() == ["False", "True"]

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from concurrent.futures import ProcessPoolExecutor
 
+import pandas as pd
 import pytest
 from process_helpers import what_a_worker_holds
 
@@ -28,8 +29,32 @@ def test_workers_are_forked_by_a_server_that_imported_torch_once():
         stop_worker_server()
     server = {parent for parent, _, _ in held}
     assert len(server) == 1 and server != {os.getpid()}  # both forked by the one server, not by this process
-    assert all(torch and dynamo for _, torch, dynamo in held)  # imported before any task ran
+    assert all(torch for _, torch, _ in held)  # imported before any task ran
+    assert not any(dynamo for _, _, dynamo in held)  # left to a run that makes a torch optimiser (1 s)
     assert multiprocessing.forkserver._forkserver._forkserver_pid is None  # stopped: the next sweep starts its own
+    with pytest.raises(ProcessLookupError):
+        os.kill(server.pop(), 0)  # ended (and reaped), not left to tear torch down
+
+
+@pytest.mark.parametrize(("ensemble", "imported"), [("auto", False), ("off", True)])
+def test_only_runs_that_make_a_torch_optimiser_import_dynamo(tmp_path, ensemble, imported):
+    """An ensemble's members share one optimiser: its worker never pays torch.optim's import of dynamo (1 s)."""
+    code = textwrap.dedent(f"""
+        import sys
+        from gradlab.scripts import compare_cells
+
+        status = compare_cells(["--dataset", "distance", "--seq-len", "8", "--n-train", "32", "--n-validation", "8",
+                                "--n-test", "8", "--cells", "GRU", "--seeds", "0,1,2,3", "--epochs", "2",
+                                "--batch-size", "16", "--workers", "1", "--ensemble", "{ensemble}",
+                                "--checkpoint-every", "0", "--no-figures", "--no-progress", "--out", sys.argv[1]])
+        print(status, "torch._dynamo" in sys.modules)
+        """)
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"0 {imported}"
+    summary = pd.read_parquet(next(tmp_path.rglob("summary.parquet")))
+    assert list(summary["ensemble_size"]) == [4 if ensemble == "auto" else 1] * 4  # trained as asked
+    assert (summary["status"] == "finished").all()
 
 
 @pytest.mark.parametrize(("argv", "started"), [

@@ -1,8 +1,7 @@
 """How local worker processes start and end, and how a sweep command ends.
 
-A spawned worker imports torch, ``torch._dynamo`` (which ``torch.optim`` loads
-on first use) and gradlab's training code before its first run: about 2.5 s
-of one CPU, paid again by every worker. Where the platform has the
+A spawned worker imports torch, pandas and gradlab's training code before its
+first run: about 1.3 s of one CPU, paid again by every worker. Where the platform has the
 ``forkserver`` start method, one server process pays it once and forks every
 worker of a sweep from itself (:func:`worker_context`). The local executor
 starts the server before its pool and stops it when the pool has ended
@@ -10,6 +9,12 @@ starts the server before its pool and stops it when the pool has ended
 environment and standard streams; a command line starts it first thing
 (:func:`start_worker_server`), so that its imports overlap the command's own
 imports and planning.
+
+The server does not import ``torch._dynamo`` (1 s): ``torch.optim`` imports it
+when a run makes its optimiser, and an ensemble makes none
+(:meth:`gradlab.training.ensemble.EnsembleOptimiser.member_state_dict`), so a
+worker that trains single runs pays it at its first run's set-up, outside the
+run's time per epoch, while the workers of ensembles never do.
 
 Workers and commands end without tearing their modules down, once every file
 is written (:func:`exit_quickly`): with torch, dynamo, pandas and matplotlib
@@ -29,8 +34,8 @@ from collections.abc import Callable
 from typing import NoReturn
 
 #: What a worker imports before its first task; a fork server imports them once for all the workers it forks.
-WORKER_MODULES: tuple[str, ...] = ("torch", "torch._dynamo", "pandas", "pyarrow.parquet", "gradlab.sweep.execute",
-                                   "gradlab.training", "gradlab.training.ensemble_run", "gradlab.data.from_config")
+WORKER_MODULES: tuple[str, ...] = ("torch", "pandas", "pyarrow.parquet", "gradlab.sweep.execute", "gradlab.training",
+                                   "gradlab.training.ensemble_run", "gradlab.data.from_config")
 
 
 def has_fork_server() -> bool:
@@ -90,19 +95,12 @@ def stop_worker_server() -> None:
 
 
 def start_worker(parent_pid: int) -> None:
-    """Start-up of a local worker process: exit with the driver, and pay torch's one-time import of dynamo.
-
-    ``torch.optim`` imports ``torch._dynamo`` on an optimiser's first use (1.5 to 2 s on a small CPU);
-    here it is paid once per worker before any run (by the fork server, where there is one), not inside
-    the first run's time per epoch. The worker also skips the interpreter's teardown when the pool ends it
-    (:func:`_end_quickly`).
-    """
+    """Start-up of a local worker process: exit with the driver, and skip the interpreter's teardown when the
+    pool ends it (:func:`_end_quickly`)."""
     from gradlab.sweep.parent_watch import exit_with_parent
 
     exit_with_parent(parent_pid)
     atexit.register(_end_quickly)
-    with contextlib.suppress(ImportError):
-        import torch._dynamo  # noqa: F401
 
 
 def _end_quickly() -> None:

@@ -176,7 +176,7 @@ def _train_together(configs: list[RunConfig], data: DataSplits, dirs: list[Path 
     states, kept, failed = [], [], {}  # kept: the index of each prepared member
     for index, (config, run_dir) in enumerate(zip(configs, dirs)):
         try:
-            state = prepare(config, data, run_dir, progress=False)
+            state = prepare(config, data, run_dir, progress=False, optimiser=False)  # the ensemble's is set below
         except Exception as error:  # noqa: BLE001 - one member's failure is its own
             if not _isolable(error):
                 raise

@@ -94,20 +94,36 @@ def build_model(config: RunConfig, data: DataSplits, generator: torch.Generator 
     )
 
 
-def prepare(config: RunConfig, data: DataSplits | None, run_dir: Path | None, *, progress: bool) -> TrainState:
-    """The state a run starts from: device, data, seeded generators, model and optimiser."""
+class _OptimiserToCome:
+    """Stands for the optimiser a caller of ``prepare(..., optimiser=False)`` sets: using it is a bug."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"optimiser.{name}: this run's optimiser was left for its caller to set (an ensemble "
+                           "sets its members' own), and it has not been set")
+
+
+def prepare(config: RunConfig, data: DataSplits | None, run_dir: Path | None, *, progress: bool,
+            optimiser: bool = True) -> TrainState:
+    """The state a run starts from: device, data, seeded generators, model and optimiser.
+
+    With ``optimiser=False`` the caller sets ``state.optimiser``: an ensemble's members share one
+    (:class:`gradlab.training.ensemble.EnsembleOptimiser`), and making a torch optimiser imports
+    ``torch._dynamo`` on first use (about 1 s per process), which an ensemble's worker need not pay.
+    """
     train = config.train
     set_deterministic(train.deterministic)
     device = resolve_device(train.device)
     data = (data if data is not None else load_data(config.data, progress=progress)).to(device, getattr(torch, train.dtype))
     generators = seed_everything(train.seed)
     model = build_model(config, data, generator=generators["init"]).to(device, getattr(torch, train.dtype))
-    optimiser_type = torch.optim.Adam if train.optimiser == "adam" else torch.optim.SGD
-    optimiser = optimiser_type([p for p in model.parameters() if p.requires_grad], lr=train.lr,
-                               weight_decay=train.weight_decay)
+    own: Any = _OptimiserToCome()
+    if optimiser:
+        optimiser_type = torch.optim.Adam if train.optimiser == "adam" else torch.optim.SGD
+        own = optimiser_type([p for p in model.parameters() if p.requires_grad], lr=train.lr,
+                             weight_decay=train.weight_decay)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if train.amp else contextlib.nullcontext
     run_info = {"run_id": config.run_id, "cell": model.mode, "activation": model.rnn.activation, "seed": train.seed}
-    return TrainState(config=config, model=model, optimiser=optimiser, data=data, device=device,
+    return TrainState(config=config, model=model, optimiser=own, data=data, device=device,
                       generators=generators, run_info=run_info, autocast=autocast, run_dir=run_dir)
 
 

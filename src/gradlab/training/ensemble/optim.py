@@ -14,6 +14,8 @@ parameters and state.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +23,15 @@ import torch
 from torch import Tensor, nn
 
 OPTIMISERS: tuple[str, ...] = ("adam", "sgd")
+_TORCH_OPTIMISERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+@functools.cache
+def _torch_defaults(kind: str) -> dict[str, Any]:
+    """The settings of a torch ``Adam``/``SGD`` param group made with every default: its keyword defaults."""
+    signature = inspect.signature(_TORCH_OPTIMISERS[kind].__init__)
+    return {name: parameter.default for name, parameter in signature.parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
 
 
 def _per_member(values: Sequence[float], like: Tensor) -> Tensor:
@@ -155,16 +166,23 @@ class EnsembleOptimiser:
         return torch.optim.SGD(copies, **options)
 
     def member_state_dict(self, member: int) -> dict[str, Any]:
-        """Member ``member``'s state as its own ``torch.optim.Adam``/``SGD`` ``state_dict`` would be."""
-        template = self._template(member)
+        """Member ``member``'s state as its own ``torch.optim.Adam``/``SGD`` ``state_dict`` would be.
+
+        Built without a torch optimiser: making one imports ``torch._dynamo`` (about 1 s, once per process),
+        which nothing else an ensemble does needs.
+        """
+        settings: dict[str, Any] = {"lr": self.lrs[member], "weight_decay": self.weight_decay}
+        if self.kind == "adam":
+            settings.update(betas=self.betas, eps=self.eps)
+        group = {**_torch_defaults(self.kind), **settings, "params": list(range(len(self.parameters)))}
+        state: dict[int, dict[str, Tensor]] = {}
         if self.kind == "adam" and self.steps[member] > 0:
-            for index, copy in enumerate(template.param_groups[0]["params"]):
-                template.state[copy] = {
-                    "step": torch.tensor(float(self.steps[member]), dtype=torch.float32),
-                    "exp_avg": self.exp_avgs[index][member].clone(),
-                    "exp_avg_sq": self.exp_avg_sqs[index][member].clone(),
-                }
-        return template.state_dict()
+            step = float(self.steps[member])
+            state = {index: {"step": torch.tensor(step, dtype=torch.float32),
+                             "exp_avg": self.exp_avgs[index][member].clone(),
+                             "exp_avg_sq": self.exp_avg_sqs[index][member].clone()}
+                     for index in range(len(self.parameters))}
+        return {"state": state, "param_groups": [group]}
 
     @torch.no_grad()
     def load_member_state_dict(self, member: int, state_dict: dict[str, Any]) -> None:
