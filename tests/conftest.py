@@ -1,7 +1,14 @@
 """Shared test settings."""
 
-import pytest
-import torch
+import os
+
+# MKL picks its kernels by CPU (AVX2, AVX-512, ...), and its float64 matmuls round differently on each: the
+# reference runs (test_reference_runs.py) compare at 1e-12, and on an AVX-512 machine one of them moved by 2e-10.
+# Set before torch loads MKL: MKL's results that do not depend on the CPU, for every test and its subprocesses.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
