@@ -75,7 +75,7 @@ class StreamingLSTMFunction(torch.autograd.Function):
         for k, t in enumerate(order):
             previous = order[k + 1] if k + 1 < len(order) else None
             c_prev, h_prev = (c0, h0) if previous is None else (cells[previous], outputs[previous])
-            to_c, to_gate = lstm_factors(*acts[t].chunk(4, dim=-1), c_prev, outputs[t], tanh_cells[t])
+            to_c, to_gate = lstm_factors(acts[t], c_prev, outputs[t], tanh_cells[t])
             step_grad, dc = lstm_grad_step(dh, dc, to_c, to_gate, step_grad, on_grad, t)
             transposed = step_grad.transpose(1, 2)  # (S, 4H, B)
             grad_weight_hh.baddbmm_(transposed, h_prev)
