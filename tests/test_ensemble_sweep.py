@@ -328,3 +328,16 @@ def test_drift_script_compares_two_sweeps(sweeps, capsys):
     shutil.copytree(off / "RNN_TANH-s0", auto / "RNN_TANH-s1")  # another run in its place
     load_script("ensemble_drift").main(["--compare", str(off), str(auto)])
     assert "1 of 2 runs within 1e-09 throughout; apart: RNN_TANH-s1" in capsys.readouterr().out
+
+
+def test_a_member_prepared_without_an_optimiser_says_so_if_used_before_its_ensemble_sets_one():
+    from gradlab.data.from_config import load_data
+    from gradlab.training.run import prepare
+
+    run = _runs("GRU", lrs=(0.01,), seeds=(0,))[0]
+    data = load_data(run.data, progress=False)
+    alone, member = prepare(run, data, None, progress=False), prepare(run, data, None, progress=False, optimiser=False)
+    assert isinstance(alone.optimiser, torch.optim.Adam)
+    assert all(torch.equal(a, b) for a, b in zip(alone.model.parameters(), member.model.parameters()))  # same init
+    with pytest.raises(RuntimeError, match="optimiser.step: this run's optimiser was left for its caller to set"):
+        member.optimiser.step()
