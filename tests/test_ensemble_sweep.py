@@ -8,6 +8,7 @@ within 1e-4. Wall times, which no two runs share, are left out.
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 from dataclasses import replace
@@ -341,3 +342,4 @@ def test_a_member_prepared_without_an_optimiser_says_so_if_used_before_its_ensem
     assert all(torch.equal(a, b) for a, b in zip(alone.model.parameters(), member.model.parameters()))  # same init
     with pytest.raises(RuntimeError, match="optimiser.step: this run's optimiser was left for its caller to set"):
         member.optimiser.step()
+    copy.deepcopy(member.optimiser)  # copying a state before its ensemble sets the optimiser still works

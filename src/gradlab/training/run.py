@@ -98,6 +98,8 @@ class _OptimiserToCome:
     """Stands for the optimiser a caller of ``prepare(..., optimiser=False)`` sets: using it is a bug."""
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle and hasattr probe these: absent, as on any object
+            raise AttributeError(name)
         raise RuntimeError(f"optimiser.{name}: this run's optimiser was left for its caller to set (an ensemble "
                            "sets its members' own), and it has not been set")
 
