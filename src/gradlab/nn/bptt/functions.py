@@ -21,6 +21,7 @@ from gradlab.nn.bptt.steps import (
     lstm_grad_step,
     lstm_scale,
     lstm_step,
+    matmul,
     member_major,
     previous_states,
     project,
@@ -128,11 +129,9 @@ class GRUFunction(torch.autograd.Function):
         h = h0
         for t in step_order(x_proj.shape[TIME], reverse):
             if bias is None:
-                torch.matmul(h, weight_t, out=projections[t])  # ([S,] B, 3H)
-            elif h.dim() == 2:
-                torch.addmm(bias, h, weight_t, out=projections[t])
+                matmul(h, weight_t, out=projections[t])  # ([S,] B, 3H)
             else:
-                torch.baddbmm(bias, h, weight_t, out=projections[t])
+                affine(bias, h, weight_t, out=projections[t])
             x_rz, x_n, rz, n = x_rz_steps[t], x_n_steps[t], rz_steps[t], n_steps[t]
             torch.add(x_rz, h_rz_steps[t], out=rz).sigmoid_()
             r, z = r_steps[t], z_steps[t]

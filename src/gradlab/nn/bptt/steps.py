@@ -45,13 +45,14 @@ def member_major(buffer: Tensor) -> Tensor:
     return buffer if buffer.dim() == 3 else buffer.transpose(0, 1).contiguous()
 
 
-def affine(bias: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``bias + a @ b``, per member when the operands carry a member dimension."""
-    return torch.addmm(bias, a, b) if a.dim() == 2 else torch.baddbmm(bias, a, b)
+def affine(bias: Tensor, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """``bias + a @ b``, per member when the operands carry a member dimension (into ``out`` if given)."""
+    return torch.addmm(bias, a, b, out=out) if a.dim() == 2 else torch.baddbmm(bias, a, b, out=out)
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
-    return a.mm(b) if a.dim() == 2 else a.bmm(b)
+def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """``a @ b``, per member when the operands carry a member dimension (into ``out`` if given)."""
+    return torch.mm(a, b, out=out) if a.dim() == 2 else torch.bmm(a, b, out=out)
 
 
 def weight_grad(grad_pre: Tensor, previous: Tensor) -> Tensor:

@@ -162,8 +162,8 @@ class EnsembleOptimiser:
         copies = [nn.Parameter(p[member].detach().clone()) for p in self.parameters]
         options: dict[str, Any] = {"lr": self.lrs[member], "weight_decay": self.weight_decay}
         if self.kind == "adam":
-            return torch.optim.Adam(copies, betas=self.betas, eps=self.eps, **options)
-        return torch.optim.SGD(copies, **options)
+            options.update(betas=self.betas, eps=self.eps)
+        return _TORCH_OPTIMISERS[self.kind](copies, **options)
 
     def member_state_dict(self, member: int) -> dict[str, Any]:
         """Member ``member``'s state as its own ``torch.optim.Adam``/``SGD`` ``state_dict`` would be.
