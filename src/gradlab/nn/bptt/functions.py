@@ -11,9 +11,11 @@ import torch
 
 from gradlab.nn.bptt.steps import (
     TIME,
+    LayerGrads,
     add_matmul_,
     affine,
-    bias_grad,
+    block_buffer,
+    block_previous,
     first_dh,
     input_grads,
     into_previous,
@@ -31,21 +33,17 @@ from gradlab.nn.bptt.steps import (
     writable_steps,
 )
 
-#: Timesteps whose LSTM and GRU backward factors are computed together. Computed for a
+#: Timesteps that the LSTM and GRU backward passes handle together: their factors,
+#: their gradients and their share of the weight gradients. Computed for a
 #: whole long sequence at once they no longer fit in the cache, and the
 #: per-step loop then reads them back from memory: at T = 256, B = 100, H = 32
 #: blocks of 32 steps made that work 2x (float32) to 5x (float64) faster, and
 #: blocks of 8 took the whole step (forward and backward) 4% (LSTM) and 8% (GRU)
-#: less time than blocks of 32 at T = 32, and no more at T = 256.
+#: less time than blocks of 32 at T = 32, and no more at T = 256. Since the
+#: weight gradients are summed per block too, no whole-sequence gradient buffer
+#: is made (its fresh pages cost hundreds of page faults a step): blocks of
+#: 4, 8, 16 and 32 steps then take the same time within 4%.
 FACTOR_BLOCK = 8
-
-
-def factor_block(factors: tuple[torch.Tensor, ...], times: list[int]) -> tuple[dict, dict]:
-    """:func:`lstm_factors` of the consecutive steps ``times``: two dicts from timestep to its (..., B, *) factor."""
-    start, stop = min(times), max(times) + 1
-    to_c, to_gates = lstm_factors(*(factor.narrow(TIME, start, stop - start) for factor in factors))
-    steps = range(start, stop)
-    return dict(zip(steps, to_c.unbind(TIME))), dict(zip(steps, to_gates.unbind(TIME)))
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -87,23 +85,36 @@ class LSTMFunction(torch.autograd.Function):
         inputs, weight_ih, acts, cells, tanh_cells, outputs, h0, c0, weight_hh = ctx.saved_tensors
         reverse, on_grad = ctx.reverse, ctx.on_grad
         order = step_order(cells.shape[TIME], not reverse)
-        factors = (acts, previous_states(cells, c0, reverse), outputs, tanh_cells)  # acts: i, f, s_g, o
         f_steps = acts.chunk(4, dim=-1)[1].unbind(TIME)
-        grad_gates = step_buffer(len(order), acts.shape[:TIME] + acts.shape[TIME + 1 :], acts)  # (T, [S,] B, 4H)
         dh = first_dh(grad_outputs, grad_h_last, order[0], h0)
         dc = torch.zeros_like(c0) if grad_c_last is None else grad_c_last
         incoming = writable_steps(grad_outputs)
-        to_c_steps: dict[int, torch.Tensor] = {}
-        to_gate_steps: dict[int, torch.Tensor] = {}
-        for k, t in enumerate(order):
-            if t not in to_gate_steps:  # the factors of the next block of steps, while they fit in the cache
-                to_c_steps, to_gate_steps = factor_block(factors, order[k : k + FACTOR_BLOCK])
-            step_grad, dc = lstm_grad_step(dh, dc, to_c_steps[t], to_gate_steps[t], grad_gates[t], on_grad, t)
-            dh = into_previous(step_grad, weight_hh, incoming, order, k)  # into h_{t-1}
-            dc = dc * f_steps[t]  # into c_{t-1}
-        grad_gates = member_major(grad_gates)  # ([S,] T, B, 4H)
-        grad_weight = weight_grad(grad_gates, previous_states(outputs, h0, reverse))  # ([S,] 4H, H)
-        return (*input_grads(ctx, grad_gates, inputs, weight_ih), dh, dc, grad_weight, None, None)
+        grads = LayerGrads(ctx, inputs, weight_ih, outputs, h0, reverse)
+        # Block by block of FACTOR_BLOCK steps (see there): the block's factors, which its steps turn into
+        # dL/d(pre-activation) in place, and the weight gradients of the block, while all are in the cache.
+        size = min(FACTOR_BLOCK, len(order))
+        to_c_block, to_gate_block = block_buffer(cells, size), block_buffer(acts, size)
+        spread = acts.new_empty(h0.shape[:-1] + acts.shape[-1:])  # ([S,] B, 4H): (dc, dc, dc, dh) of a step
+        for first in range(0, len(order), size):
+            times = order[first : first + size]
+            start, count = min(times), len(times)
+            block = lambda tensor: tensor.narrow(TIME, start, count)  # noqa: E731 - the block's steps
+            c_prev = block_previous(cells, c0, start, count, reverse)
+            to_c, to_gates = lstm_factors(block(acts), c_prev, block(outputs), block(tanh_cells),
+                                          out=(block_start(to_c_block, count), block_start(to_gate_block, count)))
+            to_c_steps, to_gate_steps = to_c.unbind(TIME), to_gates.unbind(TIME)
+            for k, t in enumerate(times, first):
+                step_grad, dc = lstm_grad_step(dh, dc, to_c_steps[t - start], to_gate_steps[t - start], spread,
+                                               on_grad, t)
+                dh = into_previous(step_grad, weight_hh, incoming, order, k)  # into h_{t-1}
+                dc = dc * f_steps[t]  # into c_{t-1}
+            grads.add(to_gates, start)  # now dL/d(pre-activation) of the block's steps
+        return (*grads.input_side(), dh, dc, grads.grad_weight_hh, None, None)
+
+
+def block_start(buffer: torch.Tensor, count: int) -> torch.Tensor:
+    """The first ``count`` steps of a :func:`block_buffer` (a shorter last block uses part of it)."""
+    return buffer if buffer.shape[TIME] == count else buffer.narrow(TIME, 0, count)
 
 
 class GRUFunction(torch.autograd.Function):
@@ -147,40 +158,48 @@ class GRUFunction(torch.autograd.Function):
     def backward(ctx, grad_outputs, grad_h_last):
         inputs, weight_ih, gates, hidden_n, outputs, h0, weight_hh = ctx.saved_tensors
         reverse, on_grad = ctx.reverse, ctx.on_grad
-        h_prev = previous_states(outputs, h0, reverse)
+        hidden = h0.shape[-1]
         order = step_order(outputs.shape[TIME], not reverse)
         dh = first_dh(grad_outputs, grad_h_last, order[0], h0)
         incoming = None if grad_outputs is None else grad_outputs.unbind(TIME)
-        # dL/d(W_hh h + b_hh) of each step, written by the loop (T, [S,] B, 3H); the input term's differs only
-        # in its n part (dL/da_n, without the factor r), gathered in grad_n.
-        grad_steps = step_buffer(len(order), gates.shape[:TIME] + gates.shape[TIME + 1 :], gates)
-        grad_n = torch.empty_like(outputs)  # ([S,] T, B, H)
-        # Block by block of FACTOR_BLOCK steps (see there), so that a block's factors are still in the cache
-        # when its steps read them.
-        for first in range(0, len(order), FACTOR_BLOCK):
-            times = order[first : first + FACTOR_BLOCK]
-            start = min(times)
-            block = lambda tensor: tensor.narrow(TIME, start, len(times))  # noqa: E731 - the block's steps
-            to_hidden, dh_to_dn = gru_factors(block(gates), block(hidden_n), block(h_prev))
+        grads = LayerGrads(ctx, inputs, weight_ih, outputs, h0, reverse, hidden_bias_index=5 if ctx.has_bias else None)
+        # Block by block of FACTOR_BLOCK steps (see there): the block's factors, its steps' gradients and
+        # its share of the weight gradients, while all are in the cache. Per step the loop writes
+        # dL/d(W_hh h + b_hh) into hidden_block and dL/d a_n (the input term's n part, without the factor r)
+        # into input_block; the input term's r and z parts are the hidden term's.
+        size = min(FACTOR_BLOCK, len(order))
+        hidden_block, input_block = block_buffer(gates, size), block_buffer(gates, size)
+        to_hidden_block, to_n_block = block_buffer(gates, size), block_buffer(outputs, size)
+        for first in range(0, len(order), size):
+            times = order[first : first + size]
+            start, count = min(times), len(times)
+            block = lambda tensor: tensor.narrow(TIME, start, count)  # noqa: E731 - the block's steps
+            h_prev = block_previous(outputs, h0, start, count, reverse)
+            to_hidden, dh_to_dn = gru_factors(block(gates), block(hidden_n), h_prev,
+                                              out=(block_start(to_hidden_block, count), block_start(to_n_block, count)))
+            grad_hidden, grad_input = block_start(hidden_block, count), block_start(input_block, count)
             to_hidden_steps, to_n_steps = to_hidden.unbind(TIME), dh_to_dn.unbind(TIME)
-            z_steps, grad_n_steps = block(gates).chunk(3, dim=-1)[1].unbind(TIME), block(grad_n).unbind(TIME)
+            z_steps = block(gates).chunk(3, dim=-1)[1].unbind(TIME)
+            hidden_steps, grad_n_steps = grad_hidden.unbind(TIME), grad_input[..., 2 * hidden :].unbind(TIME)
             for k, t in enumerate(times, first):
                 if k > 0 and incoming is not None:
                     dh = dh + incoming[t]  # total dL/dh_t
                 if on_grad is not None:
                     on_grad(t, "h", dh)
-                torch.mul(dh, to_n_steps[t - start], out=grad_n_steps[t - start])
-                step_grad = torch.cat((dh, dh, dh), dim=-1, out=grad_steps[t]).mul_(to_hidden_steps[t - start])
-                dh = affine(dh * z_steps[t - start], step_grad, weight_hh)  # into h_{t-1}
-        grad_hidden = member_major(grad_steps)  # ([S,] T, B, 3H)
-        grad_input = torch.cat((grad_hidden[..., : 2 * grad_n.shape[-1]], grad_n), dim=-1)
-        grad_weight = weight_grad(grad_hidden, h_prev)  # ([S,] 3H, H)
-        grad_bias = bias_grad(grad_hidden) if ctx.has_bias else None
-        return (*input_grads(ctx, grad_input, inputs, weight_ih), dh, grad_weight, grad_bias, None, None)
+                i = t - start
+                torch.mul(dh, to_n_steps[i], out=grad_n_steps[i])
+                step_grad = torch.cat((dh, dh, dh), dim=-1, out=hidden_steps[i]).mul_(to_hidden_steps[i])
+                dh = affine(dh * z_steps[i], step_grad, weight_hh)  # into h_{t-1}
+            grad_input[..., : 2 * hidden].copy_(grad_hidden[..., : 2 * hidden])
+            grads.add(grad_input, start, grad_hidden)
+        return (*grads.input_side(), dh, grads.grad_weight_hh, grads.grad_hidden_bias, None, None)
 
 
-def gru_factors(gates: torch.Tensor, hidden_n: torch.Tensor, h_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gru_factors(gates: torch.Tensor, hidden_n: torch.Tensor, h_prev: torch.Tensor,
+                out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """What the GRU backward multiplies the total dL/dh_t by: into W_hh h + b_hh ([S,] T, B, 3H), and into a_n.
+
+    ``out``: where to write the two (else new tensors).
 
     Per step, with dh the total dL/dh_t:
       d a_r = dh (1-z)(1-n^2) (W_hn h + b_hn) r (1-r)   d a_z = dh (h_{t-1} - n) z (1-z)
@@ -194,8 +213,8 @@ def gru_factors(gates: torch.Tensor, hidden_n: torch.Tensor, h_prev: torch.Tenso
     rz = gates.narrow(-1, 0, 2 * hidden)
     slope_r, slope_z = torch.addcmul(rz, rz, rz, value=-1.0).chunk(2, dim=-1)  # r (1-r), z (1-z)
     keep = 1 - z
-    dh_to_dn = torch.addcmul(keep, keep, n * n, value=-1.0)  # (1-z)(1-n^2)
-    to_hidden = torch.empty_like(gates)
+    to_hidden, dh_to_dn = (torch.empty_like(gates), None) if out is None else out
+    dh_to_dn = torch.addcmul(keep, keep, n * n, value=-1.0, out=dh_to_dn)  # (1-z)(1-n^2)
     to_r, to_z, to_n = to_hidden.chunk(3, dim=-1)
     torch.mul(dh_to_dn, hidden_n, out=to_r).mul_(slope_r)
     torch.sub(h_prev, n, out=to_z).mul_(slope_z)

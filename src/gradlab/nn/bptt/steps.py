@@ -31,6 +31,96 @@ def previous_states(states: Tensor, initial: Tensor, reverse: bool) -> Tensor:
     return torch.cat([initial.unsqueeze(TIME), states.narrow(TIME, 0, steps - 1)], dim=TIME)
 
 
+def block_previous(states: Tensor, initial: Tensor, start: int, count: int, reverse: bool) -> Tensor:
+    """The states that steps ``start .. start + count - 1`` read (:func:`previous_states` of those steps alone).
+
+    A view of ``states``, except for the block that reads ``initial``: a copy of its steps then.
+    """
+    first = start + 1 if reverse else start - 1
+    if 0 <= first and first + count <= states.shape[TIME]:
+        return states.narrow(TIME, first, count)
+    if reverse:
+        return torch.cat([states.narrow(TIME, first, count - 1), initial.unsqueeze(TIME)], dim=TIME)
+    return torch.cat([initial.unsqueeze(TIME), states.narrow(TIME, 0, count - 1)], dim=TIME)
+
+
+def block_buffer(like: Tensor, steps: int) -> Tensor:
+    """([S,] steps, B, G): room for a block of ``steps`` steps of a ([S,] T, B, G) sequence tensor."""
+    return like.new_empty(like.shape[:TIME] + (steps,) + like.shape[TIME + 1 :])
+
+
+class LayerGrads:
+    """A layer's weight, bias and input gradients, summed block of steps by block as the backward loop goes.
+
+    Each block's dL/d(pre-activation) ([S,] n, B, G) is used while it is still in the cache, and no
+    whole-sequence buffer of them is made: fresh memory is slow to touch, and at these sizes each first
+    touch of a page costs a fault.
+
+    Args:
+        ctx: the Function's context: which gradients are wanted (inputs, W_ih, input-term bias first, and
+            ``hidden_bias_index``'s for a separate hidden-term bias).
+        inputs, weight_ih: the layer's inputs ([S,] T, B, I) and input weights ([S,] G, I).
+        outputs, initial: the states h_t ([S,] T, B, H) and h_0, which W_hh multiplied.
+        reverse: the direction the layer ran in.
+        hidden_bias_index: where ``ctx`` has the hidden-term bias b_hh (a GRU's), if the layer has one.
+    """
+
+    def __init__(self, ctx, inputs: Tensor, weight_ih: Tensor, outputs: Tensor, initial: Tensor,
+                 reverse: bool, hidden_bias_index: int | None = None) -> None:
+        self.wants_inputs, self.wants_weight, self.wants_bias = ctx.needs_input_grad[:3]
+        self.wants_hidden_bias = hidden_bias_index is not None and ctx.needs_input_grad[hidden_bias_index]
+        self.inputs = inputs.contiguous() if self.wants_weight else inputs
+        self.weight_ih, self.outputs, self.initial, self.reverse = weight_ih, outputs, initial, reverse
+        self.grad_inputs = inputs.new_empty(inputs.shape) if self.wants_inputs else None  # contiguous
+        self.grad_weight_ih: Tensor | None = None
+        self.grad_bias: Tensor | None = None
+        self.grad_weight_hh: Tensor | None = None
+        self.grad_hidden_bias: Tensor | None = None
+
+    def add(self, grad_input_term: Tensor, start: int, grad_hidden_term: Tensor | None = None) -> None:
+        """Add the block of steps ``start .. start + n - 1``.
+
+        ``grad_input_term``: dL/d(W_ih x + b_ih) of those steps ([S,] n, B, G); ``grad_hidden_term``:
+        dL/d(W_hh h + b_hh) where it differs (a GRU's), else the same.
+        """
+        count = grad_input_term.shape[TIME]
+        hidden = grad_input_term if grad_hidden_term is None else grad_hidden_term
+        previous = block_previous(self.outputs, self.initial, start, count, self.reverse)
+        self.grad_weight_hh = add_weight_grad(self.grad_weight_hh, hidden, previous)
+        if self.wants_hidden_bias:
+            self.grad_hidden_bias = _add(self.grad_hidden_bias, bias_grad(hidden))
+        if self.wants_weight:
+            inputs = self.inputs.narrow(TIME, start, count)
+            self.grad_weight_ih = add_weight_grad(self.grad_weight_ih, grad_input_term, inputs)
+        if self.wants_bias:
+            self.grad_bias = _add(self.grad_bias, bias_grad(grad_input_term))
+        if self.grad_inputs is not None:
+            target = self.grad_inputs.narrow(TIME, start, count)
+            if self.weight_ih.dim() == 2:
+                torch.mm(grad_input_term.flatten(0, 1), self.weight_ih, out=target.view(-1, target.shape[-1]))
+            else:
+                target.copy_(grad_input_term.flatten(-3, -2).bmm(self.weight_ih).view(target.shape))
+
+    def input_side(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The gradients of the inputs, W_ih and the input-term bias (None where not wanted)."""
+        return self.grad_inputs, self.grad_weight_ih, self.grad_bias
+
+
+def _add(total: Tensor | None, part: Tensor) -> Tensor:
+    return part if total is None else total.add_(part)
+
+
+def add_weight_grad(total: Tensor | None, grad_pre: Tensor, previous: Tensor) -> Tensor:
+    """``total`` + :func:`weight_grad` of a block, summed in place (a new tensor for the first block)."""
+    if total is None:
+        return weight_grad(grad_pre, previous)
+    flat_grad, flat_previous = grad_pre.flatten(-3, -2), previous.flatten(-3, -2)
+    if grad_pre.dim() == 3:
+        return total.addmm_(flat_grad.t(), flat_previous)
+    total.transpose(1, 2).baddbmm_(flat_previous.transpose(1, 2), flat_grad)  # as weight_grad's batched form
+    return total
+
+
 def step_buffer(steps: int, step_shape: torch.Size, like: Tensor) -> Tensor:
     """(T, [S,] B, G): one contiguous block per step, to write each step's result into.
 
@@ -120,8 +210,9 @@ def input_grads(ctx, grad_pre: Tensor, inputs: Tensor, weight_ih: Tensor) -> tup
     return grad_inputs, grad_weight, grad_bias
 
 
-def lstm_factors(gates: Tensor, c_prev: Tensor, h: Tensor, tanh_c: Tensor) -> tuple[Tensor, Tensor]:
-    """What the LSTM backward multiplies dh and dc by, for one step or all at once.
+def lstm_factors(gates: Tensor, c_prev: Tensor, h: Tensor, tanh_c: Tensor,
+                 out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """What the LSTM backward multiplies dh and dc by, for one step or several (into ``out`` if given).
 
     ``gates`` holds i, f, s_g, o side by side (..., 4H), with s_g = sigmoid(2 a_g) and g = 2 s_g - 1
     (see :func:`lstm_step`); ``h`` = o tanh c, ``tanh_c`` = tanh c. Every gate x is a sigmoid, so
@@ -132,8 +223,9 @@ def lstm_factors(gates: Tensor, c_prev: Tensor, h: Tensor, tanh_c: Tensor) -> tu
     beats forming each gate's factor into a strided slice of the result (2.8x in float32).
     """
     i, _, s_g, o = gates.chunk(4, dim=-1)
-    dh_to_dc = torch.addcmul(o, h, tanh_c, value=-1.0)
-    to_gates = torch.addcmul(gates, gates, gates, value=-1.0)  # x (1 - x) of every gate
+    out_c, out_gates = (None, None) if out is None else out
+    dh_to_dc = torch.addcmul(o, h, tanh_c, value=-1.0, out=out_c)
+    to_gates = torch.addcmul(gates, gates, gates, value=-1.0, out=out_gates)  # x (1 - x) of every gate
     i_part, f_part, g_part, o_part = to_gates.chunk(4, dim=-1)
     i_part.mul_(s_g * 2.0 - 1.0)
     f_part.mul_(c_prev)
@@ -163,12 +255,16 @@ def lstm_step(gates: Tensor, c: Tensor, cell_out: Tensor, tanh_out: Tensor, h_ou
     return h, c
 
 
-def lstm_grad_step(dh: Tensor, dc: Tensor, to_c: Tensor, to_gate: Tensor, out: Tensor, on_grad, t: int) -> tuple[Tensor, Tensor]:
-    """dL/dc_t, and dL/d(pre-activation) of step t written into ``out``; dh is the total dL/dh_t."""
+def lstm_grad_step(dh: Tensor, dc: Tensor, to_c: Tensor, to_gate: Tensor, spread: Tensor, on_grad,
+                   t: int) -> tuple[Tensor, Tensor]:
+    """dL/d(pre-activation) of step t, formed in place in its factors ``to_gate``, and dL/dc_t.
+
+    ``dh`` is the total dL/dh_t; ``spread`` a ([S,] B, 4H) buffer the step may overwrite.
+    """
     dc = torch.addcmul(dc, dh, to_c)  # total dL/dc_t
     if on_grad is not None:
         on_grad(t, "h", dh)
         on_grad(t, "c", dc)
-    # (dc, dc, dc, dh) * factors; cat and mul into a contiguous block beat
-    # a broadcast multiply into a strided slice.
-    return torch.cat((dc, dc, dc, dh), dim=-1, out=out).mul_(to_gate), dc
+    # (dc, dc, dc, dh) * factors; cat into a contiguous block and one multiply beat
+    # a broadcast multiply into each strided slice.
+    return to_gate.mul_(torch.cat((dc, dc, dc, dh), dim=-1, out=spread)), dc

@@ -71,12 +71,12 @@ class StreamingLSTMFunction(torch.autograd.Function):
         dc = torch.zeros_like(c0) if grad_c_last is None else grad_c_last
         grad_weight_hh, grad_weight_in = torch.zeros_like(weight_hh), torch.zeros_like(weight_in)
         grad_steps = torch.empty_like(steps_first)  # (T, S, B, I(+1))
-        step_grad = acts.new_empty(acts.shape[1:])  # (S, B, 4H), reused every step
+        spread = acts.new_empty(acts.shape[1:])  # (S, B, 4H): (dc, dc, dc, dh), reused every step
         for k, t in enumerate(order):
             previous = order[k + 1] if k + 1 < len(order) else None
             c_prev, h_prev = (c0, h0) if previous is None else (cells[previous], outputs[previous])
             to_c, to_gate = lstm_factors(acts[t], c_prev, outputs[t], tanh_cells[t])
-            step_grad, dc = lstm_grad_step(dh, dc, to_c, to_gate, step_grad, on_grad, t)
+            step_grad, dc = lstm_grad_step(dh, dc, to_c, to_gate, spread, on_grad, t)
             transposed = step_grad.transpose(1, 2)  # (S, 4H, B)
             grad_weight_hh.baddbmm_(transposed, h_prev)
             grad_weight_in.baddbmm_(transposed, steps_first[t])
