@@ -1,11 +1,11 @@
 """What a gradlab sweep costs next to the same runs as a plain torch.nn loop.
 
-Run (on an idle machine; about 8 minutes on 2 cores), with this checkout's gradlab importable:
+Run (on an idle machine; about 9 minutes on 2 cores), with this checkout's gradlab importable:
     PYTHONPATH=src python benchmarks/bench_sweep.py --data-dir ../shared/data/fsdd
 Shrink it (a smoke test of the output): --seeds 1 --epochs 1 --cells GRU --coursework-seeds 0 --coursework-epochs 1
 --rounds 1
 
-Every arm runs --rounds times (default 2, about 8 minutes), even rounds in reverse order, and each ratio is the
+Every arm runs --rounds times (default 2, about 9 minutes), even rounds in reverse order, and each ratio is the
 median over rounds of that round's own ratio: the speed of a shared virtual machine drifts by 10% from one minute
 to the next, so one round's ratio moved by about that much between invocations; a second, reversed round cancels a
 steady drift.
@@ -22,6 +22,9 @@ data loading, worker start-up and writing all count, as they do for a user):
     loop with no measurement, in --workers spawned processes of one thread
     each, each importing torch and building the tensors once with gradlab's
     data loading (the features gradlab trains on);
+(c') the same as (c), with the C allocator set up as gradlab's sweep
+    processes set theirs (:func:`gradlab.sweep.memory.keep_freed_memory`):
+    how much of the comparison that setting is, not a target;
 (d) the coursework shape, ``--preset coursework --epochs 30 --seeds 0,1,2``
     with --workers 2 on the same data, once --ensemble auto and once off.
 
@@ -95,11 +98,15 @@ def run_folders(sweep: Path) -> list[Path]:
 _DATA: dict = {}
 
 
-def _worker_start() -> None:
+def _worker_start(keep_freed_memory: bool = False) -> None:
     import torch
     import torch._dynamo  # noqa: F401 - torch.optim imports it on first use: once per worker, outside a run's time
 
     torch.set_num_threads(1)
+    if keep_freed_memory:  # the reference arm (c'): the allocator settings gradlab's sweep processes use
+        from gradlab.sweep.memory import keep_freed_memory as keep
+
+        keep()
 
 
 def plain_run(config_values: dict) -> dict:
@@ -180,14 +187,15 @@ def plain_run(config_values: dict) -> dict:
     return {"run_id": config.run_id, "seconds": time.perf_counter() - start, "test_accuracy": test_accuracy}
 
 
-def plain_arm(configs_file: Path, results_file: Path, workers: int) -> None:
+def plain_arm(configs_file: Path, results_file: Path, workers: int, keep_freed_memory: bool = False) -> None:
     """Train every config of ``configs_file`` with :func:`plain_run` in ``workers`` spawned processes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     configs = json.loads(configs_file.read_text())
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_start,
+                             initargs=(keep_freed_memory,)) as pool:
         results = list(pool.map(plain_run, configs))
     results_file.write_text(json.dumps(results))
 
@@ -213,13 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", default=None, metavar="DIR", help="write sweeps and logs here and keep them "
                         "(default: a temporary folder, deleted)")
     parser.add_argument("--plain-runs", nargs=2, metavar=("CONFIGS", "RESULTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--plain-keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.plain_runs:
-        plain_arm(Path(args.plain_runs[0]), Path(args.plain_runs[1]), args.workers)
+        plain_arm(Path(args.plain_runs[0]), Path(args.plain_runs[1]), args.workers, args.plain_keep_freed_memory)
         return 0
     if args.seeds < 1 or args.workers < 1 or args.rounds < 1:
         raise SystemExit("--seeds, --workers and --rounds must be at least 1")
@@ -248,6 +257,9 @@ def measure(args: argparse.Namespace, out: Path) -> int:
     cpu = {arm: statistics.median(found[1][arm] for found in rounds) for arm in rounds[0][1]}
     plain_seconds = [seconds for found in rounds for seconds in found[2]]
     ratios = tuple(statistics.median(found[0][arm] / found[0]["plain"] for found in rounds) for arm in ("off", "auto"))
+    kept = tuple(statistics.median(found[0][arm] / found[0]["plain kept"] for found in rounds) for arm in ("off", "auto"))
+    print(f"sweep time vs plain torch.nn keeping freed memory (c'): one by one {kept[0]:.2f}x, "
+          f"ensembles {kept[1]:.2f}x; (c') {times['plain kept']:.2f} s")
     if args.rounds > 1:
         print(f"median of {args.rounds} rounds: (a) {times['off']:.2f} s, (b) {times['auto']:.2f} s, (c) "
               f"{times['plain']:.2f} s, (d) auto {times['coursework auto']:.1f} s, off {times['coursework off']:.1f} s")
@@ -291,16 +303,24 @@ def measure_round(args: argparse.Namespace, out: Path, *, reverse: bool,
         print(f"({'a' if label == 'off' else 'b'}) gradlab --ensemble {label}: {times[label]:.2f} s "
               f"(cpu {cpu[label]:.1f} s)", flush=True)
 
-    def plain_arm_timed() -> None:
+    def plain_arm_timed(keep_freed_memory: bool = False) -> None:
         from gradlab.store.io import RunFolder
 
         # The runs (a) trained: in the first round, which runs (a) first; every round trains the same configs.
         configs_file = out / "plain-configs.json"
         configs_file.write_text(json.dumps([RunFolder(folder).config().to_dict() for folder in run_folders(configs)]))
+        label = "plain kept" if keep_freed_memory else "plain"
+        results = out / f"{label.replace(' ', '-')}-results.json"
         command = [sys.executable, str(Path(__file__).resolve()), "--workers", str(args.workers),
-                   "--plain-runs", str(configs_file), str(out / "plain-results.json")]
-        times["plain"] = timed(command, out / "plain.log", cpu, "plain")
-        runs.extend(json.loads((out / "plain-results.json").read_text()))
+                   "--plain-runs", str(configs_file), str(results)]
+        command += ["--plain-keep-freed-memory"] if keep_freed_memory else []
+        times[label] = timed(command, out / f"{label.replace(' ', '-')}.log", cpu, label)
+        trained = json.loads(results.read_text())
+        if keep_freed_memory:
+            print(f"(c') plain torch.nn keeping freed memory as gradlab's processes do: {times[label]:.2f} s "
+                  f"(cpu {cpu[label]:.1f} s)", flush=True)
+            return
+        runs.extend(trained)
         print(f"(c) plain torch.nn: {times['plain']:.2f} s (cpu {cpu['plain']:.1f} s; {len(runs)} runs, "
               f"{args.workers} worker processes of 1 thread)", flush=True)
 
@@ -311,7 +331,8 @@ def measure_round(args: argparse.Namespace, out: Path, *, reverse: bool,
         print(f"(d) coursework --ensemble {label}: {times[key]:.1f} s (cpu {cpu[key]:.1f} s)", flush=True)
 
     arms = [lambda: gradlab_arm("off"), lambda: gradlab_arm("auto"), plain_arm_timed,
-            lambda: coursework_arm("auto"), lambda: coursework_arm("off")]
+            lambda: plain_arm_timed(keep_freed_memory=True), lambda: coursework_arm("auto"),
+            lambda: coursework_arm("off")]
     for arm in reversed(arms) if reverse else arms:
         arm()
     return times, cpu, [run["seconds"] for run in runs]

@@ -161,6 +161,31 @@ def what_a_worker_holds() -> tuple[int, bool, bool]:
     return os.getppid(), "torch" in sys.modules, "torch._dynamo" in sys.modules
 
 
+def allocation_faults(repeats: int = 8) -> int:
+    """A pool task: the page faults of filling three 20 MB arrays and freeing them, ``repeats`` times, once warm.
+
+    By default glibc hands the 60 MB back to the kernel when they are freed (above its trim threshold, twice
+    the largest block freed), and the next fills fault fresh pages in; with the thresholds raised, it keeps
+    them for the next arrays.
+    """
+    import resource
+
+    import numpy as np
+
+    def faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    def fill() -> None:
+        arrays = [np.ones(2_500_000) for _ in range(3)]
+        del arrays
+
+    fill()  # the first time faults either way
+    before = faults()
+    for _ in range(repeats):
+        fill()
+    return faults() - before
+
+
 def sleep_and_report(seconds: float) -> None:
     os.write(1, f"{os.getpid()}\n".encode())  # one write: lines of two workers must not interleave
     time.sleep(seconds)

@@ -56,6 +56,10 @@ def test_a_tiny_benchmark_prints_every_arm_and_ends_with_the_headline(tmp_path):
     assert all(set(times) == {"off", "auto", "plain"} for times in per_round), output
     assert len(re.findall(r"^\(d\) coursework --ensemble (?:auto|off): \d+\.\d s \(cpu \d+\.\d s\)$", output,
                           re.MULTILINE)) == 4, output
+    assert len(re.findall(r"^\(c'\) plain torch\.nn keeping freed memory as gradlab's processes do: \d+\.\d\d s "
+                          r"\(cpu \d+\.\d s\)$", output, re.MULTILINE)) == 2, output
+    assert re.fullmatch(r"sweep time vs plain torch\.nn keeping freed memory \(c'\): one by one \d+\.\d\dx, "
+                        r"ensembles \d+\.\d\dx; \(c'\) \d+\.\d\d s", lines[-6]), output
     assert re.fullmatch(r"median of 2 rounds: \(a\) \d+\.\d\d s, \(b\) \d+\.\d\d s, \(c\) \d+\.\d\d s, "
                         r"\(d\) auto \d+\.\d s, off \d+\.\d s", lines[-5]), output
     assert re.fullmatch(r"cpu time vs plain torch\.nn: one by one \d+\.\d\dx, ensembles \d+\.\d\dx", lines[-4]), output

@@ -95,11 +95,14 @@ def stop_worker_server() -> None:
 
 
 def start_worker(parent_pid: int) -> None:
-    """Start-up of a local worker process: exit with the driver, and skip the interpreter's teardown when the
-    pool ends it (:func:`_end_quickly`)."""
+    """Start-up of a local worker process: exit with the driver, keep freed memory for reuse
+    (:func:`gradlab.sweep.memory.keep_freed_memory`), and skip the interpreter's teardown when the pool ends it
+    (:func:`_end_quickly`)."""
+    from gradlab.sweep.memory import keep_freed_memory
     from gradlab.sweep.parent_watch import exit_with_parent
 
     exit_with_parent(parent_pid)
+    keep_freed_memory()
     atexit.register(_end_quickly)
 
 
