@@ -256,8 +256,12 @@ def measure(args: argparse.Namespace, out: Path) -> int:
     times = {arm: statistics.median(found[0][arm] for found in rounds) for arm in rounds[0][0]}
     cpu = {arm: statistics.median(found[1][arm] for found in rounds) for arm in rounds[0][1]}
     plain_seconds = [seconds for found in rounds for seconds in found[2]]
-    ratios = tuple(statistics.median(found[0][arm] / found[0]["plain"] for found in rounds) for arm in ("off", "auto"))
-    kept = tuple(statistics.median(found[0][arm] / found[0]["plain kept"] for found in rounds) for arm in ("off", "auto"))
+
+    def ratios_to(reference: str) -> tuple[float, float]:
+        arms = ("off", "auto")
+        return tuple(statistics.median(found[0][arm] / found[0][reference] for found in rounds) for arm in arms)
+
+    ratios, kept = ratios_to("plain"), ratios_to("plain kept")
     print(f"sweep time vs plain torch.nn keeping freed memory (c'): one by one {kept[0]:.2f}x, "
           f"ensembles {kept[1]:.2f}x; (c') {times['plain kept']:.2f} s")
     if args.rounds > 1:
