@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from gradlab.instruments.diagnostics import gate_columns
 from gradlab.instruments.recorder import GradientRecorder
 from gradlab.nn.bptt import KINDS
 from gradlab.nn.models import RNNModel
@@ -21,6 +22,7 @@ from gradlab.training.ensemble import (
     member_grad_norms,
     streaming,
 )
+from gradlab.training.ensemble.gates import member_gate_columns
 
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 #: The step-by-step layers that large ensembles use, forced on small ones.
@@ -123,6 +125,22 @@ def test_forward_and_gradients_equal_single_models(mode, readout, monkeypatch):
         (weights[s] * logits).sum().backward()
         for name, parameter in member.named_parameters():
             torch.testing.assert_close(ensemble.get_parameter(name).grad[s], parameter.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gates_measured_at_once_are_each_members_own(mode):
+    members = [_member(mode, seed) for seed in range(3)]
+    x = torch.randn(BATCH, STEPS, FEATURES, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    measured = member_gate_columns(EnsembleModel(members), x)
+    assert len(measured) == 3
+    for member, columns in zip(members, measured):
+        alone = gate_columns(member, x)
+        for name in ("layer", "direction", "timestep", "gate", "stat"):
+            assert columns[name].tolist() == alone[name].tolist()
+        torch.testing.assert_close(torch.from_numpy(columns["value"]), torch.from_numpy(alone["value"]),
+                                   rtol=1e-12, atol=1e-14)
+    values = [torch.from_numpy(columns["value"]) for columns in measured]
+    assert not torch.allclose(values[0], values[1]) and not torch.allclose(values[1], values[2])  # each its own
 
 
 def test_members_start_from_their_own_init_and_state_dicts_round_trip():

@@ -23,7 +23,7 @@ from gradlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from gradlab.store.io import RunFolder
 from gradlab.sweep import SweepFailed, plan_runs, run_sweep
 from gradlab.sweep.execute import EnsembleTask, RunTask
-from gradlab.training import train_run
+from gradlab.training import callbacks, train_run
 from gradlab.training.ensemble.grouping import ENSEMBLE_MODES, ensemble_blocker, group_runs
 from gradlab.training.ensemble_run import EnsembleFit, train_ensemble
 
@@ -55,9 +55,14 @@ def sweeps(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ENSEMBLE_MODES)
-def test_ensemble_sweep_equals_one_by_one_in_float64(mode, sweeps):
+def test_ensemble_sweep_equals_one_by_one_in_float64(mode, sweeps, monkeypatch):
     runs = _runs(mode)
+    measured_alone = []  # the runs that measured their own gates
+    gate_columns = callbacks.gate_columns
+    monkeypatch.setattr(callbacks, "gate_columns", lambda model, x: measured_alone.append(x) or gate_columns(model, x))
     off, auto = sweeps(runs)
+    # one by one: each run at step 0 and after each of 2 epochs; the ensemble measured all its members at once
+    assert len(measured_alone) == 3 * len(runs)
     ids = [run.run_id for run in runs]
     assert_runs_match(off, auto, ids)
     assert {RunFolder(auto / run_id).metrics()["ensemble_size"] for run_id in ids} == {6}  # one ensemble trained them

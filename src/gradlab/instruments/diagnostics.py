@@ -46,10 +46,11 @@ from gradlab.instruments.frames import concat_columns, measurement_frame
 from gradlab.instruments.lyapunov import lyapunov_exponents, lyapunov_spectrum
 from gradlab.instruments.recorder import recurrent_net
 from gradlab.instruments.spectra import JACOBIAN_REDUCTIONS, jacobian_singular_values, jacobian_spectral_norms
-from gradlab.nn.cells import SATURATION_THRESHOLD, LSTMCell, RecurrentCell, RNNCell
+from gradlab.nn.cells import SATURATION_THRESHOLD, LSTMCell, RecurrentCell, RNNCell, get_activation
 
 __all__ = [
-    "GATE_ACTIVATIONS", "JACOBIAN_REDUCTIONS", "gate_columns", "gate_statistics", "jacobian_singular_values",
+    "GATE_ACTIVATIONS", "JACOBIAN_REDUCTIONS", "activation_function", "gate_columns", "gate_parts",
+    "gate_statistics", "gate_step_statistics", "jacobian_singular_values",
     "jacobian_spectral_norms", "lyapunov_exponents", "lyapunov_spectrum",
 ]
 
@@ -59,6 +60,11 @@ GATE_ACTIVATIONS: dict[str, dict[str, str]] = {
     "GRU": {"r": "sigmoid", "z": "sigmoid", "n": "tanh"},
 }
 _NONLINEARITIES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
+
+
+def activation_function(name: str):
+    """The function a gate's activation ``name`` stands for: sigmoid, tanh, or any of :data:`ACTIVATIONS`."""
+    return _NONLINEARITIES.get(name) or get_activation(name)
 
 
 def _gate_activations(cell: RecurrentCell) -> dict[str, str | None]:
@@ -118,25 +124,57 @@ def gate_columns(model: nn.Module, x: Tensor) -> dict[str, np.ndarray]:
             for gate, activation in _gate_activations(cell).items():
                 a = pre[gate].reshape(batch, steps, hidden)  # (B, T, H)
                 function = _NONLINEARITIES.get(activation) or cell.activation
-                stats = {"mean": function(a).mean(dim=(0, 2))}  # (T,)
-                if activation in SATURATION_THRESHOLD:
-                    saturated = a.abs() > SATURATION_THRESHOLD[activation]
-                    stats["saturated"] = saturated.to(a.dtype).mean(dim=(0, 2))
-                if isinstance(cell, RNNCell):
-                    slope = elementwise_derivative(function, a)  # (B, T, H)
-                    stats["slope"] = slope.mean(dim=(0, 2))
-                    stats["slope_rms"] = slope.square().mean(dim=(0, 2)).sqrt()
-                for stat, values in stats.items():
-                    parts.append({
-                        "layer": np.full(steps, layer, dtype=np.int64),
-                        "direction": np.full(steps, direction, dtype=object),
-                        "timestep": np.arange(steps, dtype=np.int64),
-                        "gate": np.full(steps, gate, dtype=object),
-                        "stat": np.full(steps, stat, dtype=object),
-                        "value": values.double().cpu().numpy(),
-                    })
-    if not parts:  # a linear recurrence (LRU, DIAGONAL) has no gates: an empty table of the same columns
-        parts = [{"layer": np.zeros(0, dtype=np.int64), "direction": np.zeros(0, dtype=object),
-                  "timestep": np.zeros(0, dtype=np.int64), "gate": np.zeros(0, dtype=object),
-                  "stat": np.zeros(0, dtype=object), "value": np.zeros(0, dtype=np.float64)}]
-    return concat_columns(parts)
+                stats = gate_step_statistics(a, activation, function, slope=isinstance(cell, RNNCell))
+                parts.extend(gate_parts(layer, direction, gate, stats))
+    return concat_columns(parts or [_no_gates()])
+
+
+def gate_step_statistics(a: Tensor, activation: str, function, *, slope: bool, dims: tuple[int, int] = (-3, -1),
+                         ) -> dict[str, Tensor]:
+    """The statistics of one gate at each timestep, from its pre-activations ``a``.
+
+    Args:
+        a: ([S,] B, T, H) pre-activations (``dims`` names the batch and unit dimensions to average over).
+        activation: its name (``saturated`` is measured for those in :data:`SATURATION_THRESHOLD`).
+        function: the activation itself.
+        slope: also ``slope`` and ``slope_rms``, of f'(a) (an RNN's ``h``).
+
+    Returns:
+        ``{stat: ([S,] T)}``, in the order of the table's rows.
+    """
+    stats = {"mean": function(a).mean(dim=dims)}  # ([S,] T)
+    if activation in SATURATION_THRESHOLD:
+        saturated = a.abs() > SATURATION_THRESHOLD[activation]
+        stats["saturated"] = saturated.to(a.dtype).mean(dim=dims)
+    if slope:
+        derivative = elementwise_derivative(function, a)
+        stats["slope"] = derivative.mean(dim=dims)
+        stats["slope_rms"] = derivative.square().mean(dim=dims).sqrt()
+    return stats
+
+
+def gate_parts(layer: int, direction: str, gate: str, stats: Mapping[str, Tensor]) -> list[dict[str, np.ndarray]]:
+    """Column chunks of one gate's rows: one chunk of T rows per statistic.
+
+    ``stats`` holds ([S,] T) values: with a leading member dimension, each chunk's ``value`` is (S, T), for
+    the caller to split, and the other columns are each member's.
+    """
+    parts = []
+    for stat, values in stats.items():
+        steps = values.shape[-1]
+        parts.append({
+            "layer": np.full(steps, layer, dtype=np.int64),
+            "direction": np.full(steps, direction, dtype=object),
+            "timestep": np.arange(steps, dtype=np.int64),
+            "gate": np.full(steps, gate, dtype=object),
+            "stat": np.full(steps, stat, dtype=object),
+            "value": values.double().cpu().numpy(),
+        })
+    return parts
+
+
+def _no_gates() -> dict[str, np.ndarray]:
+    """The columns with no rows: a linear recurrence (LRU, DIAGONAL) has no gates."""
+    return {"layer": np.zeros(0, dtype=np.int64), "direction": np.zeros(0, dtype=object),
+            "timestep": np.zeros(0, dtype=np.int64), "gate": np.zeros(0, dtype=object),
+            "stat": np.zeros(0, dtype=object), "value": np.zeros(0, dtype=np.float64)}

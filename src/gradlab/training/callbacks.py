@@ -205,7 +205,9 @@ class Diagnostics(Callback):
         # layer, so by default it runs at initialisation and after the last epoch only.
         train, data = state.config.train, state.data
         epoch, step = state.epoch, state.step
-        measured = gate_columns(state.model, data.validation.x[: train.diagnostics_batch])
+        measured = state.premeasured.pop(("gates", step), None)
+        if measured is None:
+            measured = gate_columns(state.model, data.validation.x[: train.diagnostics_batch])
         self.rows["gates"].add_columns(measurement_columns(measured, state.model, run_info=state.run_info, step=step,
                                                            epoch=epoch))
         every = train.jacobian_every

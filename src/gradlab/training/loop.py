@@ -59,6 +59,9 @@ class TrainState:
     ensemble_size: int = 1  # runs trained together as one batched model (gradlab.training.ensemble_run)
     started: float = field(default_factory=time.perf_counter)
     callbacks: list[Callback] = field(default_factory=list)
+    # Measurements made for this run by whoever trains it, for its callbacks to take instead of measuring
+    # again, keyed by (table, step): an ensemble measures all its members' gates at once.
+    premeasured: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
