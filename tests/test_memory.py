@@ -43,3 +43,13 @@ def test_the_setting_is_left_alone_where_asked_or_where_there_is_no_glibc(monkey
     monkeypatch.delenv("GRADLAB_KEEP_FREED_MEMORY")
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     assert keep_freed_memory() is False
+
+
+def test_a_sweep_that_trains_in_its_own_process_keeps_freed_memory_too(monkeypatch):
+    from gradlab.sweep import memory
+    from gradlab.sweep.execute import LocalExecutor
+
+    calls = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(True) or True)
+    LocalExecutor(workers=1).run([], lambda *args: None)
+    assert calls == [True]

@@ -374,9 +374,6 @@ def _execute(args: argparse.Namespace, runs: list[RunConfig], sweep_dir: Path, a
         return 0
     # As typed: ``gradlab sweep ...`` passes only the flags, so its subcommand comes from the program name.
     command = [sys.argv[0], *(sys.argv[1:] if argv is None else [*prog.split()[1:], *argv])]
-    from gradlab.sweep.memory import keep_freed_memory
-
-    keep_freed_memory()  # for the runs this process trains itself, and its report
     try:
         overwrite = args.overwrite or (args.dry_run and not args.resume)
         result = run_sweep(runs, sweep_dir, resume=args.resume, overwrite=overwrite,

@@ -244,6 +244,9 @@ class LocalExecutor:
 
     def run(self, tasks: Sequence[Task], report: Report) -> None:
         if self.workers == 1:
+            from gradlab.sweep.memory import keep_freed_memory
+
+            keep_freed_memory()  # as a worker process does (gradlab.sweep.workers.start_worker)
             for task in tasks:
                 data = self.datasets.get(RunConfig.from_dict(task.config).data)
                 try:
