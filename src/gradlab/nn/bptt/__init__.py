@@ -10,8 +10,9 @@ tanh or relu), as one ``torch.autograd.Function`` per layer and direction:
 - the backward pass walks t = T-1 .. 0 once, computing dL/dh_t (and dL/dc_t)
   — the total gradient through time and from above — with a handful of
   tensor operations per step; every factor that does not depend on the
-  recurrence is computed for all timesteps at once before the loop, and each
-  weight gradient is a single matmul over all steps.
+  recurrence is computed for a block of steps at once, and each weight
+  gradient is a few matmuls over all steps (one per block for the LSTM and
+  GRU, one in all for the RNN).
 
 Because the backward loop holds dL/dh_t anyway, it hands each one to an
 optional ``on_grad(t, name, grad)`` callback: that is how gradient
