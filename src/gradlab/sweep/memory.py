@@ -11,8 +11,9 @@ and 1-2 ms of an LSTM step of 8-10 ms (FSDD shapes: batch 100, T 32, hidden 32).
 :func:`keep_freed_memory` raises both thresholds, so that freed blocks stay in
 the process for the next step to reuse (a process's memory then stays at its
 peak until it ends). gradlab's sweep workers call it when they start, as does the
-local executor before it trains runs in its own process (``--workers 1``). It changes nothing on a platform
-without glibc. ``GRADLAB_KEEP_FREED_MEMORY=0`` leaves glibc's own settings.
+local executor before it trains runs in its own process (``--workers 1``). It
+changes nothing on a platform without glibc. ``GRADLAB_KEEP_FREED_MEMORY=0``
+leaves glibc's own settings.
 """
 
 from __future__ import annotations

@@ -95,11 +95,7 @@ class LayerGrads:
         if self.wants_bias:
             self.grad_bias = _add(self.grad_bias, bias_grad(grad_input_term))
         if self.grad_inputs is not None:
-            target = self.grad_inputs.narrow(TIME, start, count)
-            if self.weight_ih.dim() == 2:
-                torch.mm(grad_input_term.flatten(0, 1), self.weight_ih, out=target.view(-1, target.shape[-1]))
-            else:
-                target.copy_(grad_input_term.flatten(-3, -2).bmm(self.weight_ih).view(target.shape))
+            input_grad(grad_input_term, self.weight_ih, out=self.grad_inputs.narrow(TIME, start, count))
 
     def input_side(self) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """The gradients of the inputs, W_ih and the input-term bias (None where not wanted)."""
@@ -201,13 +197,18 @@ def project(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 def input_grads(ctx, grad_pre: Tensor, inputs: Tensor, weight_ih: Tensor) -> tuple[Tensor | None, ...]:
     """Gradients of inputs, W_ih and the input-term bias from dL/d(pre-activation input term)."""
     wants_inputs, wants_weight, wants_bias = ctx.needs_input_grad[:3]
-    grad_inputs = None
-    if wants_inputs:
-        single = weight_ih.dim() == 2
-        grad_inputs = grad_pre.matmul(weight_ih) if single else grad_pre.flatten(1, 2).bmm(weight_ih).view(inputs.shape)
+    grad_inputs = input_grad(grad_pre, weight_ih) if wants_inputs else None
     grad_weight = weight_grad(grad_pre, inputs) if wants_weight else None
     grad_bias = bias_grad(grad_pre) if wants_bias else None
     return grad_inputs, grad_weight, grad_bias
+
+
+def input_grad(grad_pre: Tensor, weight_ih: Tensor, out: Tensor | None = None) -> Tensor:
+    """dL/d(inputs) ([S,] n, B, I) from dL/d(input term) ([S,] n, B, G) (into ``out``, a contiguous block, if given)."""
+    flat = grad_pre.flatten(-3, -2)  # ([S,] n*B, G)
+    flat_shape = flat.shape[:-1] + weight_ih.shape[-1:]
+    grad = matmul(flat, weight_ih, out=None if out is None else out.view(flat_shape))
+    return grad.view(grad_pre.shape[:-1] + weight_ih.shape[-1:])
 
 
 def lstm_factors(gates: Tensor, c_prev: Tensor, h: Tensor, tanh_c: Tensor,
